@@ -1,0 +1,109 @@
+"""Studies: a base point plus grid axes whose Cartesian product makes the grid points.
+
+A grid point's id is a readable, canonical string of its swept values,
+``optimizer.b=0.1__optimizer.kind=sgd``: the same number always gives the same
+string (0.1 and 0.10 are one file), so adding a value to an axis trains only the new
+points.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sgdnoise.config.schema import ConfigError, known_key_paths, resolve_point, set_path
+
+STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+ANALYSES = (
+    "training_curves",
+    "teff",
+    "langevin_calibration",
+    "replica_distance",
+    "margins",
+    "dmft",
+    "phase_diagram",
+    "critical_temperature",
+    "power_laws",
+)
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    """One point of a study: its id, swept values (axis path -> value) and resolved config."""
+
+    point_id: str
+    assignments: dict[str, Any]
+    config: dict
+
+
+def format_value(value: Any) -> str:
+    """Canonical text of a swept value: numbers by value (0.10 -> 0.1, 1.0 -> 1)."""
+    if isinstance(value, bool) or value is None:
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return format(float(value), ".12g")
+    if isinstance(value, list):
+        return "-".join(format_value(item) for item in value)
+    return str(value)
+
+
+def point_id(assignments: dict[str, Any]) -> str:
+    """Readable canonical id of a grid point from its swept values."""
+    if not assignments:
+        return "base"
+    return "__".join(f"{path}={format_value(value)}" for path, value in sorted(assignments.items()))
+
+
+def coordinate_name(path: str, all_paths: list[str]) -> str:
+    """Short dimension name of a grid axis in summary.nc.
+
+    ``optimizer.kind`` -> ``optimizer``; a leaf that is unique among the axes keeps its
+    own name (``optimizer.b`` -> ``b``); otherwise section and leaf (``data_seed``).
+    """
+    parts = path.split(".")
+    if parts[-1] == "kind":
+        return parts[0]
+    leaves = [p.split(".")[-1] for p in all_paths]
+    if leaves.count(parts[-1]) == 1 and parts[-1] not in {"model", "loss", "data", "optimizer"}:
+        return parts[-1]
+    return "_".join(parts)
+
+
+def expand_study(name: str, study: dict) -> list[GridPoint]:
+    """Every grid point of a study, resolved and validated (ConfigError if any is invalid)."""
+    if not STUDY_NAME.match(name):
+        raise ConfigError(f"study name {name!r}: use letters, digits, '_' and '-'")
+    grid = study.get("grid") or {}
+    known = set(known_key_paths())
+    for axis, values in grid.items():
+        if axis not in known:
+            section = axis.split(".")[0]
+            near = sorted(k for k in known if k.startswith(section + "."))
+            raise ConfigError(
+                f"study {name}: grid axis {axis!r} is not a configuration key; "
+                f"allowed axes{' under ' + section if near else ''}: {', '.join(near or sorted(known))}"
+            )
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"study {name}: grid axis {axis!r} needs a non-empty list of values")
+    for analysis in study.get("analyses", []):
+        if analysis not in ANALYSES:
+            raise ConfigError(
+                f"study {name}: unknown analysis {analysis!r}; allowed: {', '.join(ANALYSES)}"
+            )
+    axes = list(grid)
+    points: dict[str, GridPoint] = {}
+    for combination in itertools.product(*(grid[a] for a in axes)):
+        assignments = dict(zip(axes, combination))
+        raw = copy.deepcopy(study.get("base") or {})
+        for path, value in assignments.items():
+            set_path(raw, path, value)
+        identifier = point_id(assignments)
+        try:
+            config = resolve_point(raw)
+        except ConfigError as error:
+            raise ConfigError(f"study {name}, point {identifier}: {error}") from None
+        points[identifier] = GridPoint(identifier, assignments, config)
+    return list(points.values())

@@ -1,0 +1,264 @@
+"""Validation of one grid point: JSON schema, defaults, and the physics cross-checks.
+
+A grid point is the nested mapping of DESIGN.md (model, loss, data, optimizer, run).
+`resolve_point` fills every default from `point.schema.yaml`, rejects unknown keys and
+bad values with a message naming the key and what is allowed, checks the conditions
+the schema cannot express (persistent-SGD bounds on tau, P or P/N given, ...), and
+derives the dependent values (P from P/N, lr from the temperature of minibatch SGD,
+kappa = 1/alpha for the alpha-trick). The result is the canonical point: the one that is
+hashed, stored in every artifact and fed to the engine.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import hashlib
+import json
+import math
+from importlib import resources
+from typing import Any
+
+import jsonschema
+import yaml
+
+DEFAULT_LEARNING_RATE = 0.05
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names the key and what is allowed."""
+
+
+@functools.cache
+def point_schema() -> dict:
+    """The JSON schema of one grid point (shipped with the package)."""
+    text = resources.files("sgdnoise.config").joinpath("point.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _fill_defaults(node: dict, schema: dict) -> None:
+    """Insert the schema's defaults for missing keys, recursively (in place)."""
+    for key, sub in schema.get("properties", {}).items():
+        if key not in node and "default" in sub:
+            node[key] = copy.deepcopy(sub["default"])
+        if isinstance(node.get(key), dict) and sub.get("type") == "object":
+            _fill_defaults(node[key], sub)
+
+
+def _allowed(schema: dict) -> str:
+    """Human description of what a schema node accepts."""
+    if "enum" in schema:
+        return "one of " + ", ".join(map(str, schema["enum"]))
+    if schema.get("type") == "object":
+        return "a mapping with keys " + ", ".join(schema.get("properties", {}))
+    parts = [str(schema.get("type", "any value"))]
+    for bound, symbol in [("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<=")]:
+        if bound in schema:
+            parts.append(f"{symbol} {schema[bound]}")
+    return " ".join(parts)
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    path = ".".join(str(p) for p in error.absolute_path) or "<top level>"
+    if error.validator == "additionalProperties":
+        known = ", ".join(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        where = path if path != "<top level>" else "the point"
+        return f"unknown key(s) {extra} in {where}; allowed keys: {known}"
+    return f"config key {path}: {error.message}; allowed: {_allowed(error.schema)}"
+
+
+def validate_against_schema(point: dict) -> None:
+    """Raise ConfigError listing every schema violation of a (default-filled) point."""
+    validator = jsonschema.Draft202012Validator(point_schema())
+    errors = sorted(validator.iter_errors(point), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(map(_describe, errors)))
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _resolve_data(data: dict, model: dict) -> None:
+    if data["kind"] in ("mnist_parity", "fashion_mnist_parity", "cifar_animals"):
+        _require(data["P"] is not None, f"config key data.P: required for image data ({data['kind']})")
+        return
+    _require(
+        data["P"] is not None or data["P_over_N"] is not None,
+        "config key data.P / data.P_over_N: give the number of samples P or the ratio P_over_N",
+    )
+    from_ratio = None if data["P_over_N"] is None else max(1, round(data["P_over_N"] * data["N"]))
+    if data["P"] is None:
+        data["P"] = from_ratio
+    elif from_ratio is not None:
+        _require(
+            from_ratio == data["P"],
+            f"config keys data.P = {data['P']} and data.P_over_N = {data['P_over_N']} disagree "
+            f"(N = {data['N']} gives P = {from_ratio}); give only one",
+        )
+    _require(
+        model["kind"] == "perceptron",
+        f"config key model.kind: {model['kind']} needs image data; "
+        "allowed with synthetic data: perceptron",
+    )
+
+
+def _resolve_optimizer(optimizer: dict, model: dict, data: dict) -> None:
+    kind = optimizer["kind"]
+    width = 1 if model["kind"] == "perceptron" else model["width"]
+    if kind == "minibatch_sgd":
+        lr, temperature, batch = optimizer["lr"], optimizer["temperature"], optimizer["batch_size"]
+        _require(
+            lr is not None or temperature is not None,
+            "config key optimizer.lr / optimizer.temperature: minibatch_sgd needs one of them "
+            "(T = lr / (width x batch_size))",
+        )
+        if lr is None:
+            optimizer["lr"] = temperature * width * batch
+        elif temperature is None:
+            optimizer["temperature"] = lr / (width * batch)
+        else:
+            _require(
+                math.isclose(temperature, lr / (width * batch), rel_tol=1e-9),
+                f"config keys optimizer.lr = {lr} and optimizer.temperature = {temperature} "
+                f"disagree: T must equal lr / (width x batch_size) = {lr / (width * batch)}",
+            )
+        if data["P"] is not None:
+            _require(
+                batch <= data["P"],
+                f"config key optimizer.batch_size = {batch}: must be <= data.P = {data['P']}",
+            )
+        return
+    if optimizer["lr"] is None:
+        optimizer["lr"] = DEFAULT_LEARNING_RATE
+    lr, b, tau = optimizer["lr"], optimizer["b"], optimizer["tau"]
+    if kind == "langevin":
+        _require(
+            optimizer["temperature"] is not None,
+            "config key optimizer.temperature: langevin needs a temperature T > 0",
+        )
+    if kind == "persistent_sgd":
+        _require(tau is not None, "config key optimizer.tau: persistent_sgd needs tau > 0")
+        bound = max(lr, lr * (1 - b) / b)
+        _require(
+            tau >= bound * (1 - 1e-12),
+            f"config key optimizer.tau = {tau}: persistent_sgd needs tau >= lr = {lr} and "
+            f"tau >= lr (1 - b) / b = {lr * (1 - b) / b}; allowed: tau >= {bound}",
+        )
+    _require(
+        model["kind"] == "perceptron",
+        f"config key optimizer.kind: {kind} trains only the perceptron; networks use minibatch_sgd",
+    )
+
+
+def _resolve_model_and_loss(model: dict, loss: dict) -> None:
+    alpha = model["alpha"]
+    if alpha is None:
+        _require(loss["kappa"] is not None, "config key loss.kappa: a margin is needed (number)")
+        return
+    if loss["kappa"] is None:
+        loss["kappa"] = 1.0 / alpha
+    _require(
+        math.isclose(loss["kappa"], 1.0 / alpha, rel_tol=1e-12),
+        f"config key loss.kappa = {loss['kappa']}: with model.alpha = {alpha} the margin is "
+        f"1/alpha = {1.0 / alpha}; allowed: null or {1.0 / alpha}",
+    )
+
+
+def _resolve_run(run: dict, model: dict, optimizer: dict) -> None:
+    if run["init"] == "gd_minimum":
+        _require(
+            model["kind"] == "perceptron",
+            "config key run.init: gd_minimum is for the perceptron; allowed for networks: random",
+        )
+    for t_w in run["response"]["waiting_times"]:
+        _require(
+            t_w < run["max_time"],
+            f"config key run.response.waiting_times: t_w = {t_w} must be < run.max_time "
+            f"= {run['max_time']}",
+        )
+    if run["response"]["waiting_times"]:
+        _require(
+            model["kind"] == "perceptron",
+            "config key run.response: the exact response is measured for the perceptron only",
+        )
+    _require(
+        run["stop"] != "zero_loss" or optimizer["kind"] != "langevin",
+        "config key run.stop: langevin never reaches zero loss; allowed: never",
+    )
+
+
+def resolve_point(raw: dict | None) -> dict:
+    """Return the canonical, validated grid point made from a (partial) mapping.
+
+    Missing keys take the schema's defaults; unknown keys, wrong types and values out of
+    bounds raise ConfigError naming the key and what is allowed.
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"a grid point must be a mapping, got {type(raw).__name__}")
+    point = copy.deepcopy(raw)
+    _fill_defaults(point, point_schema())
+    validate_against_schema(point)
+    _resolve_model_and_loss(point["model"], point["loss"])
+    _resolve_data(point["data"], point["model"])
+    _resolve_optimizer(point["optimizer"], point["model"], point["data"])
+    _resolve_run(point["run"], point["model"], point["optimizer"])
+    validate_against_schema(point)
+    return point
+
+
+def canonical_json(point: dict) -> str:
+    """JSON text of a point with sorted keys: the form that is hashed and stored."""
+    return json.dumps(point, sort_keys=True, separators=(",", ":"))
+
+
+def config_sha256(point: dict) -> str:
+    """sha256 of the canonical JSON of a resolved point."""
+    return hashlib.sha256(canonical_json(point).encode()).hexdigest()
+
+
+def load_point(path: str) -> dict:
+    """Read a YAML or JSON grid point from a file and resolve it."""
+    with open(path) as handle:
+        try:
+            raw = yaml.safe_load(handle)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML: {error}") from error
+    try:
+        return resolve_point(raw)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+
+
+def known_key_paths(schema: dict | None = None, prefix: str = "") -> list[str]:
+    """Every dotted key path of the point schema (the possible grid axes)."""
+    schema = point_schema() if schema is None else schema
+    paths = []
+    for key, sub in schema.get("properties", {}).items():
+        path = f"{prefix}{key}"
+        if sub.get("type") == "object":
+            paths.extend(known_key_paths(sub, path + "."))
+        else:
+            paths.append(path)
+    return paths
+
+
+def get_path(point: dict, path: str) -> Any:
+    """The value at a dotted key path."""
+    node = point
+    for key in path.split("."):
+        node = node[key]
+    return node
+
+
+def set_path(point: dict, path: str, value: Any) -> None:
+    """Set the value at a dotted key path, creating intermediate mappings."""
+    *parents, leaf = path.split(".")
+    node = point
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value
