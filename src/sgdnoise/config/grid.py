@@ -14,7 +14,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sgdnoise.config.schema import ConfigError, known_key_paths, resolve_point, set_path
+from sgdnoise.config.schema import (
+    ConfigError,
+    known_key_paths,
+    resolve_point,
+    section_paths,
+    set_path,
+)
 
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 ANALYSES = (
@@ -40,7 +46,15 @@ class GridPoint:
 
 
 def format_value(value: Any) -> str:
-    """Canonical text of a swept value: numbers by value (0.10 -> 0.1, 1.0 -> 1)."""
+    """Canonical text of a swept value: numbers by value (0.10 -> 0.1, 1.0 -> 1).
+
+    A mapping (a variant axis such as ``optimizer: [{kind: gd}, {kind: sgd, b: 0.3}]``)
+    reads ``sgd+b=0.3``: its kind first, then the other keys sorted.
+    """
+    if isinstance(value, dict):
+        head = [format_value(value["kind"])] if "kind" in value else []
+        rest = [f"{k}={format_value(v)}" for k, v in sorted(value.items()) if k != "kind"]
+        return "+".join(head + rest)
     if isinstance(value, bool) or value is None:
         return str(value).lower()
     if isinstance(value, (int, float)):
@@ -78,13 +92,21 @@ def expand_study(name: str, study: dict) -> list[GridPoint]:
         raise ConfigError(f"study name {name!r}: use letters, digits, '_' and '-'")
     grid = study.get("grid") or {}
     known = set(known_key_paths())
+    sections = set(section_paths())
     for axis, values in grid.items():
-        if axis not in known:
+        if axis in sections:
+            if not isinstance(values, list) or not all(isinstance(v, dict) for v in values):
+                raise ConfigError(
+                    f"study {name}: grid axis {axis!r} is a section: its values must be "
+                    "mappings of that section's keys (variants)"
+                )
+        elif axis not in known:
             section = axis.split(".")[0]
             near = sorted(k for k in known if k.startswith(section + "."))
             raise ConfigError(
-                f"study {name}: grid axis {axis!r} is not a configuration key; "
-                f"allowed axes{' under ' + section if near else ''}: {', '.join(near or sorted(known))}"
+                f"study {name}: grid axis {axis!r} is not a configuration key; allowed axes"
+                f"{' under ' + section if near else ''}: {', '.join(near or sorted(known))}"
+                f" (or a whole section with mapping values: {', '.join(sorted(sections))})"
             )
         if not isinstance(values, list) or not values:
             raise ConfigError(f"study {name}: grid axis {axis!r} needs a non-empty list of values")
@@ -99,7 +121,11 @@ def expand_study(name: str, study: dict) -> list[GridPoint]:
         assignments = dict(zip(axes, combination))
         raw = copy.deepcopy(study.get("base") or {})
         for path, value in assignments.items():
-            set_path(raw, path, value)
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    set_path(raw, f"{path}.{key}", copy.deepcopy(item))
+            else:
+                set_path(raw, path, value)
         identifier = point_id(assignments)
         try:
             config = resolve_point(raw)

@@ -45,6 +45,25 @@ def _fill_defaults(node: dict, schema: dict) -> None:
             _fill_defaults(node[key], sub)
 
 
+def _coerce_numbers(node: dict, schema: dict) -> None:
+    """Read numeric text as numbers where the schema wants a number (in place).
+
+    YAML 1.1 (PyYAML, Snakemake) reads ``1e-10`` (no dot) as a string; users mean the
+    number. Text that does not parse stays text and fails validation with a message.
+    """
+    for key, sub in schema.get("properties", {}).items():
+        value = node.get(key)
+        types = sub.get("type", [])
+        types = [types] if isinstance(types, str) else types
+        if isinstance(value, str) and "number" in types:
+            try:
+                node[key] = float(value)
+            except ValueError:
+                pass
+        elif isinstance(value, dict) and sub.get("type") == "object":
+            _coerce_numbers(value, sub)
+
+
 def _allowed(schema: dict) -> str:
     """Human description of what a schema node accepts."""
     if "enum" in schema:
@@ -202,6 +221,7 @@ def resolve_point(raw: dict | None) -> dict:
         raise ConfigError(f"a grid point must be a mapping, got {type(raw).__name__}")
     point = copy.deepcopy(raw)
     _fill_defaults(point, point_schema())
+    _coerce_numbers(point, point_schema())
     validate_against_schema(point)
     _resolve_model_and_loss(point["model"], point["loss"])
     _resolve_data(point["data"], point["model"])
@@ -244,6 +264,17 @@ def known_key_paths(schema: dict | None = None, prefix: str = "") -> list[str]:
             paths.extend(known_key_paths(sub, path + "."))
         else:
             paths.append(path)
+    return paths
+
+
+def section_paths(schema: dict | None = None, prefix: str = "") -> list[str]:
+    """Every dotted path of a mapping in the point schema (variant grid axes)."""
+    schema = point_schema() if schema is None else schema
+    paths = []
+    for key, sub in schema.get("properties", {}).items():
+        if sub.get("type") == "object":
+            paths.append(f"{prefix}{key}")
+            paths.extend(section_paths(sub, f"{prefix}{key}."))
     return paths
 
 

@@ -1,0 +1,165 @@
+"""The sgdnoise command line: one subcommand per workflow stage, plus inspection.
+
+    sgdnoise point POINT.yaml --out runs/X.nc [--data data/X.nc]   train one grid point
+    sgdnoise data POINT.yaml --out data/X.nc                       build a point's data set
+    sgdnoise show X.nc                                             JSON summary of an artifact
+    sgdnoise validate CONFIG.yaml                                  check a study config, list points
+    sgdnoise aggregate --grid grid.tsv --out summary.nc RUN.nc...  assemble a study
+    sgdnoise render FIGURE summary.nc --out fig.png                draw one figure
+
+Errors in the input (invalid config, unusable artifact) print one clear line to stderr
+and exit with status 2; nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+import numpy as np
+import yaml
+
+from sgdnoise.config import ConfigError, expand_study, load_point
+from sgdnoise.io.artifact import ArtifactError, read_artifact, write_artifact
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def cmd_point(args: argparse.Namespace) -> None:
+    from sgdnoise.stages.generate_data import load_datasets
+    from sgdnoise.stages.train import train_point
+
+    point = load_point(args.point)
+    datasets = load_datasets(args.data, point) if args.data else None
+    dataset = train_point(point, datasets, progress=not args.quiet)
+    write_artifact(dataset, args.out, "run")
+
+
+def cmd_data(args: argparse.Namespace) -> None:
+    from sgdnoise.stages.generate_data import build_datasets, datasets_to_xarray
+
+    point = load_point(args.point)
+    write_artifact(datasets_to_xarray(point, build_datasets(point)), args.out, "data")
+
+
+def _scalar(value) -> object:
+    value = value.item() if hasattr(value, "item") else value
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def summarize(dataset) -> dict:
+    """Scalars of an artifact: attributes plus final, replica-averaged observables."""
+    summary: dict[str, object] = {
+        key: _scalar(value)
+        for key, value in dataset.attrs.items()
+        if key not in ("config",) and np.ndim(value) == 0
+    }
+    if "time" in dataset.dims:
+        final = dataset.isel(time=-1)
+        for name in ("train_loss", "train_error", "violated_fraction", "test_error",
+                     "weight_change", "signal", "noise"):
+            if name in final:
+                summary[name] = _scalar(final[name].mean())
+    if "t_star" in dataset:
+        stopped = dataset["t_star"].values
+        summary["t_star"] = _scalar(np.nanmean(stopped)) if np.isfinite(stopped).any() else None
+    if "replica_status" in dataset:
+        statuses = [str(s) for s in dataset["replica_status"].values]
+        summary["replica_status"] = {s: statuses.count(s) for s in sorted(set(statuses))}
+    for name, variable in dataset.data_vars.items():
+        if variable.ndim == 0 and name not in summary:
+            summary[name] = _scalar(variable.values)
+    return summary
+
+
+def cmd_show(args: argparse.Namespace) -> None:
+    print(json.dumps(summarize(read_artifact(args.file)), indent=2, default=str))
+
+
+def cmd_validate(args: argparse.Namespace) -> None:
+    with open(args.config) as handle:
+        config = yaml.safe_load(handle) or {}
+    studies = config.get("studies") or {}
+    if not studies:
+        raise ConfigError(f"{args.config}: no studies (config key studies is empty)")
+    for name, study in studies.items():
+        points = expand_study(name, study)
+        print(f"{name}: {len(points)} points")
+        for point in points:
+            print(f"  {point.point_id}")
+
+
+def cmd_aggregate(args: argparse.Namespace) -> None:
+    from sgdnoise.stages.aggregate import aggregate
+
+    write_artifact(aggregate(args.grid, args.runs), args.out, "summary")
+
+
+def cmd_render(args: argparse.Namespace) -> None:
+    from sgdnoise.plots import render
+
+    render(args.figure, args.summary, args.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sgdnoise", description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    point = commands.add_parser("point", help="train one grid point")
+    point.add_argument("point", help="grid point YAML")
+    point.add_argument("--out", required=True, help="run artifact to write (.nc)")
+    point.add_argument("--data", help="data artifact from 'sgdnoise data' (else built here)")
+    point.add_argument("--quiet", action="store_true", help="no progress bar")
+    point.set_defaults(handler=cmd_point)
+
+    data = commands.add_parser("data", help="build the data set of a grid point")
+    data.add_argument("point", help="grid point YAML")
+    data.add_argument("--out", required=True, help="data artifact to write (.nc)")
+    data.set_defaults(handler=cmd_data)
+
+    show = commands.add_parser("show", help="JSON summary of an artifact's scalars")
+    show.add_argument("file")
+    show.set_defaults(handler=cmd_show)
+
+    validate = commands.add_parser("validate", help="validate a study config and list its points")
+    validate.add_argument("config")
+    validate.set_defaults(handler=cmd_validate)
+
+    aggregate = commands.add_parser("aggregate", help="assemble a study's runs into summary.nc")
+    aggregate.add_argument("--grid", required=True, help="the study's grid.tsv")
+    aggregate.add_argument("--out", required=True)
+    aggregate.add_argument("runs", nargs="+")
+    aggregate.set_defaults(handler=cmd_aggregate)
+
+    render = commands.add_parser("render", help="draw one figure of a study")
+    render.add_argument("figure")
+    render.add_argument("summary")
+    render.add_argument("--out", required=True)
+    render.set_defaults(handler=cmd_render)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _set_threads(args.threads)
+    try:
+        args.handler(args)
+    except (ConfigError, ArtifactError) as error:
+        print(f"sgdnoise {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,138 @@
+"""Self-describing NetCDF artifacts: atomic writes, provenance, checked reads.
+
+Every artifact is one xarray Dataset in a NetCDF-4 file. Writing stamps provenance
+(schema and package versions, git commit, the grid point's config and its sha256,
+device, wall seconds), compresses every variable (zlib), and goes through a temporary
+file in the same directory that is renamed into place only when complete: a killed job
+never leaves a file that looks finished. Reading refuses, naming the file, anything that
+is not a NetCDF file, was not written by sgdnoise, or has another schema version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+import sgdnoise
+from sgdnoise.config import canonical_json, config_sha256
+
+SCHEMA_VERSION = 1
+ARTIFACT_KINDS = ("data", "run", "two_time", "fit", "dmft", "summary")
+
+
+class ArtifactError(OSError):
+    """An artifact that cannot be used; the message names the file and the reason."""
+
+
+def git_commit() -> str:
+    """The commit of the source tree sgdnoise runs from ('unknown' outside git)."""
+    source = Path(sgdnoise.__file__).resolve().parent
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+def provenance(kind: str, point: dict | None = None) -> dict[str, str | int | float]:
+    """Attributes every artifact carries."""
+    import torch
+
+    attributes: dict[str, str | int | float] = {
+        "artifact_kind": kind,
+        "schema_version": SCHEMA_VERSION,
+        "sgdnoise_version": sgdnoise.__version__,
+        "git_commit": git_commit(),
+        "torch_version": torch.__version__,
+        "numpy_version": np.__version__,
+        "xarray_version": xr.__version__,
+        "python_version": platform.python_version(),
+        "Conventions": "CF-1.8",
+    }
+    if point is not None:
+        attributes["config"] = canonical_json(point)
+        attributes["config_sha256"] = config_sha256(point)
+    return attributes
+
+
+def _encoding(dataset: xr.Dataset) -> dict[str, dict]:
+    encoding = {}
+    for name, variable in dataset.variables.items():
+        if variable.dtype.kind in "fiub":
+            encoding[name] = {"zlib": True, "complevel": 4}
+    return encoding
+
+
+def write_artifact(dataset: xr.Dataset, path: str | os.PathLike, kind: str) -> None:
+    """Write ``dataset`` atomically to ``path`` (NetCDF-4, zlib), stamping its kind.
+
+    Variables must carry ``units`` and ``long_name`` (ValueError otherwise): an
+    artifact explains itself.
+    """
+    if kind not in ARTIFACT_KINDS:
+        raise ValueError(f"artifact kind {kind!r}; allowed: {', '.join(ARTIFACT_KINDS)}")
+    missing = [
+        name
+        for name, variable in dataset.data_vars.items()
+        if "units" not in variable.attrs or "long_name" not in variable.attrs
+    ]
+    if missing:
+        raise ValueError(f"variables without units/long_name: {', '.join(map(str, missing))}")
+    dataset = dataset.copy()
+    dataset.attrs.setdefault("artifact_kind", kind)
+    dataset.attrs.setdefault("schema_version", SCHEMA_VERSION)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(handle)
+    try:
+        dataset.to_netcdf(temporary, engine="netcdf4", format="NETCDF4", encoding=_encoding(dataset))
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def read_artifact(path: str | os.PathLike, kind: str | None = None) -> xr.Dataset:
+    """Open an artifact fully into memory, checking it is an sgdnoise artifact of ``kind``."""
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"{path}: no such artifact")
+    try:
+        with xr.open_dataset(path, engine="netcdf4") as handle:
+            dataset = handle.load()
+    except Exception as error:  # netCDF4 raises OSError, ValueError, RuntimeError...
+        raise ArtifactError(
+            f"{path}: not a readable NetCDF file ({type(error).__name__}: {error}); "
+            "delete it and rerun the stage that makes it"
+        ) from error
+    version = dataset.attrs.get("schema_version")
+    if version is None or "artifact_kind" not in dataset.attrs:
+        raise ArtifactError(
+            f"{path}: not an sgdnoise artifact (no schema_version / artifact_kind attribute)"
+        )
+    if int(version) != SCHEMA_VERSION:
+        raise ArtifactError(
+            f"{path}: schema_version {version}, this sgdnoise reads {SCHEMA_VERSION}; "
+            "rerun the stage that makes it (snakemake --forcerun) or use a matching sgdnoise"
+        )
+    if kind is not None and dataset.attrs["artifact_kind"] != kind:
+        raise ArtifactError(
+            f"{path}: a {dataset.attrs['artifact_kind']} artifact where a {kind} artifact "
+            "was expected"
+        )
+    return dataset
+
+
+def artifact_config(dataset: xr.Dataset) -> dict:
+    """The grid-point config stored in an artifact."""
+    return json.loads(dataset.attrs["config"])

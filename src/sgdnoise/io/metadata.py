@@ -1,0 +1,57 @@
+"""Units and long names of every variable sgdnoise writes (the declarative layer).
+
+Computation returns bare arrays; `describe` stamps ``units`` and ``long_name`` from
+this table. A variable missing from the table raises: nothing is written undocumented.
+Time is in units of lr x steps ("lr steps"); losses and stabilities are dimensionless.
+"""
+
+from __future__ import annotations
+
+import xarray as xr
+
+TIME_UNITS = "lr x steps"
+
+VARIABLES: dict[str, tuple[str, str]] = {
+    # coordinates
+    "time": (TIME_UNITS, "nominal recording time t = lr x step"),
+    "time2": (TIME_UNITS, "second time t' of a two-time function"),
+    "replica": ("1", "replica index"),
+    "sample": ("1", "training sample index mu"),
+    "feature": ("1", "weight component index i"),
+    "t_w": (TIME_UNITS, "waiting time at which the probe field is switched on"),
+    "window": (TIME_UNITS, "upper end of the FDT fit window in the time difference s"),
+    # training records
+    "step": ("1", "step index recorded at each nominal time (observables before the update)"),
+    "train_loss": ("1", "training loss per sample, mean over mu of v(h_mu)"),
+    "train_error": ("1", "fraction of training samples misclassified, h < -error_tolerance"),
+    "violated_fraction": ("1", "fraction of training samples with h < kappa - error_tolerance"),
+    "test_error": ("1", "fraction of test samples with y F <= 0"),
+    "weight_change": ("1", "relative weight change |w - w(0)| / |w(0)|"),
+    "signal": ("1", "signal u . e of u = w - w(0) along the unit teacher e"),
+    "noise": ("1", "noise |u_perp|^2 / (N - 1) of u = w - w(0)"),
+    "weights": ("1", "weight vector w on the recording grid"),
+    "final_weights": ("1", "weights at the end of training (at the stop for stopped replicas)"),
+    "initial_weights": ("1", "weights w(0) at the start of training"),
+    "final_stabilities": ("1", "stabilities h_mu = y_mu (w - w0) . x_mu / sqrt(N) at the end"),
+    "t_star": (TIME_UNITS, "training time t* at which the stopping criterion was met"),
+    "steps_taken": ("1", "number of steps taken before stopping or the budget"),
+    "replica_status": ("1", "completed | budget_exhausted | diverged, per replica"),
+    # data
+    "x_train": ("1", "training inputs"),
+    "y_train": ("1", "training labels +-1"),
+    "x_test": ("1", "test inputs"),
+    "y_test": ("1", "test labels +-1"),
+    "teacher": ("1", "direction generating the labels"),
+}
+
+
+def describe(dataset: xr.Dataset, extra: dict[str, tuple[str, str]] | None = None) -> xr.Dataset:
+    """Stamp units and long_name on every variable and coordinate (KeyError if unknown)."""
+    table = {**VARIABLES, **(extra or {})}
+    unknown = [name for name in dataset.variables if name not in table]
+    if unknown:
+        raise KeyError(f"no units/long_name declared for: {', '.join(map(str, unknown))}")
+    for name in dataset.variables:
+        units, long_name = table[name]
+        dataset[name].attrs.update(units=units, long_name=long_name)
+    return dataset

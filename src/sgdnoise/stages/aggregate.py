@@ -1,0 +1,93 @@
+"""Stage aggregate: every grid point of a study on named dims in one summary.nc.
+
+Input: the study's grid table (point id, config sha256, swept values) and the run
+artifacts. Each run is reduced to what analyses and figures need (recorded time series
+per replica, per-replica scalars, status), given its grid values as length-1
+dimensions, and the points are combined by coordinates. A run whose config hash is
+not the one the grid expects is refused, naming the file: an edited config never
+reuses stale results silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from sgdnoise.config import GridPoint, config_sha256, coordinate_name
+from sgdnoise.config.grid import format_value
+from sgdnoise.io.artifact import ArtifactError, provenance, read_artifact
+
+GRID_COLUMNS = ("point_id", "config_sha256", "assignments")
+HEAVY_VARIABLES = ("weights", "final_weights", "initial_weights", "final_stabilities")
+
+
+def grid_table(points: list[GridPoint]) -> str:
+    """Tab-separated table of a study's points: id, config hash, swept values (JSON)."""
+    lines = ["\t".join(GRID_COLUMNS)]
+    for point in points:
+        assignments = json.dumps(point.assignments, sort_keys=True)
+        lines.append("\t".join([point.point_id, config_sha256(point.config), assignments]))
+    return "\n".join(lines) + "\n"
+
+
+def read_grid_table(path: str | Path) -> list[dict]:
+    """Rows of a grid table with the assignments decoded."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    for row in rows:
+        row["assignments"] = json.loads(row["assignments"])
+    return rows
+
+
+def reduce_run(run: xr.Dataset) -> xr.Dataset:
+    """What a study summary keeps of one run: time series and per-replica scalars."""
+    reduced = run.drop_vars([name for name in HEAVY_VARIABLES if name in run])
+    reduced = reduced.drop_vars([name for name in ("feature", "sample") if name in reduced.coords])
+    reduced["status"] = xr.DataArray(run.attrs.get("status", "completed"))
+    reduced["status"].attrs.update(units="1", long_name="status of the point's run")
+    reduced["wall_seconds"] = xr.DataArray(float(run.attrs.get("wall_seconds", np.nan)))
+    reduced["wall_seconds"].attrs.update(units="s", long_name="wall time of the run")
+    reduced.attrs = {}
+    return reduced
+
+
+def with_grid_coordinates(reduced: xr.Dataset, assignments: dict, axes: list[str]) -> xr.Dataset:
+    """Give a reduced run its swept values as length-1 dimensions."""
+    for path in axes:
+        name = coordinate_name(path, axes)
+        value = assignments[path]
+        value = format_value(value) if isinstance(value, dict) else value
+        reduced = reduced.expand_dims({name: [value]})
+        reduced[name].attrs.update(units="1", long_name=f"grid axis {path}")
+    return reduced
+
+
+def aggregate(grid_path: str | Path, run_paths: list[str | Path]) -> xr.Dataset:
+    """The study summary from its grid table and run artifacts (matched by point id)."""
+    rows = read_grid_table(grid_path)
+    by_id = {Path(p).stem: Path(p) for p in run_paths}
+    axes = sorted(rows[0]["assignments"]) if rows else []
+    parts, example_config = [], None
+    for row in rows:
+        path = by_id.get(row["point_id"])
+        if path is None:
+            raise ArtifactError(f"{grid_path}: no run artifact given for point {row['point_id']}")
+        run = read_artifact(path, "run")
+        if run.attrs.get("config_sha256") != row["config_sha256"]:
+            raise ArtifactError(
+                f"{path}: trained with config sha256 {run.attrs.get('config_sha256')}, the "
+                f"study now asks {row['config_sha256']}; it is stale: rerun train_replicas"
+            )
+        example_config = example_config or run.attrs.get("config")
+        parts.append(with_grid_coordinates(reduce_run(run), row["assignments"], axes))
+    summary = xr.combine_by_coords(parts, combine_attrs="override") if axes else parts[0]
+    summary.attrs.update(provenance("summary"))
+    summary.attrs["example_config"] = example_config or "{}"
+    summary.attrs["grid_axes"] = json.dumps(
+        {coordinate_name(path, axes): path for path in axes}
+    )
+    return summary

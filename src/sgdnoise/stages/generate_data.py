@@ -1,0 +1,96 @@
+"""Stage generate_data: build a data set once per spec and seed, cache it as NetCDF.
+
+The spec is the ``data:`` section of a grid point (plus the replica count when every
+replica draws its own training set); its id ``<kind>-<sha256[:12]>`` names the file,
+so every grid point with the same data shares one file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import xarray as xr
+
+from sgdnoise.config import canonical_json
+from sgdnoise.data import Dataset, make_dataset
+from sgdnoise.io.artifact import ArtifactError, provenance, read_artifact
+from sgdnoise.io.metadata import describe
+
+
+def data_spec(point: dict) -> dict:
+    """What determines a point's data: its data section (and replicas if per replica)."""
+    spec = dict(point["data"])
+    if spec["per_replica"]:
+        spec["replicas"] = point["run"]["replicas"]
+    return spec
+
+
+def data_spec_id(point: dict) -> str:
+    """File id of a point's data: kind and a hash of the spec."""
+    spec = data_spec(point)
+    digest = hashlib.sha256(canonical_json(spec).encode()).hexdigest()[:12]
+    return f"{spec['kind']}-{digest}"
+
+
+def build_datasets(point: dict) -> list[Dataset]:
+    """The point's data: one shared Dataset, or one per replica."""
+    data = point["data"]
+    if data["per_replica"]:
+        return [make_dataset(data, r) for r in range(point["run"]["replicas"])]
+    return [make_dataset(data)]
+
+
+def datasets_to_xarray(point: dict, datasets: list[Dataset]) -> xr.Dataset:
+    """The data artifact: inputs flattened to a ``feature`` dim, a ``draw`` dim per replica."""
+
+    def stack(name: str) -> np.ndarray:
+        arrays = [getattr(d, name) for d in datasets]
+        return np.stack([a.reshape(a.shape[0], int(np.prod(a.shape[1:]))) if a.ndim > 1 else a for a in arrays])
+
+    variables = {
+        "x_train": (("draw", "sample", "feature"), stack("x_train")),
+        "y_train": (("draw", "sample"), stack("y_train")),
+        "x_test": (("draw", "test_sample", "feature"), stack("x_test")),
+        "y_test": (("draw", "test_sample"), stack("y_test")),
+    }
+    if datasets[0].teacher is not None:
+        variables["teacher"] = (("feature",), datasets[0].teacher)
+    dataset = xr.Dataset(variables)
+    dataset.attrs.update(provenance("data"))
+    dataset.attrs.update(
+        data_spec=canonical_json(data_spec(point)),
+        input_shape=list(datasets[0].input_shape),
+        description=canonical_json(datasets[0].description),
+    )
+    extra = {
+        "draw": ("1", "index of the data draw (one per replica with data.per_replica)"),
+        "test_sample": ("1", "test sample index"),
+    }
+    return describe(dataset, extra)
+
+
+def load_datasets(path: str, point: dict) -> list[Dataset]:
+    """Read a data artifact back, checking it was made for this point's spec."""
+    artifact = read_artifact(path, "data")
+    expected = canonical_json(data_spec(point))
+    if artifact.attrs.get("data_spec") != expected:
+        raise ArtifactError(
+            f"{path}: made for data spec {artifact.attrs.get('data_spec')}, "
+            f"this point needs {expected}; rerun generate_data"
+        )
+    shape = tuple(int(n) for n in np.atleast_1d(artifact.attrs["input_shape"]))
+    teacher = artifact["teacher"].values if "teacher" in artifact else None
+    datasets = []
+    for draw in range(artifact.sizes["draw"]):
+        part = artifact.isel(draw=draw)
+        datasets.append(
+            Dataset(
+                x_train=part["x_train"].values.reshape(-1, *shape),
+                y_train=part["y_train"].values,
+                x_test=part["x_test"].values.reshape(-1, *shape),
+                y_test=part["y_test"].values,
+                teacher=teacher,
+            )
+        )
+    return datasets

@@ -1,0 +1,346 @@
+"""Stage train_replicas: train the R replicas of one grid point and record them.
+
+The runner drives the dynamics (dynamics.perceptron), evaluates the observables
+(observables.perceptron) on the recording grid and returns one xarray Dataset. It owns
+what the pure step does not: initialisation, the recording grid, stopping rules,
+divergence detection, masking out finished replicas, checkpoints.
+
+Recording grid: the nominal times ``time`` (run.record: log or linear, shared by every
+point with the same settings so studies combine by coordinates) and the step actually
+recorded, ``step = round(time / lr)``; observables at a step are measured on the weights
+BEFORE that step's update (the DMFT convention). A replica that stopped keeps its final
+weights, so its later records repeat them.
+
+Statuses per replica: ``completed`` (reached zero loss, or ran its budget with
+stop: never), ``budget_exhausted`` (stop: zero_loss not reached), ``diverged``
+(non-finite weights or loss; recorded, never raised).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time as clock
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import xarray as xr
+from tqdm import tqdm
+
+from sgdnoise.data import Dataset, make_dataset
+from sgdnoise.dynamics.perceptron import (
+    PerceptronProblem,
+    PerceptronState,
+    make_perceptron_dynamics,
+)
+from sgdnoise.dynamics.random import ReplicaStream
+from sgdnoise.models.losses import MarginLoss
+from sgdnoise.observables.perceptron import (
+    margin_observables,
+    teacher_decomposition,
+    test_error,
+    weight_change,
+)
+
+STATUSES = ("completed", "budget_exhausted", "diverged")
+
+
+def choose_device(name: str) -> torch.device:
+    """auto -> cuda when available, else cpu; cuda without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("run.device is cuda but torch sees no CUDA device; use auto or cpu")
+    return torch.device(name)
+
+
+def recording_grid(run: dict, lr: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """Nominal record times, the step recorded at each, and the total number of steps.
+
+    log: t = 0, then count - 1 times log-spaced over the three decades below max_time.
+    linear: count times evenly spaced over [0, max_time].
+    """
+    total_steps = round(run["max_time"] / lr)
+    if run["max_steps"] is not None:
+        total_steps = min(total_steps, run["max_steps"])
+    max_time = total_steps * lr
+    count = run["record"]["count"]
+    if run["record"]["times"] == "linear":
+        times = np.linspace(0.0, run["max_time"], count)
+    else:
+        times = np.concatenate([[0.0], np.geomspace(run["max_time"] * 1e-3, run["max_time"], count - 1)])
+    steps = np.minimum(np.rint(times / lr).astype(np.int64), total_steps)
+    steps[-1] = total_steps if max_time > 0 else 0
+    return times, steps, total_steps
+
+
+def data_fingerprint(datasets: list[Dataset]) -> str:
+    """sha256 of the training and test arrays (the data an artifact was trained on)."""
+    digest = hashlib.sha256()
+    for dataset in datasets:
+        for array in (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test):
+            digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def _patterns(datasets: list[Dataset], test: bool, device, dtype) -> torch.Tensor:
+    """y x / sqrt(N) of the training (or test) samples: (P, N) shared or (R, P, N)."""
+    arrays = []
+    for dataset in datasets:
+        x = dataset.x_test if test else dataset.x_train
+        y = dataset.y_test if test else dataset.y_train
+        x = x.reshape(x.shape[0], -1)
+        arrays.append(y[:, None] * x / math.sqrt(x.shape[1]))
+    stacked = arrays[0] if len(arrays) == 1 else np.stack(arrays)
+    return torch.as_tensor(stacked, dtype=dtype, device=device)
+
+
+def build_problems(config: dict, datasets: list[Dataset], device, dtype):
+    """Training problem, test problem (or None) and teacher (or None) as device tensors."""
+    model, loss_config = config["model"], config["loss"]
+    loss = MarginLoss(loss_config["kind"], loss_config["kappa"])
+    per_replica = len(datasets) > 1
+
+    def problem(test: bool) -> PerceptronProblem:
+        return PerceptronProblem(
+            patterns=_patterns(datasets, test, device, dtype),
+            per_replica=per_replica,
+            loss=loss,
+            constraint=model["constraint"],
+            ridge=model["ridge"] if model["constraint"] == "ridge" else 0.0,
+            sphere_update=model["sphere_update"],
+        )
+
+    test = problem(test=True) if datasets[0].has_test else None
+    teacher = datasets[0].teacher
+    teacher = None if teacher is None else torch.as_tensor(teacher, dtype=dtype, device=device)
+    return problem(test=False), test, teacher
+
+
+def initial_weights(config: dict, N: int, device, dtype) -> torch.Tensor:
+    """w(0) per replica: N(0, I_N), rescaled to |w|^2 = N on the sphere.
+
+    Counter-based per replica (stream 'init'); with pairing same_init every replica
+    takes replica 0's draw.
+    """
+    run = config["run"]
+    replicas = run["replicas"]
+    stream = ReplicaStream(run["seed"], "init", (N,), "normal", dtype, device, block_steps=1)
+    owners = [0] * replicas if run["pairing"] == "same_init" else list(range(replicas))
+    weights = stream.draw(0, owners)
+    if config["model"]["constraint"] == "sphere":
+        weights = math.sqrt(N) * weights / weights.norm(dim=-1, keepdim=True)
+    return weights
+
+
+def gd_minimum(config: dict, problem: PerceptronProblem, start: torch.Tensor, device) -> torch.Tensor:
+    """Weights after full-batch GD from ``start`` for run.gd_init_time (same lr and loss)."""
+    optimizer = dict(config["optimizer"], kind="gd", b=1.0, batch_normalization="sum")
+    dynamics = make_perceptron_dynamics(problem, optimizer, config["run"]["seed"], device)
+    ids = list(range(start.shape[0]))
+    state = dynamics.init(start, ids)
+    for _ in range(round(config["run"]["gd_init_time"] / optimizer["lr"])):
+        state, _ = dynamics.step(state)
+    return state.weights
+
+
+@dataclass
+class ReplicaBook:
+    """Per-replica bookkeeping of a run: frozen weights, stop times, statuses."""
+
+    weights: torch.Tensor  # latest known weights of every replica (R_total, N)
+    t_star: np.ndarray
+    steps_taken: np.ndarray
+    status: list[str]
+    last_moved: np.ndarray
+
+    def freeze(self, ids: torch.Tensor, weights: torch.Tensor, status: str, steps: int, lr, t_star):
+        for row, replica in enumerate(ids.tolist()):
+            self.weights[replica] = weights[row]
+            self.status[replica] = status
+            self.steps_taken[replica] = steps
+            if t_star is not None:
+                self.t_star[replica] = t_star[row] if np.ndim(t_star) else t_star
+
+
+class Recorder:
+    """Evaluates the observables of every replica at the recording steps."""
+
+    def __init__(self, config, problem, test_problem, teacher, initial, reference, times):
+        self.config, self.problem, self.test_problem = config, problem, test_problem
+        self.teacher, self.initial, self.reference = teacher, initial, reference
+        self.all_ids = torch.arange(initial.shape[0], device=initial.device)
+        self.records: dict[str, list[torch.Tensor]] = {}
+        self.times = times
+
+    def record(self, weights: torch.Tensor) -> None:
+        run = self.config["run"]
+        values = margin_observables(
+            self.problem, weights, self.reference, self.all_ids, run["error_tolerance"]
+        )
+        if self.test_problem is not None:
+            values["test_error"] = test_error(self.test_problem, weights, self.reference, self.all_ids)
+        values["weight_change"] = weight_change(weights, self.initial)
+        if self.teacher is not None:
+            values.update(teacher_decomposition(weights, self.initial, self.teacher))
+        if run["record"]["weights"]:
+            values["weights"] = weights
+        for name, value in values.items():
+            self.records.setdefault(name, []).append(value.detach().cpu())
+
+    def stacked(self, name: str) -> np.ndarray:
+        """(replica, time, ...) array of one recorded observable."""
+        return torch.stack(self.records[name], dim=1).numpy()
+
+
+def _snapshot(book: ReplicaBook, state: PerceptronState) -> torch.Tensor:
+    weights = book.weights.clone()
+    weights[state.replica_ids] = state.weights
+    return weights
+
+
+def train_point(
+    config: dict,
+    datasets: list[Dataset] | None = None,
+    progress: bool = False,
+) -> xr.Dataset:
+    """Train the replicas of a resolved perceptron grid point; return the run artifact.
+
+    ``datasets``: the training data (one shared Dataset, or one per replica when
+    data.per_replica); built from the config when None.
+    """
+    started = clock.perf_counter()
+    run, optimizer = config["run"], config["optimizer"]
+    device = choose_device(run["device"])
+    dtype = torch.float64 if run["dtype"] == "float64" else torch.float32
+    replicas, lr = run["replicas"], optimizer["lr"]
+    if datasets is None:
+        if config["data"]["per_replica"]:
+            datasets = [make_dataset(config["data"], r) for r in range(replicas)]
+        else:
+            datasets = [make_dataset(config["data"])]
+    problem, test_problem, teacher = build_problems(config, datasets, device, dtype)
+    N = problem.N
+
+    start = initial_weights(config, N, device, dtype)
+    gd_init_loss = math.nan
+    if run["init"] == "gd_minimum":
+        minimum = gd_minimum(config, problem, start[:1], device)
+        start = minimum.expand(replicas, N).clone()
+        h = problem.loss.value(minimum @ problem.patterns.T) if not problem.per_replica else None
+        gd_init_loss = float(h.mean()) if h is not None else math.nan
+    reference = start.clone() if config["model"]["alpha"] is not None else None
+
+    dynamics = make_perceptron_dynamics(problem, optimizer, run["seed"], device)
+    state = dynamics.init(start.clone(), list(range(replicas)), reference)
+    times, record_steps, total_steps = recording_grid(run, lr)
+    recorder = Recorder(config, problem, test_problem, teacher, start, reference, times)
+    book = ReplicaBook(
+        weights=start.clone(),
+        t_star=np.full(replicas, np.nan),
+        steps_taken=np.zeros(replicas, dtype=np.int64),
+        status=["completed"] * replicas,
+        last_moved=np.full(replicas, -1, dtype=np.int64),
+    )
+    stop_on_zero = run["stop"] == "zero_loss"
+    tolerance = run["tolerance"]
+    sparse = optimizer["kind"] == "minibatch_sgd"
+    check_every = run["check_every"] if sparse else 1
+    next_record = 0
+    bar = tqdm(total=total_steps, disable=not progress, desc="train", unit="step", mininterval=1)
+
+    for step in range(total_steps + 1):
+        while next_record < len(record_steps) and record_steps[next_record] == step:
+            recorder.record(_snapshot(book, state))
+            next_record += 1
+        if state.weights.shape[0] == 0 or step == total_steps:
+            break
+        if stop_on_zero and sparse and step % check_every == 0:
+            loss = margin_observables(
+                problem, state.weights, state.reference, state.replica_ids, 0.0
+            )["train_loss"]
+            done = loss <= tolerance
+            if bool(done.any()):
+                ids = state.replica_ids[done]
+                last = book.last_moved[ids.cpu().numpy()]
+                t_star = lr * (last + 1) if tolerance == 0 else lr * step
+                book.freeze(ids, state.weights[done], "completed", step, lr, t_star)
+                state = state.subset(~done)
+                if state.weights.shape[0] == 0:
+                    continue
+        new_state, info = dynamics.step(state)
+        if sparse:
+            moved_ids = state.replica_ids[info.moved].cpu().numpy()
+            book.last_moved[moved_ids] = step
+        finished = torch.zeros(state.weights.shape[0], dtype=torch.bool, device=device)
+        if stop_on_zero and info.loss is not None:
+            reached = info.loss < tolerance
+            if bool(reached.any()):
+                book.freeze(state.replica_ids[reached], state.weights[reached], "completed", step, lr, lr * step)
+                finished |= reached
+        bad = ~torch.isfinite(new_state.weights).all(-1)
+        if info.loss is not None:
+            bad |= ~torch.isfinite(info.loss)
+        bad &= ~finished
+        if bool(bad.any()):
+            book.freeze(state.replica_ids[bad], new_state.weights[bad], "diverged", step + 1, lr, None)
+            finished |= bad
+        state = new_state.subset(~finished) if bool(finished.any()) else new_state
+        bar.update(1)
+    bar.close()
+
+    final_status = "budget_exhausted" if stop_on_zero else "completed"
+    book.freeze(state.replica_ids, state.weights, final_status, total_steps, lr, None)
+    while next_record < len(record_steps):  # replicas all stopped early: repeat final state
+        recorder.record(book.weights)
+        next_record += 1
+    return _assemble(config, recorder, book, problem, times, record_steps, datasets, device,
+                     gd_init_loss, clock.perf_counter() - started)
+
+
+def _assemble(config, recorder, book, problem, times, record_steps, datasets, device,
+              gd_init_loss, wall_seconds) -> xr.Dataset:
+    from sgdnoise.io.artifact import provenance
+    from sgdnoise.io.metadata import describe
+
+    replicas = config["run"]["replicas"]
+    all_ids = torch.arange(replicas, device=book.weights.device)
+    final_h = _final_stabilities(problem, book.weights, recorder.reference, all_ids)
+    variables = {
+        name: (("replica", "time", "feature") if name == "weights" else ("replica", "time"),
+               recorder.stacked(name))
+        for name in recorder.records
+    }
+    variables.update(
+        step=(("time",), record_steps),
+        final_weights=(("replica", "feature"), book.weights.cpu().numpy()),
+        initial_weights=(("replica", "feature"), recorder.initial.cpu().numpy()),
+        final_stabilities=(("replica", "sample"), final_h),
+        t_star=(("replica",), book.t_star),
+        steps_taken=(("replica",), book.steps_taken),
+        replica_status=(("replica",), np.array(book.status, dtype=object)),
+    )
+    dataset = xr.Dataset(
+        variables,
+        coords={"replica": np.arange(replicas), "time": times},
+    )
+    statuses = set(book.status)
+    overall = "diverged" if "diverged" in statuses else (
+        "budget_exhausted" if "budget_exhausted" in statuses else "completed")
+    dataset.attrs.update(provenance("run", config))
+    dataset.attrs.update(
+        status=overall,
+        device=str(device),
+        wall_seconds=wall_seconds,
+        data_sha256=data_fingerprint(datasets),
+        learning_rate=config["optimizer"]["lr"],
+        gd_init_loss=gd_init_loss,
+    )
+    return describe(dataset)
+
+
+def _final_stabilities(problem, weights, reference, ids) -> np.ndarray:
+    from sgdnoise.dynamics.perceptron import stabilities_of
+
+    return stabilities_of(problem, weights, reference, ids).cpu().numpy()

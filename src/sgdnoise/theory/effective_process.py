@@ -1,0 +1,91 @@
+"""The effective sample of the discrete DMFT, simulated on many paths (PHYSICS.md A8).
+
+Given the correlation C, the response R and the magnetisation m (Gaussian mixture), each
+path p follows, for k = 0..T,
+
+    h^k = m^k + sqrt(Delta) u^k - lr Delta sum_{l < k} R[k, l] f^l,
+    f^k = scale s^k v'(h^k),     v'(h) = -(kappa - h) theta(kappa - h),
+
+with u = L z causal (gaussian_sampling), z and the selection s fixed across iterations,
+no self-term at l = k (the force of step k acts after h^k is measured). Random patterns
+have m = 0 and Delta = 1. The recursion is run in blocks of steps: the memory of the
+earlier blocks enters through one matrix product per block.
+
+Shapes: arrays are time-major, (T + 1, paths): row k holds step k of every path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sgdnoise.theory.gaussian_sampling import causal_cholesky
+from sgdnoise.theory.problem import DmftProblem
+
+BLOCK_STEPS = 32
+
+
+@dataclass(frozen=True)
+class EffectivePaths:
+    """Stabilities h (T + 1, paths), forces f = scale s v'(h), active = s theta(kappa - h)."""
+
+    stability: np.ndarray
+    force: np.ndarray
+    active: np.ndarray
+
+
+def simulate_paths(
+    problem: DmftProblem,
+    correlation: np.ndarray,
+    response: np.ndarray,
+    magnetisation: np.ndarray,
+    normals: np.ndarray,
+    selection: np.ndarray,
+) -> EffectivePaths:
+    """Run the effective sample on every path for the given C, R, m (see module docstring)."""
+    steps = problem.steps + 1
+    delta, kappa, scale = problem.noise_variance, problem.kappa, problem.force_scale
+    memory = problem.lr * delta * response
+    stability = causal_cholesky(correlation) @ normals
+    if delta != 1.0:
+        stability *= np.sqrt(delta)
+    if problem.mixture:
+        stability += magnetisation[:, None]
+    force = np.zeros_like(stability)
+    for start in range(0, steps, BLOCK_STEPS):
+        stop = min(start + BLOCK_STEPS, steps)
+        if start:
+            stability[start:stop] -= memory[start:stop, :start] @ force[:start]
+        for k in range(start, stop):
+            if k > start:
+                stability[k] -= memory[k, start:k] @ force[start:k]
+            np.minimum(stability[k] - kappa, 0.0, out=force[k])
+            force[k] *= selection[k]
+            if scale != 1.0:
+                force[k] *= scale
+    active = selection & (stability < kappa)
+    return EffectivePaths(stability, force, active)
+
+
+def loss_per_sample(paths: EffectivePaths, kappa: float) -> np.ndarray:
+    """E[v(h^k)] with v(h) = (kappa - h)^2 theta(kappa - h) / 2, per step (dimensionless)."""
+    gap = np.minimum(paths.stability - kappa, 0.0)
+    return 0.5 * np.mean(gap * gap, axis=1)
+
+
+def violated_fraction(paths: EffectivePaths, kappa: float, tolerance: float) -> np.ndarray:
+    """P(h^k < kappa - tolerance) per step (the simulator's error count)."""
+    return np.mean(paths.stability < kappa - tolerance, axis=1)
+
+
+def noise_kernel(problem: DmftProblem, paths: EffectivePaths) -> np.ndarray:
+    """M_C[k, k'] = Delta (P/N) E[f^k f^k'] (its diagonal carries E[s^2] = b), (T+1, T+1)."""
+    force = paths.force
+    factor = problem.noise_variance * problem.sample_ratio / force.shape[1]
+    return factor * (force @ force.T)
+
+
+def mean_force(problem: DmftProblem, paths: EffectivePaths) -> np.ndarray:
+    """mu^k = (P/N) E[f^k]: the drift of the magnetisation (Gaussian mixture), per step."""
+    return problem.sample_ratio * paths.force.mean(axis=1)

@@ -1,0 +1,128 @@
+"""The parameters of one DMFT solve, read from a resolved grid point.
+
+The discrete-time DMFT (PHYSICS.md A8) of the perceptron depends on the grid point only
+through the numbers collected here. Conventions are the simulator's:
+
+- steps k = 0..T with T = round(run.max_time / lr) (capped by run.max_steps); time t = lr k;
+- the force of a sample is f = scale s v'(h), scale = 1 (batch_normalization: sum) or 1/b
+  (mean), v'(h) = -(kappa - h) theta(kappa - h) the square-hinge derivative;
+- random patterns: h = u - lr sum R f; Gaussian mixture of noise variance Delta:
+  h = m + sqrt(Delta) u - lr Delta sum R f (m the magnetisation w . v / N); the kernels
+  carry the factor Delta, the "coupling" Delta x scale;
+- sphere (multiplier form, C[k, k] = 1) or ridge / none (c = 1 - lr lambda, w(0) ~ N(0, I)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SELECTION_KINDS = ("gd", "sgd", "persistent_sgd")
+
+
+class UnsupportedPointError(ValueError):
+    """A grid point outside what the DMFT solver covers; the message says what is allowed."""
+
+
+@dataclass(frozen=True)
+class DmftProblem:
+    """Everything the discrete DMFT needs, in the simulator's units.
+
+    lr: step eta (time per step); steps: T (the solve covers steps 0..T);
+    sample_ratio: P/N; kappa: margin; selection: gd | sgd | persistent_sgd;
+    batch_fraction: b; persistence: tau (time units; persistent_sgd only);
+    force_scale: 1 (sum) or 1/b (mean); constraint: sphere | ridge (none = ridge 0);
+    ridge: lambda; mixture: Gaussian mixture (True) or random patterns;
+    noise_variance: Delta (1 for random patterns); waiting_steps: k_w = round(t_w / lr);
+    waiting_times: the t_w of the point; error_tolerance: h < kappa - tolerance counts as
+    violated (run.error_tolerance, as the simulator counts errors).
+    """
+
+    lr: float
+    steps: int
+    sample_ratio: float
+    kappa: float
+    selection: str
+    batch_fraction: float
+    persistence: float | None
+    force_scale: float
+    constraint: str
+    ridge: float
+    mixture: bool
+    noise_variance: float
+    waiting_times: tuple[float, ...]
+    waiting_steps: tuple[int, ...]
+    error_tolerance: float
+
+    @property
+    def coupling(self) -> float:
+        """Delta x scale: the factor between lr R and the per-path response matrix."""
+        return self.noise_variance * self.force_scale
+
+    @property
+    def contraction(self) -> float:
+        """c = 1 - lr lambda of the ridge (and of constraint none, lambda = 0)."""
+        return 1.0 - self.lr * self.ridge
+
+
+def problem_from_point(point: dict) -> DmftProblem:
+    """Read a resolved grid point (sgdnoise.config.resolve_point) into a DmftProblem.
+
+    Raises UnsupportedPointError for what the solver does not cover: other models,
+    losses, data, optimizers, the gd_minimum initialisation, the sphere by projection.
+    """
+    model, loss, data = point["model"], point["loss"], point["data"]
+    optimizer, run = point["optimizer"], point["run"]
+
+    def require(condition: bool, message: str) -> None:
+        if not condition:
+            raise UnsupportedPointError(f"DMFT solver: {message}")
+
+    require(model["kind"] == "perceptron", f"model.kind {model['kind']!r}; allowed: perceptron")
+    require(model["alpha"] is None, "model.alpha must be null (the plain perceptron)")
+    require(loss["kind"] == "square_hinge", f"loss.kind {loss['kind']!r}; allowed: square_hinge")
+    require(
+        data["kind"] in ("random_patterns", "gaussian_mixture"),
+        f"data.kind {data['kind']!r}; allowed: random_patterns, gaussian_mixture",
+    )
+    require(
+        optimizer["kind"] in SELECTION_KINDS,
+        f"optimizer.kind {optimizer['kind']!r}; allowed: {', '.join(SELECTION_KINDS)}",
+    )
+    require(run["init"] == "random", f"run.init {run['init']!r}; allowed: random")
+    if model["constraint"] == "sphere":
+        require(
+            model["sphere_update"] == "multiplier",
+            "model.sphere_update projection has no exact discrete DMFT; allowed: multiplier",
+        )
+    lr = float(optimizer["lr"])
+    steps = round(run["max_time"] / lr)
+    if run["max_steps"] is not None:
+        steps = min(steps, int(run["max_steps"]))
+    require(steps >= 1, f"run.max_time / lr = {run['max_time'] / lr} gives no step")
+    if data["P_over_N"] is not None:
+        sample_ratio = float(data["P_over_N"])
+    else:
+        sample_ratio = data["P"] / data["N"]
+    kind = optimizer["kind"]
+    b = 1.0 if kind == "gd" else float(optimizer["b"])
+    scale = 1.0 / b if optimizer["batch_normalization"] == "mean" else 1.0
+    mixture = data["kind"] == "gaussian_mixture"
+    waiting_times = tuple(float(t) for t in run["response"]["waiting_times"])
+    waiting_steps = tuple(min(round(t / lr), steps) for t in waiting_times)
+    return DmftProblem(
+        lr=lr,
+        steps=steps,
+        sample_ratio=sample_ratio,
+        kappa=float(loss["kappa"]),
+        selection=kind,
+        batch_fraction=b,
+        persistence=None if kind != "persistent_sgd" else float(optimizer["tau"]),
+        force_scale=scale,
+        constraint="sphere" if model["constraint"] == "sphere" else "ridge",
+        ridge=float(model["ridge"]) if model["constraint"] != "sphere" else 0.0,
+        mixture=mixture,
+        noise_variance=float(data["delta"]) if mixture else 1.0,
+        waiting_times=waiting_times,
+        waiting_steps=waiting_steps,
+        error_tolerance=float(run["error_tolerance"]),
+    )

@@ -1,0 +1,37 @@
+"""Selection paths s^k in {0, 1} of the effective sample (PHYSICS.md A3), one per DMFT path.
+
+The effective sample of the DMFT carries an independent copy of the simulator's selection
+process; the selection used by step k is s^k:
+
+- gd: s^k = 1;
+- sgd: s^k i.i.d. Bernoulli(b);
+- persistent_sgd: a two-state Markov chain, P(0 -> 1) = lr / tau, P(1 -> 0) =
+  (1 - b) lr / (b tau), started stationary, s^0 ~ Bernoulli(b). At tau = lr / b both
+  transition thresholds equal b and the chain is sgd draw for draw (same uniforms).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sgdnoise.theory.problem import DmftProblem
+
+
+def draw_selection_paths(
+    problem: DmftProblem, paths: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Boolean selections of shape (T + 1, paths): entry [k, p] is s^k of path p."""
+    shape = (problem.steps + 1, paths)
+    if problem.selection == "gd":
+        return np.ones(shape, dtype=bool)
+    uniforms = rng.random(shape)
+    b = problem.batch_fraction
+    if problem.selection == "sgd":
+        return uniforms < b
+    switch_on = problem.lr / problem.persistence
+    stay_on = 1.0 - (1.0 - b) * problem.lr / (b * problem.persistence)
+    selected = np.empty(shape, dtype=bool)
+    selected[0] = uniforms[0] < b
+    for k in range(1, shape[0]):
+        selected[k] = uniforms[k] < np.where(selected[k - 1], stay_on, switch_on)
+    return selected

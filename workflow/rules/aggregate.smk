@@ -1,0 +1,27 @@
+# Stage aggregate: all points of a study on named dims in summary.nc.
+
+
+rule grid_table:
+    output:
+        f"{RESULTS}/{{study}}/grid.tsv",
+    params:
+        table=grid_table_text,
+    localrule: True
+    run:
+        with open(output[0], "w") as handle:
+            handle.write(params.table)
+
+
+rule aggregate:
+    input:
+        grid=f"{RESULTS}/{{study}}/grid.tsv",
+        runs=study_runs,
+    output:
+        f"{RESULTS}/{{study}}/summary.nc",
+    log:
+        f"{RESULTS}/{{study}}/logs/aggregate.log",
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "sgdnoise aggregate --grid {input.grid} --out {output} {input.runs} > {log} 2>&1"

@@ -1,0 +1,73 @@
+# Validation, grid expansion and the named input functions every rule uses.
+import json
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from sgdnoise.config import ConfigError, canonical_json, expand_study
+from sgdnoise.stages.aggregate import grid_table
+from sgdnoise.stages.generate_data import data_spec_id
+from sgdnoise.workflow_plan import figures_of
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+RESULTS = config["results"]
+try:
+    STUDIES = {
+        name: {point.point_id: point for point in expand_study(name, study)}
+        for name, study in config["studies"].items()
+    }
+except ConfigError as error:
+    raise WorkflowError(f"invalid configuration: {error}") from None
+
+
+wildcard_constraints:
+    study="|".join(STUDIES) or "NO_STUDY",
+    point=r"[A-Za-z0-9_.=+\-]+",
+    spec=r"[a-z_]+-[0-9a-f]{12}",
+    figure=r"[a-z_]+",
+
+
+def point_of(wildcards):
+    """The GridPoint of a {study}/{point} pair."""
+    return STUDIES[wildcards.study][wildcards.point]
+
+
+def point_config_text(wildcards):
+    """The resolved config of a point as canonical JSON (a rule param: edits retrain)."""
+    return canonical_json(point_of(wildcards).config)
+
+
+def grid_table_text(wildcards):
+    """The study's grid table (point id, config sha256, swept values)."""
+    return grid_table(list(STUDIES[wildcards.study].values()))
+
+
+def data_file(wildcards):
+    """The data artifact a point trains on (shared by points with the same data spec)."""
+    spec = data_spec_id(point_of(wildcards).config)
+    return f"{RESULTS}/{wildcards.study}/data/{spec}.nc"
+
+
+def spec_point_config(wildcards):
+    """A point config file of the study that uses data spec {spec}."""
+    for point in STUDIES[wildcards.study].values():
+        if data_spec_id(point.config) == wildcards.spec:
+            return f"{RESULTS}/{wildcards.study}/points/{point.point_id}.yaml"
+    raise WorkflowError(f"no point of study {wildcards.study} uses data spec {wildcards.spec}")
+
+
+def study_runs(wildcards):
+    """Every run artifact of a study."""
+    return [f"{RESULTS}/{wildcards.study}/runs/{p}.nc" for p in STUDIES[wildcards.study]]
+
+
+def final_outputs():
+    """Every study's summary and figures."""
+    outputs = []
+    for name, study in config["studies"].items():
+        outputs.append(f"{RESULTS}/{name}/summary.nc")
+        for figure in figures_of(study.get("analyses", [])):
+            outputs.append(f"{RESULTS}/{name}/figures/{figure}.png")
+    return outputs
