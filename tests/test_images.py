@@ -40,7 +40,7 @@ CIFAR_NAMES = [
 FIXTURE_BATCH = 12  # images per CIFAR fixture batch: 6 batches, 72 images
 
 fashion_installed = pytest.mark.skipif(
-    not (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file(),
+    not any((FASHION_MNIST_DIR / f"train-images-idx3-ubyte{gz}").is_file() for gz in ("", ".gz")),
     reason=f"Fashion-MNIST absent from {FASHION_MNIST_DIR}: apt-get install dataset-fashion-mnist",
 )
 NUMPY_RECONSTRUCT = np.ndarray.__reduce__(np.zeros(1))[0]

@@ -65,8 +65,15 @@ def summarize(dataset) -> dict:
     }
     if "time" in dataset.dims:
         final = dataset.isel(time=-1)
-        for name in ("train_loss", "train_error", "violated_fraction", "test_error",
-                     "weight_change", "signal", "noise"):
+        for name in (
+            "train_loss",
+            "train_error",
+            "violated_fraction",
+            "test_error",
+            "weight_change",
+            "signal",
+            "noise",
+        ):
             if name in final:
                 summary[name] = _scalar(final[name].mean())
     if "t_star" in dataset:
@@ -112,7 +119,9 @@ def cmd_render(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sgdnoise", description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     point = commands.add_parser("point", help="train one grid point")
@@ -162,4 +171,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

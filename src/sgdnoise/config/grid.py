@@ -118,7 +118,7 @@ def expand_study(name: str, study: dict) -> list[GridPoint]:
     axes = list(grid)
     points: dict[str, GridPoint] = {}
     for combination in itertools.product(*(grid[a] for a in axes)):
-        assignments = dict(zip(axes, combination))
+        assignments = dict(zip(axes, combination, strict=True))
         raw = copy.deepcopy(study.get("base") or {})
         for path, value in assignments.items():
             if isinstance(value, dict):

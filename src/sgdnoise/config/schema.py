@@ -102,7 +102,9 @@ def _require(condition: bool, message: str) -> None:
 
 def _resolve_data(data: dict, model: dict) -> None:
     if data["kind"] in ("mnist_parity", "fashion_mnist_parity", "cifar_animals"):
-        _require(data["P"] is not None, f"config key data.P: required for image data ({data['kind']})")
+        _require(
+            data["P"] is not None, f"config key data.P: required for image data ({data['kind']})"
+        )
         return
     _require(
         data["P"] is not None or data["P_over_N"] is not None,

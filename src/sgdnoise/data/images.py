@@ -329,7 +329,7 @@ def binary_labels(kind: str, pool: ImagePool) -> np.ndarray:
 def standardise(kind: str, pixels: np.ndarray) -> np.ndarray:
     """(k - mean) / std in float32 with the task's global pixel mean and std."""
     mean, std = PIXEL_MEAN_STD[kind]
-    return ((pixels.astype(np.float32) - np.float32(mean)) / np.float32(std)).astype(np.float32)
+    return (pixels.astype(np.float32) - np.float32(mean)) / np.float32(std)
 
 
 def image_dataset(

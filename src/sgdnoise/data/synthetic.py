@@ -19,7 +19,9 @@ def random_patterns(N: int, P: int, rng: np.random.Generator) -> Dataset:
     return Dataset(x, y, empty, np.zeros(0), None, {"task": "random_patterns"})
 
 
-def gaussian_mixture(N: int, P: int, P_test: int, delta: float, rng: np.random.Generator) -> Dataset:
+def gaussian_mixture(
+    N: int, P: int, P_test: int, delta: float, rng: np.random.Generator
+) -> Dataset:
     """Two Gaussian clouds: x = y v / sqrt(N) + sqrt(Delta) z, centre v with |v|^2 = N."""
     centre = rng.standard_normal(N)
     centre *= np.sqrt(N) / np.linalg.norm(centre)

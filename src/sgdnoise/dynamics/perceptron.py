@@ -206,9 +206,7 @@ def make_perceptron_dynamics(
 
     def update(weights, field, inputs: StepInputs, state: PerceptronState):
         """The map (w, H) -> w' of one step with its random inputs fixed."""
-        gradient, loss, moved = force(
-            weights, state.reference, state.replica_ids, inputs.selection
-        )
+        gradient, loss, moved = force(weights, state.reference, state.replica_ids, inputs.selection)
         gradient = inputs.selection.scale * gradient
         if problem.ridge:
             gradient = gradient + problem.ridge * weights

@@ -69,8 +69,7 @@ class ReplicaStream:
             reusable = block == self._cache_block and self._cache is not None
             row_of = {r: i for i, r in enumerate(self._cache_ids)} if reusable else {}
             rows = [
-                self._cache[row_of[r]] if r in row_of else self._fresh_block(r, block)
-                for r in ids
+                self._cache[row_of[r]] if r in row_of else self._fresh_block(r, block) for r in ids
             ]
             self._cache = torch.stack(rows)
             self._cache_block, self._cache_ids = block, ids

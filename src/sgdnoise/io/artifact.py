@@ -92,10 +92,14 @@ def write_artifact(dataset: xr.Dataset, path: str | os.PathLike, kind: str) -> N
     dataset.attrs.setdefault("schema_version", SCHEMA_VERSION)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    handle, temporary = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=".part", dir=target.parent
+    )
     os.close(handle)
     try:
-        dataset.to_netcdf(temporary, engine="netcdf4", format="NETCDF4", encoding=_encoding(dataset))
+        dataset.to_netcdf(
+            temporary, engine="netcdf4", format="NETCDF4", encoding=_encoding(dataset)
+        )
         os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

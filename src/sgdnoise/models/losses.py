@@ -1,7 +1,9 @@
 """Losses of one sample as functions of its stability h (PHYSICS.md A2, B1).
 
-square_hinge ("soft sphere"):  v(h) = (kappa - h)^2 theta(kappa - h) / 2,  v'(h) = -(kappa - h) theta(kappa - h)
-hinge:                         v(h) = (kappa - h) theta(kappa - h),        v'(h) = -theta(kappa - h)
+square_hinge ("soft sphere"):  v(h) = (kappa - h)^2 theta(kappa - h) / 2
+                               v'(h) = -(kappa - h) theta(kappa - h)
+hinge:                         v(h) = (kappa - h) theta(kappa - h)
+                               v'(h) = -theta(kappa - h)
 
 theta(0) = 0: a sample exactly at the margin carries no loss and no force. The
 alpha-trick loss of paper B, (1/alpha) max(0, 1 - alpha y (f - f0)), is the hinge at

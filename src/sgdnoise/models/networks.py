@@ -130,11 +130,12 @@ class ScaledConv(nn.Module):
         self.weight = _weight(out_channels, in_channels // groups, kernel, kernel)
         self.scale = 1.0 / (kernel * math.sqrt(in_channels // groups))
         self.stride = stride
+        self.padding = kernel // 2
         self.groups = groups
 
     def forward(self, x: Tensor) -> Tensor:
-        padding = self.weight.shape[-1] // 2
-        return F.conv2d(x, self.weight * self.scale, None, self.stride, padding, 1, self.groups)
+        weight = self.weight * self.scale
+        return F.conv2d(x, weight, None, self.stride, self.padding, 1, self.groups)
 
 
 class InvertedResidual(nn.Module):

@@ -44,7 +44,13 @@ def fixed_parameters(summary: xr.Dataset) -> str:
         node = config
         for key in path.split("."):
             node = node.get(key) if isinstance(node, dict) else None
-        return None if node is None else f"{label}={node:g}" if isinstance(node, float) else f"{label}={node}"
+        return (
+            None
+            if node is None
+            else f"{label}={node:g}"
+            if isinstance(node, float)
+            else f"{label}={node}"
+        )
 
     items = [
         show("data.kind", "data"),

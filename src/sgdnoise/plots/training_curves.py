@@ -33,22 +33,30 @@ def training_curves(summary: xr.Dataset, out: str) -> None:
         panels = sorted(frame["panel"].unique())
     else:
         frame["panel"], panels = "all", ["all"]
-    figure, grid = plt.subplots(2, len(panels), figsize=(4.8 * len(panels), 7), squeeze=False,
-                                sharex=True)
+    figure, grid = plt.subplots(
+        2, len(panels), figsize=(4.8 * len(panels), 7), squeeze=False, sharex=True
+    )
     for column, panel in enumerate(panels):
         part = frame[frame["panel"] == panel]
         for row, observable in enumerate(["train_loss", "train_error"]):
             axis = grid[row, column]
             positive = part[part[observable] > 0] if observable == "train_loss" else part
-            sns.lineplot(data=positive, x="time", y=observable, hue=hue, errorbar="se",
-                         ax=axis, legend=(row == 0 and column == len(panels) - 1))
+            sns.lineplot(
+                data=positive,
+                x="time",
+                y=observable,
+                hue=hue,
+                errorbar="se",
+                ax=axis,
+                legend=(row == 0 and column == len(panels) - 1),
+            )
             axis.set_xscale("log")
             if observable == "train_loss":
                 axis.set_yscale("log")
             axis.set_xlabel(label("time"))
             axis.set_ylabel(label(observable))
             if row == 0:
-                values = dict(zip(panel_axes, panel.split(", "))) if panel_axes else {}
+                values = dict(zip(panel_axes, panel.split(", "), strict=True)) if panel_axes else {}
                 axis.set_title(_panel_label(values))
             axis.grid(True, which="major", alpha=0.3)
     handles = grid[0, -1].get_legend()
@@ -61,4 +69,3 @@ def training_curves(summary: xr.Dataset, out: str) -> None:
     )
     figure.tight_layout()
     save(figure, out)
-

@@ -87,7 +87,5 @@ def aggregate(grid_path: str | Path, run_paths: list[str | Path]) -> xr.Dataset:
     summary = xr.combine_by_coords(parts, combine_attrs="override") if axes else parts[0]
     summary.attrs.update(provenance("summary"))
     summary.attrs["example_config"] = example_config or "{}"
-    summary.attrs["grid_axes"] = json.dumps(
-        {coordinate_name(path, axes): path for path in axes}
-    )
+    summary.attrs["grid_axes"] = json.dumps({coordinate_name(path, axes): path for path in axes})
     return summary

@@ -46,7 +46,9 @@ def datasets_to_xarray(point: dict, datasets: list[Dataset]) -> xr.Dataset:
 
     def stack(name: str) -> np.ndarray:
         arrays = [getattr(d, name) for d in datasets]
-        return np.stack([a.reshape(a.shape[0], int(np.prod(a.shape[1:]))) if a.ndim > 1 else a for a in arrays])
+        return np.stack(
+            [a.reshape(a.shape[0], int(np.prod(a.shape[1:]))) if a.ndim > 1 else a for a in arrays]
+        )
 
     variables = {
         "x_train": (("draw", "sample", "feature"), stack("x_train")),

@@ -69,7 +69,9 @@ def recording_grid(run: dict, lr: float) -> tuple[np.ndarray, np.ndarray, int]:
     if run["record"]["times"] == "linear":
         times = np.linspace(0.0, run["max_time"], count)
     else:
-        times = np.concatenate([[0.0], np.geomspace(run["max_time"] * 1e-3, run["max_time"], count - 1)])
+        times = np.concatenate(
+            [[0.0], np.geomspace(run["max_time"] * 1e-3, run["max_time"], count - 1)]
+        )
     steps = np.minimum(np.rint(times / lr).astype(np.int64), total_steps)
     steps[-1] = total_steps if max_time > 0 else 0
     return times, steps, total_steps
@@ -134,7 +136,9 @@ def initial_weights(config: dict, N: int, device, dtype) -> torch.Tensor:
     return weights
 
 
-def gd_minimum(config: dict, problem: PerceptronProblem, start: torch.Tensor, device) -> torch.Tensor:
+def gd_minimum(
+    config: dict, problem: PerceptronProblem, start: torch.Tensor, device
+) -> torch.Tensor:
     """Weights after full-batch GD from ``start`` for run.gd_init_time (same lr and loss)."""
     optimizer = dict(config["optimizer"], kind="gd", b=1.0, batch_normalization="sum")
     dynamics = make_perceptron_dynamics(problem, optimizer, config["run"]["seed"], device)
@@ -180,7 +184,9 @@ class Recorder:
             self.problem, weights, self.reference, self.all_ids, run["error_tolerance"]
         )
         if self.test_problem is not None:
-            values["test_error"] = test_error(self.test_problem, weights, self.reference, self.all_ids)
+            values["test_error"] = test_error(
+                self.test_problem, weights, self.reference, self.all_ids
+            )
         values["weight_change"] = weight_change(weights, self.initial)
         if self.teacher is not None:
             values.update(teacher_decomposition(weights, self.initial, self.teacher))
@@ -277,14 +283,23 @@ def train_point(
         if stop_on_zero and info.loss is not None:
             reached = info.loss < tolerance
             if bool(reached.any()):
-                book.freeze(state.replica_ids[reached], state.weights[reached], "completed", step, lr, lr * step)
+                book.freeze(
+                    state.replica_ids[reached],
+                    state.weights[reached],
+                    "completed",
+                    step,
+                    lr,
+                    lr * step,
+                )
                 finished |= reached
         bad = ~torch.isfinite(new_state.weights).all(-1)
         if info.loss is not None:
             bad |= ~torch.isfinite(info.loss)
         bad &= ~finished
         if bool(bad.any()):
-            book.freeze(state.replica_ids[bad], new_state.weights[bad], "diverged", step + 1, lr, None)
+            book.freeze(
+                state.replica_ids[bad], new_state.weights[bad], "diverged", step + 1, lr, None
+            )
             finished |= bad
         state = new_state.subset(~finished) if bool(finished.any()) else new_state
         bar.update(1)
@@ -295,12 +310,32 @@ def train_point(
     while next_record < len(record_steps):  # replicas all stopped early: repeat final state
         recorder.record(book.weights)
         next_record += 1
-    return _assemble(config, recorder, book, problem, times, record_steps, datasets, device,
-                     gd_init_loss, clock.perf_counter() - started)
+    return _assemble(
+        config,
+        recorder,
+        book,
+        problem,
+        times,
+        record_steps,
+        datasets,
+        device,
+        gd_init_loss,
+        clock.perf_counter() - started,
+    )
 
 
-def _assemble(config, recorder, book, problem, times, record_steps, datasets, device,
-              gd_init_loss, wall_seconds) -> xr.Dataset:
+def _assemble(
+    config,
+    recorder,
+    book,
+    problem,
+    times,
+    record_steps,
+    datasets,
+    device,
+    gd_init_loss,
+    wall_seconds,
+) -> xr.Dataset:
     from sgdnoise.io.artifact import provenance
     from sgdnoise.io.metadata import describe
 
@@ -308,8 +343,10 @@ def _assemble(config, recorder, book, problem, times, record_steps, datasets, de
     all_ids = torch.arange(replicas, device=book.weights.device)
     final_h = _final_stabilities(problem, book.weights, recorder.reference, all_ids)
     variables = {
-        name: (("replica", "time", "feature") if name == "weights" else ("replica", "time"),
-               recorder.stacked(name))
+        name: (
+            ("replica", "time", "feature") if name == "weights" else ("replica", "time"),
+            recorder.stacked(name),
+        )
         for name in recorder.records
     }
     variables.update(
@@ -326,8 +363,11 @@ def _assemble(config, recorder, book, problem, times, record_steps, datasets, de
         coords={"replica": np.arange(replicas), "time": times},
     )
     statuses = set(book.status)
-    overall = "diverged" if "diverged" in statuses else (
-        "budget_exhausted" if "budget_exhausted" in statuses else "completed")
+    overall = (
+        "diverged"
+        if "diverged" in statuses
+        else ("budget_exhausted" if "budget_exhausted" in statuses else "completed")
+    )
     dataset.attrs.update(provenance("run", config))
     dataset.attrs.update(
         status=overall,

@@ -81,9 +81,7 @@ def integrate_equations(
         if sphere:
             discriminant = shift_c[k] ** 2 - correlation[k, k] * (free - 1.0)
             if not (discriminant >= 0.0 and correlation[k, k] > 0.0):
-                return Trajectory(
-                    correlation, response, magnetisation, contraction, False, k
-                )
+                return Trajectory(correlation, response, magnetisation, contraction, False, k)
             c_k = (-shift_c[k] + np.sqrt(discriminant)) / correlation[k, k]
         else:
             c_k = problem.contraction

@@ -17,9 +17,7 @@ import numpy as np
 from sgdnoise.theory.problem import DmftProblem
 
 
-def draw_selection_paths(
-    problem: DmftProblem, paths: int, rng: np.random.Generator
-) -> np.ndarray:
+def draw_selection_paths(problem: DmftProblem, paths: int, rng: np.random.Generator) -> np.ndarray:
     """Boolean selections of shape (T + 1, paths): entry [k, p] is s^k of path p."""
     shape = (problem.steps + 1, paths)
     if problem.selection == "gd":

@@ -1,0 +1,29 @@
+# The two commands of the README. Both install what they need first (idempotent).
+#   make study   install, then run the default studies of config.yaml on all cores
+#   make test    install (with test tools and a local SLURM), then run the test suite
+CORES ?= 2
+VENV := .venv
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: study test install install-test report benchmarks lint
+
+study: install
+	snakemake --cores $(CORES)
+
+test: install-test
+	python -m pytest -q
+
+install:
+	scripts/install.sh
+
+install-test:
+	scripts/install.sh --test
+
+report: install
+	snakemake --cores $(CORES) --report report.html
+
+benchmarks: install
+	python benchmarks/run_all.py
+
+lint: install-test
+	ruff check src tests benchmarks

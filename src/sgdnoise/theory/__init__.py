@@ -1,0 +1,16 @@
+"""Theory: the discrete-time DMFT of the perceptron and Gardner's capacity (PHYSICS.md A2, A8).
+
+Never imports the simulator (dynamics, stages) it is checked against.
+"""
+
+from sgdnoise.theory.dmft import solve_dmft
+from sgdnoise.theory.gardner import gardner_capacity
+from sgdnoise.theory.problem import DmftProblem, UnsupportedPointError, problem_from_point
+
+__all__ = [
+    "DmftProblem",
+    "UnsupportedPointError",
+    "gardner_capacity",
+    "problem_from_point",
+    "solve_dmft",
+]

@@ -1,0 +1,136 @@
+"""One DMFT solve: the fixed-point iteration C, R, m -> paths -> kernels -> C, R, m.
+
+The random numbers (the normals z of u = L z and the selection paths) are drawn once and
+fixed across iterations, so the iteration is a deterministic map whose fixed point is the
+DMFT of this sample of paths. Plain, undamped iteration converges front-wise in time
+because the equations are causal (PHYSICS.md A8: damping was slower).
+
+Stopping rule: the change of an iteration is the largest absolute change of C, R and m,
+each divided by its largest entry (at least 1); the solve is ``converged`` when it falls
+below ``tolerance``, ``not_converged`` when ``max_iterations`` pass without that, and
+``diverged`` when the sphere's step has no real root or a value is not finite.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sgdnoise.theory.discrete_equations import Trajectory, integrate_equations
+from sgdnoise.theory.effective_process import (
+    EffectivePaths,
+    mean_force,
+    noise_kernel,
+    simulate_paths,
+)
+from sgdnoise.theory.memory_kernel import memory_kernel
+from sgdnoise.theory.problem import DmftProblem
+from sgdnoise.theory.selection_paths import draw_selection_paths
+
+CONVERGED, NOT_CONVERGED, DIVERGED = "converged", "not_converged", "diverged"
+DIVERGENCE_BOUND = 1e12
+
+
+@dataclass
+class SeedSolution:
+    """The state of one solver seed after its iteration stopped.
+
+    trajectory: the last C, R, m, c; paths: the effective sample re-simulated on them;
+    noise, memory: M_C and M_R of the last iteration; changes: change per iteration.
+    """
+
+    trajectory: Trajectory
+    paths: EffectivePaths | None
+    noise: np.ndarray
+    memory: np.ndarray
+    status: str
+    changes: list[float] = field(default_factory=list)
+    failed_step: int | None = None
+
+
+def free_trajectory(problem: DmftProblem) -> Trajectory:
+    """The starting guess: the dynamics without data, w^k = c^k w^0 (c = 1 on the sphere)."""
+    size = problem.steps + 1
+    c = 1.0 if problem.constraint == "sphere" else problem.contraction
+    steps = np.arange(size)
+    correlation = c ** (steps[:, None] + steps[None, :]).astype(float)
+    lag = steps[:, None] - steps[None, :] - 1
+    response = np.where(lag >= 0, c ** np.maximum(lag, 0).astype(float), 0.0)
+    return Trajectory(correlation, response, np.zeros(size), np.full(size, c), True, None)
+
+
+def relative_change(new: Trajectory, old: Trajectory) -> float:
+    """Largest change of C, R, m, each in units of its largest entry (at least 1)."""
+    change = 0.0
+    for a, b in [
+        (new.correlation, old.correlation),
+        (new.response, old.response),
+        (new.magnetisation, old.magnetisation),
+    ]:
+        scale = max(1.0, float(np.max(np.abs(a))))
+        change = max(change, float(np.max(np.abs(a - b))) / scale)
+    return change
+
+
+def _out_of_bounds(trajectory: Trajectory) -> bool:
+    values = (trajectory.correlation, trajectory.response, trajectory.magnetisation)
+    return any(not np.all(np.abs(v) < DIVERGENCE_BOUND) for v in values)
+
+
+def solve_seed(
+    problem: DmftProblem,
+    paths: int,
+    seed: np.random.SeedSequence,
+    max_iterations: int,
+    tolerance: float,
+    include_equal_time_noise: bool = True,
+    start: Trajectory | None = None,
+) -> SeedSolution:
+    """Iterate the DMFT for one draw of the random numbers (see module docstring)."""
+    rng = np.random.default_rng(seed)
+    normals = rng.standard_normal((problem.steps + 1, paths))
+    selection = draw_selection_paths(problem, paths, rng)
+    current = free_trajectory(problem) if start is None else start
+    changes: list[float] = []
+    status = NOT_CONVERGED
+    size = problem.steps + 1
+    noise = memory = np.zeros((size, size))
+    for _ in range(max_iterations):
+        sample = simulate_paths(
+            problem,
+            current.correlation,
+            current.response,
+            current.magnetisation,
+            normals,
+            selection,
+        )
+        if not np.all(np.isfinite(sample.force)):
+            status = DIVERGED
+            break
+        noise = noise_kernel(problem, sample)
+        memory = memory_kernel(
+            current.response, sample.active, problem.lr, problem.coupling, problem.sample_ratio
+        )
+        new = integrate_equations(
+            problem, noise, memory, mean_force(problem, sample), include_equal_time_noise
+        )
+        if not new.valid or _out_of_bounds(new):
+            current, status = new, DIVERGED
+            break
+        changes.append(relative_change(new, current))
+        current = new
+        if changes[-1] < tolerance:
+            status = CONVERGED
+            break
+    final_paths = None
+    if status != DIVERGED:
+        final_paths = simulate_paths(
+            problem,
+            current.correlation,
+            current.response,
+            current.magnetisation,
+            normals,
+            selection,
+        )
+    return SeedSolution(current, final_paths, noise, memory, status, changes, current.failed_step)

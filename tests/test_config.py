@@ -1,0 +1,87 @@
+"""Invalid configurations are rejected before anything runs, naming key and allowed values."""
+
+from __future__ import annotations
+
+import pytest
+
+from sgdnoise.config import ConfigError, expand_study, point_id, resolve_point
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragments"),
+    [
+        ({"optimizer": {"kind": "adam"}}, ["optimizer.kind", "sgd", "persistent_sgd"]),
+        ({"optimizer": {"bee": 0.3}}, ["bee", "allowed keys", "batch_normalization"]),
+        ({"optimizer": {"b": 1.5}}, ["optimizer.b", "<= 1"]),
+        ({"optimizer": {"b": 0.0}}, ["optimizer.b", "> 0"]),
+        ({"data": {"N": "many"}}, ["data.N", "integer"]),
+        ({"run": {"dtype": "float16"}}, ["run.dtype", "float32, float64"]),
+        ({"colour": "blue"}, ["colour", "model, loss, data, optimizer, run"]),
+    ],
+)
+def test_schema_errors_name_the_key_and_the_allowed_values(raw, fragments):
+    raw = {"data": {"P_over_N": 1.0}, **raw} if "data" not in raw else raw
+    with pytest.raises(ConfigError) as error:
+        resolve_point(raw)
+    for fragment in fragments:
+        assert fragment in str(error.value)
+
+
+def test_persistent_sgd_tau_below_its_bound_is_rejected():
+    raw = {"data": {"P_over_N": 1.0}, "optimizer": {"kind": "persistent_sgd", "b": 0.2, "lr": 0.1}}
+    with pytest.raises(ConfigError, match="optimizer.tau"):
+        resolve_point(raw)  # tau missing
+    raw["optimizer"]["tau"] = 0.2  # lr (1 - b) / b = 0.4 > 0.2
+    with pytest.raises(ConfigError, match=r"tau >= 0\.4"):
+        resolve_point(raw)
+    raw["optimizer"]["tau"] = 0.4
+    assert resolve_point(raw)["optimizer"]["tau"] == 0.4
+
+
+def test_derived_values():
+    point = resolve_point({"data": {"N": 100, "P_over_N": 1.5}})
+    assert point["data"]["P"] == 150
+    batch = resolve_point(
+        {
+            "data": {"N": 10, "P": 50},
+            "optimizer": {"kind": "minibatch_sgd", "temperature": 0.01, "batch_size": 2},
+        }
+    )
+    assert batch["optimizer"]["lr"] == pytest.approx(0.02)  # T = lr / (width B), width 1
+    alpha = resolve_point(
+        {
+            "data": {"N": 10, "P": 5},
+            "model": {"alpha": 4.0, "constraint": "none"},
+            "loss": {"kind": "hinge", "kappa": None},
+        }
+    )
+    assert alpha["loss"]["kappa"] == 0.25
+    with pytest.raises(ConfigError, match="1/alpha"):
+        resolve_point({"data": {"N": 10, "P": 5}, "model": {"alpha": 4.0}, "loss": {"kappa": 1.0}})
+
+
+def test_yaml_scientific_notation_read_as_a_number():
+    point = resolve_point({"data": {"P": 10}, "run": {"tolerance": "1e-12"}})
+    assert point["run"]["tolerance"] == 1e-12
+    with pytest.raises(ConfigError, match="run.tolerance"):
+        resolve_point({"data": {"P": 10}, "run": {"tolerance": "tiny"}})
+
+
+def test_point_ids_are_canonical_numbers():
+    assert point_id({"optimizer.b": 0.1}) == point_id({"optimizer.b": 0.10})
+    assert point_id({"optimizer.b": 1}) == point_id({"optimizer.b": 1.0}) == "optimizer.b=1"
+    assert point_id({"optimizer": {"kind": "sgd", "b": 0.3}}) == "optimizer=sgd+b=0.3"
+
+
+def test_study_grid_errors():
+    base = {"data": {"P_over_N": 1.0}}
+    with pytest.raises(ConfigError, match="optimizer.bb.*allowed axes under optimizer"):
+        expand_study("s", {"base": base, "grid": {"optimizer.bb": [0.1]}})
+    with pytest.raises(ConfigError, match="non-empty list"):
+        expand_study("s", {"base": base, "grid": {"optimizer.b": []}})
+    with pytest.raises(ConfigError, match=r"(?s)point optimizer.b=2.*optimizer.b"):
+        expand_study("s", {"base": base, "grid": {"optimizer.b": [0.5, 2.0]}})
+    with pytest.raises(ConfigError, match="unknown analysis"):
+        expand_study("s", {"base": base, "analyses": ["teff", "magic"]})
+    points = expand_study("s", {"base": base, "grid": {"optimizer.b": [0.1, 0.10, 0.2]}})
+    assert [p.point_id for p in points] == ["optimizer.b=0.1", "optimizer.b=0.2"]
