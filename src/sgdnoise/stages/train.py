@@ -18,7 +18,6 @@ stop: never), ``budget_exhausted`` (stop: zero_loss not reached), ``diverged``
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time as clock
 from dataclasses import dataclass
@@ -42,49 +41,13 @@ from sgdnoise.observables.perceptron import (
     test_error,
     weight_change,
 )
-
-STATUSES = ("completed", "budget_exhausted", "diverged")
-
-
-def choose_device(name: str) -> torch.device:
-    """auto -> cuda when available, else cpu; cuda without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("run.device is cuda but torch sees no CUDA device; use auto or cpu")
-    return torch.device(name)
-
-
-def recording_grid(run: dict, lr: float) -> tuple[np.ndarray, np.ndarray, int]:
-    """Nominal record times, the step recorded at each, and the total number of steps.
-
-    log: t = 0, then count - 1 times log-spaced over the three decades below max_time.
-    linear: count times evenly spaced over [0, max_time].
-    """
-    total_steps = round(run["max_time"] / lr)
-    if run["max_steps"] is not None:
-        total_steps = min(total_steps, run["max_steps"])
-    max_time = total_steps * lr
-    count = run["record"]["count"]
-    if run["record"]["times"] == "linear":
-        times = np.linspace(0.0, run["max_time"], count)
-    else:
-        times = np.concatenate(
-            [[0.0], np.geomspace(run["max_time"] * 1e-3, run["max_time"], count - 1)]
-        )
-    steps = np.minimum(np.rint(times / lr).astype(np.int64), total_steps)
-    steps[-1] = total_steps if max_time > 0 else 0
-    return times, steps, total_steps
-
-
-def data_fingerprint(datasets: list[Dataset]) -> str:
-    """sha256 of the training and test arrays (the data an artifact was trained on)."""
-    digest = hashlib.sha256()
-    for dataset in datasets:
-        for array in (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test):
-            digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()
-
+from sgdnoise.stages.recording import (
+    choose_device,
+    data_fingerprint,
+    overall_status,
+    recording_grid,
+    stopping_time,
+)
 
 def _patterns(datasets: list[Dataset], test: bool, device, dtype) -> torch.Tensor:
     """y x / sqrt(N) of the training (or test) samples: (P, N) shared or (R, P, N)."""
@@ -270,7 +233,7 @@ def train_point(
             if bool(done.any()):
                 ids = state.replica_ids[done]
                 last = book.last_moved[ids.cpu().numpy()]
-                t_star = lr * (last + 1) if tolerance == 0 else lr * step
+                t_star = stopping_time(lr, last, step, tolerance)
                 book.freeze(ids, state.weights[done], "completed", step, lr, t_star)
                 state = state.subset(~done)
                 if state.weights.shape[0] == 0:
@@ -362,12 +325,7 @@ def _assemble(
         variables,
         coords={"replica": np.arange(replicas), "time": times},
     )
-    statuses = set(book.status)
-    overall = (
-        "diverged"
-        if "diverged" in statuses
-        else ("budget_exhausted" if "budget_exhausted" in statuses else "completed")
-    )
+    overall = overall_status(book.status)
     dataset.attrs.update(provenance("run", config))
     dataset.attrs.update(
         status=overall,

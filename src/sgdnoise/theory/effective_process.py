@@ -12,6 +12,14 @@ have m = 0 and Delta = 1. The recursion is run in blocks of steps: the memory of
 earlier blocks enters through one matrix product per block.
 
 Shapes: arrays are time-major, (T + 1, paths): row k holds step k of every path.
+
+The kink of v' at h = kappa: the active indicator theta(kappa - h) (the derivative of the
+force, which enters M_R) jumps there, while the force itself is continuous. With random
+numbers fixed, a path hovering at h = kappa (GD late times: 1e-5 away) flips side between
+iterations and the iteration cycles at the 1/paths level. At the kink any value in [0, 1]
+is a subgradient, so a path within ``KINK_BAND`` of kappa keeps the side it had in the
+previous iteration (hysteresis); the fraction of such (path, step) pairs is returned as a
+diagnostic bound on the effect.
 """
 
 from __future__ import annotations
@@ -24,15 +32,21 @@ from sgdnoise.theory.gaussian_sampling import causal_cholesky
 from sgdnoise.theory.problem import DmftProblem
 
 BLOCK_STEPS = 32
+KINK_BAND = 1e-4
 
 
 @dataclass(frozen=True)
 class EffectivePaths:
-    """Stabilities h (T + 1, paths), forces f = scale s v'(h), active = s theta(kappa - h)."""
+    """Stabilities h (T + 1, paths), forces f = scale s v'(h), active = s theta(kappa - h).
+
+    kink_fraction: fraction of (path, step) pairs within KINK_BAND of kappa whose side
+    was taken from the previous iteration.
+    """
 
     stability: np.ndarray
     force: np.ndarray
     active: np.ndarray
+    kink_fraction: float = 0.0
 
 
 def simulate_paths(
@@ -42,8 +56,12 @@ def simulate_paths(
     magnetisation: np.ndarray,
     normals: np.ndarray,
     selection: np.ndarray,
+    previous_active: np.ndarray | None = None,
 ) -> EffectivePaths:
-    """Run the effective sample on every path for the given C, R, m (see module docstring)."""
+    """Run the effective sample on every path for the given C, R, m (see module docstring).
+
+    ``previous_active``: the active steps of the previous iteration (kink hysteresis).
+    """
     steps = problem.steps + 1
     delta, kappa, scale = problem.noise_variance, problem.kappa, problem.force_scale
     memory = problem.lr * delta * response
@@ -65,7 +83,12 @@ def simulate_paths(
             if scale != 1.0:
                 force[k] *= scale
     active = selection & (stability < kappa)
-    return EffectivePaths(stability, force, active)
+    kink_fraction = 0.0
+    if previous_active is not None:
+        at_kink = np.abs(stability - kappa) < KINK_BAND
+        kink_fraction = float(np.mean(at_kink))
+        active = np.where(at_kink, previous_active, active)
+    return EffectivePaths(stability, force, active, kink_fraction)
 
 
 def loss_per_sample(paths: EffectivePaths, kappa: float) -> np.ndarray:

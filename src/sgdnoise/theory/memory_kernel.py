@@ -14,10 +14,18 @@ a unit lower-triangular inverse. Hence
     M_R[k, l] = Delta (P/N) E[d f^k / dP^l]
               = (P/N) a E_p[ (I + lr a R[A_p, A_p])^{-1} embedded on A_p x A_p ],
 
-whose diagonal is (P/N) a P(active at k). The inverses are computed in batches of paths
-with similar |A_p|, padded with identity rows (the padding index points at an extra zero
-row and column of R that is dropped at the end), by torch's batched triangular solve.
-No Gaussian integration by parts: that estimator is noise-dominated here (PHYSICS.md A8).
+whose diagonal is (P/N) a P(active at k). No Gaussian integration by parts: that
+estimator is noise-dominated here (PHYSICS.md A8).
+
+Exact savings (no approximation):
+- paths with the same active set share one inverse (GD: most paths are active on one
+  interval of steps, so a few thousand distinct sets among 1e4 paths);
+- the inverse of a lower-triangular matrix restricted to a leading block is the inverse of
+  that block: a set that is a prefix of another (in time order) uses the leading block of
+  the longer set's inverse. Each maximal set is inverted once, and its inverse enters
+  weighted by W[i, j] = number of paths whose set is its prefix of length > max(i, j).
+The inverses of sets of the same size are solved together (torch's batched triangular
+solve, in ``precision``), and accumulated in float64.
 """
 
 from __future__ import annotations
@@ -25,7 +33,38 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-BATCH_ELEMENTS = 1 << 22  # entries of the padded matrices solved together (32 MB in float64)
+BATCH_ELEMENTS = 1 << 22  # matrix entries solved in one batched call (16 MB in float32)
+
+
+def _maximal_sets(active: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The maximal active sets and, for each, how many paths have each of its prefixes.
+
+    Returns (steps_of_set, sizes, paths_by_length): ``steps_of_set`` (sets, longest) holds
+    each maximal set's steps in increasing order (padded with -1), ``sizes`` its size, and
+    ``paths_by_length[g, j]`` the number of paths whose active set is the prefix of length
+    j + 1 of set g. Paths with an empty set are dropped.
+    """
+    steps = active.shape[0]
+    packed = np.ascontiguousarray(np.packbits(active, axis=0).T)
+    distinct, counts = np.unique(packed, axis=0, return_counts=True)
+    members = np.unpackbits(distinct, axis=1, count=steps).astype(bool)
+    sizes = members.sum(axis=1)
+    members, counts, sizes = members[sizes > 0], counts[sizes > 0], sizes[sizes > 0]
+    longest = int(sizes.max())
+    keys = np.where(members, np.arange(steps), steps + np.arange(steps))
+    padded = np.sort(keys, axis=1)[:, :longest]
+    padded[padded >= steps] = -1
+    order = np.lexsort(padded.T[::-1])  # a prefix sorts just before its extensions
+    padded, counts, sizes = padded[order], counts[order], sizes[order]
+    # row i is a prefix of row i + 1 when they agree wherever row i has a step
+    prefix = np.all((padded[:-1] == padded[1:]) | (padded[:-1] < 0), axis=1)
+    is_owner = np.append(~prefix, True)
+    owner_rows = np.flatnonzero(is_owner)
+    owner_of = owner_rows[np.searchsorted(owner_rows, np.arange(len(sizes)))]
+    rank = np.searchsorted(owner_rows, owner_of)
+    paths_by_length = np.zeros((owner_rows.size, longest), dtype=np.int64)
+    np.add.at(paths_by_length, (rank, sizes - 1), counts)
+    return padded[owner_rows], sizes[owner_rows], paths_by_length
 
 
 def memory_kernel(
@@ -34,39 +73,37 @@ def memory_kernel(
     lr: float,
     coupling: float,
     sample_ratio: float,
+    precision: torch.dtype = torch.float64,
     device: torch.device | str = "cpu",
 ) -> np.ndarray:
     """M_R (T+1, T+1) from R (T+1, T+1) and the active steps (T+1, paths) of every path.
 
-    ``coupling`` is a = Delta x scale; ``sample_ratio`` is P/N. Units: M_R is a rate per
-    step of the force (no lr inside), as in the discrete equations.
+    ``coupling`` is a = Delta x scale; ``sample_ratio`` is P/N. M_R is a rate per step of
+    the force (no lr inside), as in the discrete equations.
     """
     steps, paths = active.shape
-    padding = steps  # index of the extra zero row / column
-    scaled = torch.zeros((steps + 1, steps + 1), dtype=torch.float64, device=device)
-    scaled[:steps, :steps] = torch.as_tensor(np.tril(response, -1), device=device)
-    scaled *= lr * coupling
-    total = torch.zeros((steps + 1) * (steps + 1), dtype=torch.float64, device=device)
-
-    counts = active.sum(axis=0)
-    order = np.argsort(-counts, kind="stable")
-    order = order[counts[order] > 0]
-    keys = np.arange(steps)[:, None] + steps * (~active)  # active steps sort first, in order
-    start = 0
-    while start < order.size:
-        width = int(counts[order[start]])
-        group = order[start : start + max(1, BATCH_ELEMENTS // (width * width))]
-        start += group.size
-        indices = np.sort(keys[:, group], axis=0)[:width].T  # (group, width), ascending
-        indices[indices >= steps] = padding
-        index = torch.as_tensor(indices, device=device)
-        matrices = scaled[index[:, :, None], index[:, None, :]]
-        identity = torch.eye(width, dtype=torch.float64, device=device).expand_as(matrices)
-        inverses = torch.linalg.solve_triangular(
-            matrices, identity, upper=False, unitriangular=True
-        )
-        flat = (index[:, :, None] * (steps + 1) + index[:, None, :]).reshape(-1)
-        total.index_add_(0, flat, inverses.reshape(-1))
-
-    kernel = total.reshape(steps + 1, steps + 1)[:steps, :steps].cpu().numpy()
+    total = torch.zeros(steps * steps, dtype=torch.float64, device=device)
+    if not active.any():
+        return np.zeros((steps, steps))
+    scaled = torch.as_tensor(np.tril(response, -1) * (lr * coupling), device=device)
+    scaled = scaled.to(precision)
+    flat_scaled = scaled.reshape(-1)
+    set_steps, sizes, paths_by_length = _maximal_sets(active)
+    for width in np.unique(sizes):
+        rows = np.flatnonzero(sizes == width)
+        per_call = max(1, BATCH_ELEMENTS // int(width * width))
+        for first in range(0, rows.size, per_call):
+            chunk = rows[first : first + per_call]
+            index = torch.as_tensor(set_steps[chunk, :width], device=device)
+            # row i of a lower-triangular inverse enters for the paths with prefix > i
+            beyond = np.cumsum(paths_by_length[chunk, :width][:, ::-1], axis=1)[:, ::-1]
+            flat = (index[:, :, None] * steps + index[:, None, :]).reshape(-1)
+            matrices = flat_scaled[flat].reshape(chunk.size, width, width)
+            identity = torch.eye(int(width), dtype=precision, device=device)
+            inverses = torch.linalg.solve_triangular(
+                matrices, identity.expand_as(matrices), upper=False, unitriangular=True
+            )
+            weights = torch.as_tensor(beyond[:, :, None].astype(np.float64), device=device)
+            total.index_add_(0, flat, (inverses.to(torch.float64) * weights).reshape(-1))
+    kernel = total.reshape(steps, steps).cpu().numpy()
     return kernel * (sample_ratio * coupling / paths)
