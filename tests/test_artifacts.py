@@ -29,16 +29,26 @@ def test_run_artifact_opens_with_plain_xarray_and_describes_itself(run_file):
         assert set(run["train_loss"].dims) == {"replica", "time"}
         for name in run.data_vars:
             assert run[name].attrs["units"] and run[name].attrs["long_name"]
-        for key in ("schema_version", "sgdnoise_version", "git_commit", "config",
-                    "config_sha256", "torch_version", "numpy_version", "device",
-                    "wall_seconds", "status"):
+        for key in (
+            "schema_version",
+            "sgdnoise_version",
+            "git_commit",
+            "config",
+            "config_sha256",
+            "torch_version",
+            "numpy_version",
+            "device",
+            "wall_seconds",
+            "status",
+        ):
             assert key in run.attrs, key
         assert json.loads(run.attrs["config"])["optimizer"]["kind"] == "sgd"
 
 
 def test_show_prints_the_scalars(run_file, sgdnoise_command):
-    result = subprocess.run([*sgdnoise_command, "show", str(run_file)], capture_output=True,
-                            text=True, check=True)
+    result = subprocess.run(
+        [*sgdnoise_command, "show", str(run_file)], capture_output=True, text=True, check=True
+    )
     summary = json.loads(result.stdout)
     for key in ("status", "config_sha256", "train_loss", "train_error", "t_star"):
         assert key in summary
@@ -51,8 +61,11 @@ def test_corrupt_truncated_and_foreign_files_are_refused_by_name(tmp_path, run_f
     truncated.write_bytes(run_file.read_bytes()[:2000])
     foreign = tmp_path / "foreign.nc"
     xr.Dataset({"x": ("t", np.arange(3.0))}).to_netcdf(foreign)
-    for path, reason in [(corrupt, "not a readable NetCDF"), (truncated, "not a readable NetCDF"),
-                         (foreign, "not an sgdnoise artifact")]:
+    for path, reason in [
+        (corrupt, "not a readable NetCDF"),
+        (truncated, "not a readable NetCDF"),
+        (foreign, "not an sgdnoise artifact"),
+    ]:
         with pytest.raises(ArtifactError) as error:
             read_artifact(path)
         assert str(path) in str(error.value) and reason in str(error.value)
@@ -72,8 +85,11 @@ def test_other_schema_version_and_wrong_kind_are_refused(tmp_path, run_file):
 def test_cli_reports_bad_input_in_one_line(tmp_path, sgdnoise_command):
     point = tmp_path / "bad.yaml"
     point.write_text(yaml.safe_dump({"optimizer": {"kind": "adamw"}, "data": {"P": 5}}))
-    result = subprocess.run([*sgdnoise_command, "point", str(point), "--out", str(tmp_path / "x.nc")],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [*sgdnoise_command, "point", str(point), "--out", str(tmp_path / "x.nc")],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert "optimizer.kind" in result.stderr and "persistent_sgd" in result.stderr
     assert not (tmp_path / "x.nc").exists()
@@ -81,12 +97,19 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, sgdnoise_command):
 
 def test_killed_training_leaves_no_artifact(tmp_path, sgdnoise_command):
     point = tmp_path / "long.yaml"
-    point.write_text(yaml.safe_dump({
-        "data": {"N": 400, "P": 800}, "optimizer": {"kind": "sgd", "b": 0.5},
-        "run": {"replicas": 8, "max_time": 1e5, "checkpoint_seconds": 0},
-    }))
+    point.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"N": 400, "P": 800},
+                "optimizer": {"kind": "sgd", "b": 0.5},
+                "run": {"replicas": 8, "max_time": 1e5, "checkpoint_seconds": 0},
+            }
+        )
+    )
     out = tmp_path / "runs" / "long.nc"
-    process = subprocess.Popen([*sgdnoise_command, "point", str(point), "--out", str(out), "--quiet"])
+    process = subprocess.Popen(
+        [*sgdnoise_command, "point", str(point), "--out", str(out), "--quiet"]
+    )
     time.sleep(4)
     assert process.poll() is None, "the run should still be training"
     os.kill(process.pid, signal.SIGKILL)

@@ -25,8 +25,11 @@ TINY_STUDY = {
             },
             "grid": {
                 "data.P_over_N": [1.5, 3.0],
-                "optimizer": [{"kind": "gd"}, {"kind": "sgd", "b": 0.3},
-                              {"kind": "persistent_sgd", "b": 0.3, "tau": 1.0}],
+                "optimizer": [
+                    {"kind": "gd"},
+                    {"kind": "sgd", "b": 0.3},
+                    {"kind": "persistent_sgd", "b": 0.3, "tau": 1.0},
+                ],
             },
             "analyses": ["training_curves"],
         }
@@ -36,8 +39,16 @@ TINY_STUDY = {
 
 def snakemake(workdir: Path, *arguments: str, check: bool = True) -> subprocess.CompletedProcess:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-               "--directory", str(workdir), *arguments]
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        *arguments,
+    ]
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=workdir)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed:\n{result.stdout}\n{result.stderr}")
@@ -51,8 +62,16 @@ def write_config(workdir: Path, config: dict) -> Path:
 
 
 def test_dry_run_of_the_default_config_lists_the_stages(tmp_path):
-    result = snakemake(REPO, "-n", "--cores", "1", "--directory", str(tmp_path),
-                       "--configfile", str(REPO / "config.yaml"))
+    result = snakemake(
+        REPO,
+        "-n",
+        "--cores",
+        "1",
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(REPO / "config.yaml"),
+    )
     for stage in ("generate_data", "train_replicas", "aggregate", "render"):
         assert stage in result.stdout, stage
 

@@ -22,7 +22,7 @@ import numpy as np
 import yaml
 
 from sgdnoise.config import ConfigError, expand_study, load_point
-from sgdnoise.io.artifact import ArtifactError, read_artifact, write_artifact
+from sgdnoise.io.artifact import ArtifactError, artifact_config, read_artifact, write_artifact
 
 
 def _set_threads(threads: int | None) -> None:
@@ -34,9 +34,12 @@ def _set_threads(threads: int | None) -> None:
 
 def cmd_point(args: argparse.Namespace) -> None:
     from sgdnoise.stages.generate_data import load_datasets
-    from sgdnoise.stages.train import train_point
 
     point = load_point(args.point)
+    if point["model"]["kind"] == "perceptron":
+        from sgdnoise.stages.train import train_point
+    else:
+        from sgdnoise.stages.train_network import train_network_point as train_point
     datasets = load_datasets(args.data, point) if args.data else None
     dataset = train_point(point, datasets, progress=not args.quiet)
     write_artifact(dataset, args.out, "run")
@@ -105,10 +108,28 @@ def cmd_validate(args: argparse.Namespace) -> None:
             print(f"  {point.point_id}")
 
 
+def cmd_two_time(args: argparse.Namespace) -> None:
+    from sgdnoise.stages.correlation_response import measure_two_time
+    from sgdnoise.stages.generate_data import build_datasets, load_datasets
+
+    run = read_artifact(args.run, "run")
+    point = artifact_config(run)
+    datasets = load_datasets(args.data, point) if args.data else build_datasets(point)
+    write_artifact(measure_two_time(run, datasets), args.out, "two_time")
+
+
+def cmd_fit(args: argparse.Namespace) -> None:
+    from sgdnoise.stages.fit import fit_point
+
+    run = read_artifact(args.run, "run")
+    two_time = read_artifact(args.two_time, "two_time") if args.two_time else None
+    write_artifact(fit_point(run, two_time), args.out, "fit")
+
+
 def cmd_aggregate(args: argparse.Namespace) -> None:
     from sgdnoise.stages.aggregate import aggregate
 
-    write_artifact(aggregate(args.grid, args.runs), args.out, "summary")
+    write_artifact(aggregate(args.grid, args.runs, args.fits or []), args.out, "summary")
 
 
 def cmd_render(args: argparse.Namespace) -> None:
@@ -144,8 +165,23 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("config")
     validate.set_defaults(handler=cmd_validate)
 
+    two_time = commands.add_parser(
+        "correlation-response", help="C(t, t_w) and the exact response chi of a run"
+    )
+    two_time.add_argument("run", help="run artifact")
+    two_time.add_argument("--data", help="data artifact (else rebuilt from the config)")
+    two_time.add_argument("--out", required=True, help="two-time artifact to write (.nc)")
+    two_time.set_defaults(handler=cmd_two_time)
+
+    fit = commands.add_parser("fit", help="per-point analyses: T_eff, replica distance, margins")
+    fit.add_argument("run", help="run artifact")
+    fit.add_argument("--two-time", help="two-time artifact (for T_eff)")
+    fit.add_argument("--out", required=True, help="fits artifact to write (.nc)")
+    fit.set_defaults(handler=cmd_fit)
+
     aggregate = commands.add_parser("aggregate", help="assemble a study's runs into summary.nc")
     aggregate.add_argument("--grid", required=True, help="the study's grid.tsv")
+    aggregate.add_argument("--fits", nargs="*", help="fits artifacts of the points")
     aggregate.add_argument("--out", required=True)
     aggregate.add_argument("runs", nargs="+")
     aggregate.set_defaults(handler=cmd_aggregate)

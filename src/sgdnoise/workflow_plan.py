@@ -4,6 +4,11 @@ from __future__ import annotations
 
 FIGURES_OF_ANALYSIS: dict[str, tuple[str, ...]] = {
     "training_curves": ("training_curves",),
+    "teff": ("fdt_parametric", "teff_vs_b"),
+    "langevin_calibration": ("fdt_parametric", "langevin_calibration"),
+    "replica_distance": ("replica_distance_vs_b", "teff_vs_distance"),
+    "margins": ("margins",),
+    "phase_diagram": ("phase_diagram", "test_error_vs_temperature"),
 }
 
 

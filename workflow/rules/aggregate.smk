@@ -16,6 +16,7 @@ rule aggregate:
     input:
         grid=f"{RESULTS}/{{study}}/grid.tsv",
         runs=study_runs,
+        fits=study_fits,
     output:
         f"{RESULTS}/{{study}}/summary.nc",
     log:
@@ -24,4 +25,5 @@ rule aggregate:
         mem_mb=4000,
         runtime=30,
     shell:
-        "sgdnoise aggregate --grid {input.grid} --out {output} {input.runs} > {log} 2>&1"
+        "sgdnoise aggregate --grid {input.grid} --fits {input.fits} --out {output}"
+        " {input.runs} > {log} 2>&1"

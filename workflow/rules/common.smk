@@ -71,3 +71,26 @@ def final_outputs():
         for figure in figures_of(study.get("analyses", [])):
             outputs.append(f"{RESULTS}/{name}/figures/{figure}.png")
     return outputs
+
+
+def two_time_needed(wildcards) -> bool:
+    """Whether a point measures the response (run.response.waiting_times not empty)."""
+    return bool(point_of(wildcards).config["run"]["response"]["waiting_times"])
+
+
+def fit_inputs(wildcards):
+    """The run of a point, and its two-time artifact when it measures the response."""
+    inputs = {"run": f"{RESULTS}/{wildcards.study}/runs/{wildcards.point}.nc"}
+    if two_time_needed(wildcards):
+        inputs["two_time"] = f"{RESULTS}/{wildcards.study}/two_time/{wildcards.point}.nc"
+    return inputs
+
+
+def two_time_option(wildcards, input):
+    """The --two-time option of `sgdnoise fit` (empty without a response measurement)."""
+    return f"--two-time {input.two_time}" if "two_time" in input.keys() else ""
+
+
+def study_fits(wildcards):
+    """Every fits artifact of a study."""
+    return [f"{RESULTS}/{wildcards.study}/fits/{p}.nc" for p in STUDIES[wildcards.study]]

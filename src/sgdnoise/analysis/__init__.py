@@ -1,0 +1,1 @@
+"""Analyses: plain functions on artifacts (fits with intervals, never the dynamics)."""

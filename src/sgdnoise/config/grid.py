@@ -49,8 +49,11 @@ def format_value(value: Any) -> str:
     """Canonical text of a swept value: numbers by value (0.10 -> 0.1, 1.0 -> 1).
 
     A mapping (a variant axis such as ``optimizer: [{kind: gd}, {kind: sgd, b: 0.3}]``)
-    reads ``sgd+b=0.3``: its kind first, then the other keys sorted.
+    reads ``sgd+b=0.3``: its kind first, then the other keys sorted; a bundle value
+    (``{label: SAT, data.P_over_N: 1.0, ...}``) reads as its label.
     """
+    if isinstance(value, dict) and "label" in value:
+        return format_value(value["label"])
     if isinstance(value, dict):
         head = [format_value(value["kind"])] if "kind" in value else []
         rest = [f"{k}={format_value(v)}" for k, v in sorted(value.items()) if k != "kind"]
@@ -86,6 +89,35 @@ def coordinate_name(path: str, all_paths: list[str]) -> str:
     return "_".join(parts)
 
 
+def _assign(raw: dict, path: str, value: Any) -> None:
+    """Set a key path; a mapping value is merged key by key into the section."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _assign(raw, f"{path}.{key}", item)
+    else:
+        set_path(raw, path, copy.deepcopy(value))
+
+
+def _check_bundle(study: str, axis: str, values: Any, known: set[str]) -> None:
+    """A bundle axis: values are mappings {label: ..., <dotted key>: value, ...}."""
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"study {study}: grid axis {axis!r} needs a non-empty list of values")
+    for value in values:
+        if not isinstance(value, dict) or "label" not in value:
+            raise ConfigError(
+                f"study {study}: grid axis {axis!r} is not a configuration key; a named bundle "
+                "axis takes mappings {label: ..., <key path>: value, ...}"
+            )
+        unknown = sorted(
+            k for k in value if k != "label" and k not in known and k not in section_paths()
+        )
+        if unknown:
+            raise ConfigError(
+                f"study {study}: bundle axis {axis!r} value {value['label']!r} sets unknown keys "
+                f"{unknown}; keys are dotted configuration paths such as data.P_over_N"
+            )
+
+
 def expand_study(name: str, study: dict) -> list[GridPoint]:
     """Every grid point of a study, resolved and validated (ConfigError if any is invalid)."""
     if not STUDY_NAME.match(name):
@@ -94,7 +126,9 @@ def expand_study(name: str, study: dict) -> list[GridPoint]:
     known = set(known_key_paths())
     sections = set(section_paths())
     for axis, values in grid.items():
-        if axis in sections:
+        if "." not in axis and axis not in sections and axis not in known:
+            _check_bundle(name, axis, values, known)
+        elif axis in sections:
             if not isinstance(values, list) or not all(isinstance(v, dict) for v in values):
                 raise ConfigError(
                     f"study {name}: grid axis {axis!r} is a section: its values must be "
@@ -121,9 +155,12 @@ def expand_study(name: str, study: dict) -> list[GridPoint]:
         assignments = dict(zip(axes, combination, strict=True))
         raw = copy.deepcopy(study.get("base") or {})
         for path, value in assignments.items():
-            if isinstance(value, dict):
+            if isinstance(value, dict) and "label" in value:
                 for key, item in value.items():
-                    set_path(raw, f"{path}.{key}", copy.deepcopy(item))
+                    if key != "label":
+                        _assign(raw, key, item)
+            elif isinstance(value, dict):
+                _assign(raw, path, value)
             else:
                 set_path(raw, path, value)
         identifier = point_id(assignments)

@@ -29,11 +29,11 @@ from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
-from torch.func import grad, vmap
+from torch.func import vmap
 
 from sgdnoise.dynamics.selection import MinibatchSelection, Selection
 from sgdnoise.models.losses import MarginLoss
-from sgdnoise.models.networks import network_function
+from sgdnoise.models.networks import network_function, replica_outputs
 
 Parameters = dict[str, Tensor]
 
@@ -57,10 +57,37 @@ class Samples:
 
     def batch(self, replica_ids: Tensor, indices: Tensor) -> tuple[Tensor, Tensor]:
         """Inputs (R, B, *input_shape) and labels (R, B) of the samples ``indices`` (R, B)."""
-        if self.per_replica:
-            rows = replica_ids.unsqueeze(-1)
-            return self.x[rows, indices], self.y[rows, indices]
-        return self.x[indices], self.y[indices]
+        if self.per_replica:  # one flat gather: faster than advanced indexing on (R, P, ...)
+            indices = indices + self.count * replica_ids.unsqueeze(-1)
+            x, y = self.x.flatten(0, 1), self.y.flatten()
+        else:
+            x, y = self.x, self.y
+        flat = indices.flatten()
+        batch_shape = (*indices.shape, *x.shape[1:])
+        return x.index_select(0, flat).view(batch_shape), y.index_select(0, flat).view(
+            indices.shape
+        )
+
+    def outputs(
+        self,
+        network: nn.Module,
+        parameters: Mapping[str, Tensor],
+        replica_ids: Tensor,
+        chunk_size: int,
+    ) -> Tensor:
+        """f(w_r, x_mu) of every sample for the replicas ``replica_ids``, shape (R, n).
+
+        ``parameters`` are stacked (R, *shape) in the order of ``replica_ids``. Samples
+        are taken ``chunk_size`` at a time, without gradients: the same chunking and
+        replicas always give the same numbers, bit for bit.
+        """
+        chunks = []
+        with torch.no_grad():
+            for start in range(0, self.count, chunk_size):
+                stop = start + chunk_size
+                x = self.x[replica_ids, start:stop] if self.per_replica else self.x[start:stop]
+                chunks.append(replica_outputs(network, parameters, x, self.per_replica))
+        return torch.cat(chunks, dim=-1)
 
 
 @dataclass(frozen=True)
@@ -76,13 +103,15 @@ class NetworkState:
     """The replicas still training.
 
     parameters: stacked parameters w, replica axis first, (R, *shape) per name.
-    initial: the initial parameters w0 of the same replicas (f0 = f(w0, x)).
+    initial: the initial parameters w0 of the same replicas.
+    initial_outputs: f0 = f(w0, x_mu) on the replicas' training samples, (R, P).
     replica_ids: (R,) global replica indices (which random streams and data they own).
     step: number of steps taken.
     """
 
     parameters: Parameters
     initial: Parameters
+    initial_outputs: Tensor
     replica_ids: Tensor
     step: int
 
@@ -92,6 +121,7 @@ class NetworkState:
             self,
             parameters={name: value[keep] for name, value in self.parameters.items()},
             initial={name: value[keep] for name, value in self.initial.items()},
+            initial_outputs=self.initial_outputs[keep],
             replica_ids=self.replica_ids[keep],
         )
 
@@ -121,7 +151,12 @@ class NetworkDynamics:
 
 
 def make_network_dynamics(
-    network: nn.Module, problem: NetworkProblem, optimizer: dict, seed: int, device: torch.device
+    network: nn.Module,
+    problem: NetworkProblem,
+    optimizer: dict,
+    seed: int,
+    device: torch.device,
+    chunk_size: int,
 ) -> NetworkDynamics:
     """The (init, draw, update, step) functions of minibatch SGD for a resolved optimizer.
 
@@ -131,6 +166,8 @@ def make_network_dynamics(
         optimizer: resolved ``optimizer:`` section of kind minibatch_sgd (lr, batch_size).
         seed: run.seed; the batch of replica r at step k depends on (seed, r, k) only.
         device: where the selection streams live (that of the data and parameters).
+        chunk_size: training samples per forward call when ``init`` evaluates
+            f0 = f(w0, x) on the whole training set (``Samples.outputs``).
     """
     if optimizer["kind"] != "minibatch_sgd":
         raise ValueError(f"networks train with minibatch_sgd, not {optimizer['kind']!r}")
@@ -138,41 +175,57 @@ def make_network_dynamics(
     selection_process = MinibatchSelection(
         optimizer["batch_size"], problem.train.count, seed, device
     )
-    f = network_function(network)
     loss = problem.loss
 
-    def batch_loss(
-        parameters: Parameters, initial: Parameters, x: Tensor, y: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        """Mean batch loss of one replica and its stabilities h (B,) as auxiliary output."""
-        stability = y * (f(parameters, x) - f(initial, x))
-        return loss.value(stability).mean(), stability
+    outputs_of_replicas = vmap(network_function(network), randomness="error")
 
-    gradient_of_replicas = vmap(grad(batch_loss, has_aux=True), randomness="error")
+    def gradients_and_stabilities(
+        parameters: Parameters, x: Tensor, y: Tensor, initial_outputs: Tensor
+    ) -> tuple[list[Tensor], Tensor]:
+        """grad_w L_B of every replica and the batch stabilities h (R, B).
+
+        The replicas' outputs come from one vmapped forward; reverse-mode autograd of the
+        SUM of the replicas' batch losses then gives each replica its own gradient (the
+        replicas share no parameter), with less overhead than vmap(grad(...)).
+        """
+        leaves = [value.detach().requires_grad_(True) for value in parameters.values()]
+        with torch.enable_grad():
+            outputs = outputs_of_replicas(dict(zip(parameters, leaves, strict=True)), x)
+            stability = y * (outputs - initial_outputs)
+            total = loss.value(stability).mean(-1).sum()
+            gradients = torch.autograd.grad(total, leaves)
+        return list(gradients), stability.detach()
 
     def init(parameters: Mapping[str, Tensor], replica_ids: Tensor | list[int]) -> NetworkState:
+        """The state at w = w0 = ``parameters`` (copied), with f0 on the training set."""
         ids = torch.as_tensor(replica_ids, dtype=torch.long, device=device)
-        parameters = {name: value.clone() for name, value in parameters.items()}
         initial = {name: value.clone() for name, value in parameters.items()}
-        return NetworkState(parameters, initial, ids, 0)
+        initial_outputs = problem.train.outputs(network, initial, ids, chunk_size)
+        current = {name: value.clone() for name, value in parameters.items()}
+        return NetworkState(current, initial, initial_outputs, ids, 0)
 
     def draw(state: NetworkState) -> Selection:
         selection, _ = selection_process.draw(state.step, state.replica_ids.tolist(), None)
         return selection
 
     def update(state: NetworkState, selection: Selection) -> tuple[Parameters, StepInfo]:
-        """w' = w - lr grad L_B(w) for every replica, the batch fixed by ``selection``."""
+        """w' = w - lr grad L_B(w) for every replica, the batch fixed by ``selection``.
+
+        The parameters of ``state`` are updated IN PLACE and returned: the state owns them
+        (``init`` copies what it is given, ``subset`` copies rows). On the CPU, fresh
+        parameter tensors every step cost more in page faults than the arithmetic.
+        """
         x, y = problem.train.batch(state.replica_ids, selection.indices)
-        gradients, stability = gradient_of_replicas(state.parameters, state.initial, x, y)
-        parameters = {
-            name: value - lr * gradients[name] for name, value in state.parameters.items()
-        }
+        initial_outputs = torch.gather(state.initial_outputs, 1, selection.indices)
+        gradients, stability = gradients_and_stabilities(state.parameters, x, y, initial_outputs)
+        for value, gradient in zip(state.parameters.values(), gradients, strict=True):
+            value.add_(gradient, alpha=-lr)
         info = StepInfo(
             batch_loss=loss.value(stability).mean(-1),
             moved=(loss.derivative(stability) != 0).any(-1),
             finite=torch.isfinite(stability).all(-1),
         )
-        return parameters, info
+        return state.parameters, info
 
     def step(state: NetworkState) -> tuple[NetworkState, StepInfo]:
         parameters, info = update(state, draw(state))

@@ -114,12 +114,19 @@ class StepInfo:
 
 @dataclass(frozen=True)
 class Dynamics:
-    """A simulator as a bundle of functions over PerceptronState (see module docstring)."""
+    """A simulator as a bundle of functions over PerceptronState (see module docstring).
+
+    init(weights, replica_ids, reference) -> state; draw(state) -> (inputs, chain);
+    update(weights, field, inputs, state) -> (weights', info);
+    step(state, field) -> (state', info); linearize(weights, inputs, state) ->
+    (weights', info, push) with push(dw, zeta) the forward tangent map of the step.
+    """
 
     init: Callable[..., PerceptronState]
     draw: Callable[[PerceptronState], tuple[StepInputs, torch.Tensor | None]]
     update: Callable[..., tuple[torch.Tensor, StepInfo]]
     step: Callable[..., tuple[PerceptronState, StepInfo]]
+    linearize: Callable[..., tuple[torch.Tensor, StepInfo, Callable]]
 
 
 def stabilities(problem: PerceptronProblem, state: PerceptronState) -> torch.Tensor:
@@ -141,8 +148,8 @@ def stabilities_of(
     return torch.bmm(patterns, displacement.unsqueeze(-1)).squeeze(-1)
 
 
-def sphere_multiplier_step(weights: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
-    """w' = c w + d with c the root near 1 of |c w + d|^2 = N (N = weights.shape[-1]).
+def sphere_multiplier(weights: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
+    """c, the root near 1 of |c w + d|^2 = N (N = weights.shape[-1]), shape (R,).
 
     A negative discriminant (a step too large for the sphere) gives NaN, which the runner
     records as a divergence.
@@ -151,14 +158,13 @@ def sphere_multiplier_step(weights: torch.Tensor, displacement: torch.Tensor) ->
     wd = (weights * displacement).sum(-1)
     ww = (weights * weights).sum(-1)
     dd = (displacement * displacement).sum(-1)
-    c = (-wd + torch.sqrt(wd * wd - ww * (dd - N))) / ww
-    return c.unsqueeze(-1) * weights + displacement
+    return (-wd + torch.sqrt(wd * wd - ww * (dd - N))) / ww
 
 
 def make_perceptron_dynamics(
     problem: PerceptronProblem, optimizer: dict, seed: int, device: torch.device
 ) -> Dynamics:
-    """The (init, draw, update, step) functions of a resolved ``optimizer:`` section."""
+    """The (init, draw, update, step, linearize) functions of a resolved ``optimizer:``."""
     lr = optimizer["lr"]
     selection_process = make_selection(optimizer, problem.P, seed, device)
     dtype = problem.patterns.dtype
@@ -167,6 +173,8 @@ def make_perceptron_dynamics(
     noise_stream = (
         ReplicaStream(seed, "langevin", (problem.N,), "normal", dtype, device) if langevin else None
     )
+    sphere = problem.constraint == "sphere"
+    multiplier = sphere and problem.sphere_update == "multiplier"
 
     def init(weights, replica_ids, reference=None) -> PerceptronState:
         ids = torch.as_tensor(replica_ids, dtype=torch.long, device=device)
@@ -178,36 +186,38 @@ def make_perceptron_dynamics(
         noise = noise_stream.draw(state.step, ids) * noise_amplitude if langevin else None
         return StepInputs(selection, noise), chain
 
-    def force(weights, reference, replica_ids, selection: Selection):
-        """Summed loss gradient g (R, N), the loss per sample (or None) and `moved`."""
-        displacement = weights if reference is None else weights - reference
-        if selection.indices is not None:
-            patterns = problem.patterns_of(replica_ids)
-            if patterns.dim() == 2:
-                batch = patterns[selection.indices]
-            else:
-                rows = torch.arange(patterns.shape[0], device=device).unsqueeze(-1)
-                batch = patterns[rows, selection.indices]
-            h = torch.einsum("rbn,rn->rb", batch, displacement)
-            coefficient = problem.loss.derivative(h)
-            gradient = torch.einsum("rb,rbn->rn", coefficient, batch)
-            return gradient, None, (coefficient != 0).any(-1)
-        h = stabilities_of(problem, weights, reference, replica_ids)
+    def step_patterns(replica_ids: torch.Tensor, selection: Selection) -> torch.Tensor:
+        """Patterns a step touches: (P, N) shared, (R, P, N) per replica, (R, B, N) minibatch."""
+        patterns = problem.patterns_of(replica_ids)
+        if selection.indices is None:
+            return patterns
+        if patterns.dim() == 2:
+            return patterns[selection.indices]
+        rows = torch.arange(patterns.shape[0], device=device).unsqueeze(-1)
+        return patterns[rows, selection.indices]
+
+    def project(patterns: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        """Stabilities of vectors (R, ..., N) on the step's patterns: (R, ..., K)."""
+        if patterns.dim() == 2:
+            return vectors @ patterns.T
+        return torch.einsum("rkn,r...n->r...k", patterns, vectors)
+
+    def combine(patterns: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
+        """sum_mu coefficient_mu pattern_mu: (R, ..., K) -> (R, ..., N)."""
+        if patterns.dim() == 2:
+            return coefficients @ patterns
+        return torch.einsum("rkn,r...k->r...n", patterns, coefficients)
+
+    def forward(weights, field, inputs: StepInputs, state: PerceptronState):
+        """New weights, step info and the intermediates the linearisation needs."""
+        selection = inputs.selection
+        patterns = step_patterns(state.replica_ids, selection)
+        shifted = weights if state.reference is None else weights - state.reference
+        h = project(patterns, shifted)
         coefficient = problem.loss.derivative(h)
         if selection.mask is not None:
             coefficient = coefficient * selection.mask
-        patterns = problem.patterns_of(replica_ids)
-        if patterns.dim() == 2:
-            gradient = coefficient @ patterns
-        else:
-            gradient = torch.bmm(coefficient.unsqueeze(1), patterns).squeeze(1)
-        loss = problem.loss.value(h).mean(-1)
-        return gradient, loss, (coefficient != 0).any(-1)
-
-    def update(weights, field, inputs: StepInputs, state: PerceptronState):
-        """The map (w, H) -> w' of one step with its random inputs fixed."""
-        gradient, loss, moved = force(weights, state.reference, state.replica_ids, inputs.selection)
-        gradient = inputs.selection.scale * gradient
+        gradient = selection.scale * combine(patterns, coefficient)
         if problem.ridge:
             gradient = gradient + problem.ridge * weights
         if field is not None:
@@ -215,19 +225,68 @@ def make_perceptron_dynamics(
         displacement = -lr * gradient
         if inputs.noise is not None:
             displacement = displacement + inputs.noise
-        if problem.constraint != "sphere":
+        if not sphere:
             new_weights = weights + displacement
-        elif problem.sphere_update == "multiplier":
-            new_weights = sphere_multiplier_step(weights, displacement)
+        elif multiplier:
+            new_weights = sphere_multiplier(weights, displacement).unsqueeze(-1) * weights
+            new_weights = new_weights + displacement
         else:
-            moved_weights = weights + displacement
-            norm = moved_weights.norm(dim=-1, keepdim=True)
-            new_weights = math.sqrt(problem.N) * moved_weights / norm
-        return new_weights, StepInfo(loss, moved)
+            moved = weights + displacement
+            new_weights = math.sqrt(problem.N) * moved / moved.norm(dim=-1, keepdim=True)
+        loss = problem.loss.value(h).mean(-1) if selection.indices is None else None
+        info = StepInfo(loss, (coefficient != 0).any(-1))
+        return new_weights, info, (patterns, h, displacement)
+
+    def update(weights, field, inputs: StepInputs, state: PerceptronState):
+        """The map (w, H) -> w' of one step with its random inputs fixed."""
+        new_weights, info, _ = forward(weights, field, inputs, state)
+        return new_weights, info
+
+    def linearize(weights, inputs: StepInputs, state: PerceptronState):
+        """New weights, info, and push(dw, zeta) -> dw': the step's Jacobian-vector product.
+
+        dw and zeta have shape (R, M, N) (M tangents per replica). Exact: the derivative
+        of ``update`` at field 0 (checked against torch.func.jvp in the tests), computed
+        with the same two matrix products per tangent as the step itself.
+        """
+        new_weights, info, (patterns, h, displacement) = forward(weights, None, inputs, state)
+        curvature = problem.loss.curvature(h)
+        if inputs.selection.mask is not None:
+            curvature = curvature * inputs.selection.mask
+        c = sphere_multiplier(weights, displacement) if multiplier else None
+
+        def push(weight_tangents: torch.Tensor, field_tangents: torch.Tensor) -> torch.Tensor:
+            response = curvature.unsqueeze(1) * project(patterns, weight_tangents)
+            gradient = inputs.selection.scale * combine(patterns, response) - field_tangents
+            if problem.ridge:
+                gradient = gradient + problem.ridge * weight_tangents
+            moved = -lr * gradient  # tangent of the displacement
+            if not sphere:
+                return weight_tangents + moved
+            w, d = weights.unsqueeze(1), displacement.unsqueeze(1)
+            if multiplier:
+                k = c.view(-1, 1, 1)
+                numerator = (
+                    k * k * (w * weight_tangents).sum(-1, keepdim=True)
+                    + k
+                    * (
+                        (weight_tangents * d).sum(-1, keepdim=True)
+                        + (w * moved).sum(-1, keepdim=True)
+                    )
+                    + (d * moved).sum(-1, keepdim=True)
+                )
+                denominator = k * (w * w).sum(-1, keepdim=True) + (w * d).sum(-1, keepdim=True)
+                return -(numerator / denominator) * w + k * weight_tangents + moved
+            v, dv = w + d, weight_tangents + moved
+            norm = v.norm(dim=-1, keepdim=True)
+            radial = (v * dv).sum(-1, keepdim=True) / norm**2
+            return math.sqrt(problem.N) * (dv - radial * v) / norm
+
+        return new_weights, info, push
 
     def step(state: PerceptronState, field=None) -> tuple[PerceptronState, StepInfo]:
         inputs, chain = draw(state)
         new_weights, info = update(state.weights, field, inputs, state)
         return replace(state, weights=new_weights, selection=chain, step=state.step + 1), info
 
-    return Dynamics(init, draw, update, step)
+    return Dynamics(init, draw, update, step, linearize)

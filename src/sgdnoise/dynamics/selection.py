@@ -101,14 +101,24 @@ class MinibatchSelection:
         return None
 
     def draw(self, step: int, replica_ids: list[int], previous: torch.Tensor | None):
-        uniform = self.stream.draw(step, replica_ids)
-        chosen = torch.empty(uniform.shape, dtype=torch.long, device=uniform.device)
-        for j in range(self.batch_size):
-            top = self.P - self.batch_size + j  # Floyd: pick in [0, top], else take top
-            candidate = torch.clamp((uniform[:, j] * (top + 1)).long(), max=top)
-            taken = (chosen[:, :j] == candidate[:, None]).any(dim=1)
-            chosen[:, j] = torch.where(taken, torch.full_like(candidate, top), candidate)
+        chosen = floyd_subsets(self.stream.draw(step, replica_ids), self.P)
         return Selection(indices=chosen, scale=1.0 / self.batch_size), None
+
+    def draw_range(self, start: int, stop: int, replica_ids: list[int]) -> torch.Tensor:
+        """Indices of the batches of steps start .. stop - 1: (R, stop - start, B)."""
+        return floyd_subsets(self.stream.draw_range(start, stop, replica_ids), self.P)
+
+
+def floyd_subsets(uniform: torch.Tensor, P: int) -> torch.Tensor:
+    """B distinct indices in [0, P) from B uniforms (last axis), by Floyd's algorithm."""
+    batch_size = uniform.shape[-1]
+    chosen = torch.empty(uniform.shape, dtype=torch.long, device=uniform.device)
+    for j in range(batch_size):
+        top = P - batch_size + j  # Floyd: pick in [0, top], else take top
+        candidate = torch.clamp((uniform[..., j] * (top + 1)).long(), max=top)
+        taken = (chosen[..., :j] == candidate[..., None]).any(dim=-1)
+        chosen[..., j] = torch.where(taken, torch.full_like(candidate, top), candidate)
+    return chosen
 
 
 def make_selection(optimizer: dict, P: int, seed: int, device):

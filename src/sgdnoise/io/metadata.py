@@ -36,6 +36,10 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "t_star": (TIME_UNITS, "training time t* at which the stopping criterion was met"),
     "steps_taken": ("1", "number of steps taken before stopping or the budget"),
     "replica_status": ("1", "completed | budget_exhausted | diverged, per replica"),
+    "kernel_change": (
+        "1",
+        "relative tangent-kernel change ||K(w*) - K(w0)||_F / ||K(w0)||_F on 32 training samples",
+    ),
     # data
     "x_train": ("1", "training inputs"),
     "y_train": ("1", "training labels +-1"),

@@ -2,8 +2,9 @@
 
 square_hinge ("soft sphere"):  v(h) = (kappa - h)^2 theta(kappa - h) / 2
                                v'(h) = -(kappa - h) theta(kappa - h)
+                               v''(h) = theta(kappa - h)
 hinge:                         v(h) = (kappa - h) theta(kappa - h)
-                               v'(h) = -theta(kappa - h)
+                               v'(h) = -theta(kappa - h),  v''(h) = 0 (almost everywhere)
 
 theta(0) = 0: a sample exactly at the margin carries no loss and no force. The
 alpha-trick loss of paper B, (1/alpha) max(0, 1 - alpha y (f - f0)), is the hinge at
@@ -33,3 +34,9 @@ class MarginLoss:
         """v'(h), elementwise: minus the force pushing h towards the margin."""
         gap = torch.relu(self.kappa - stability)
         return -gap if self.kind == "square_hinge" else -(gap > 0).to(stability.dtype)
+
+    def curvature(self, stability: torch.Tensor) -> torch.Tensor:
+        """v''(h), elementwise: theta(kappa - h) for the square hinge, 0 for the hinge."""
+        if self.kind == "hinge":
+            return torch.zeros_like(stability)
+        return (self.kappa - stability > 0).to(stability.dtype)

@@ -101,7 +101,7 @@ class MeanFieldFCN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         z = x.flatten(1)
         for weight in self.hidden:
-            z = self.act(z @ weight.T / math.sqrt(weight.shape[1]))
+            z = self.act(F.linear(z, weight) / math.sqrt(weight.shape[1]))
         return z @ self.readout / self.width
 
 

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 from sgdnoise.io.artifact import read_artifact
+from sgdnoise.plots import noise
+from sgdnoise.plots.phase_diagram import phase_diagram_figure, test_error_vs_temperature
 from sgdnoise.plots.training_curves import training_curves
 
 FIGURES = {
     "training_curves": training_curves,
+    "fdt_parametric": noise.fdt_parametric,
+    "teff_vs_b": noise.teff_vs_b,
+    "replica_distance_vs_b": noise.replica_distance_vs_b,
+    "teff_vs_distance": noise.teff_vs_distance,
+    "margins": noise.margins,
+    "langevin_calibration": noise.langevin_calibration,
+    "phase_diagram": phase_diagram_figure,
+    "test_error_vs_temperature": test_error_vs_temperature,
 }
 
 

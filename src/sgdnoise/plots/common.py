@@ -36,7 +36,11 @@ def fixed_parameters(summary: xr.Dataset) -> str:
     config = json.loads(summary.attrs.get("example_config", "{}"))
     if not config:
         return ""
-    swept = set(grid_axes(summary).values())
+    swept = set(json.loads(summary.attrs.get("swept_paths", "[]"))) or set(
+        grid_axes(summary).values()
+    )
+    if "data.P_over_N" in swept:
+        swept.add("data.P")
 
     def show(path: str, label: str) -> str | None:
         if any(path == s or path.startswith(s + ".") for s in swept):

@@ -60,16 +60,33 @@ def with_grid_coordinates(reduced: xr.Dataset, assignments: dict, axes: list[str
     for path in axes:
         name = coordinate_name(path, axes)
         value = assignments[path]
-        value = format_value(value) if isinstance(value, dict) else value
+        value = format_value(value) if isinstance(value, dict) else value  # variants: labels
         reduced = reduced.expand_dims({name: [value]})
         reduced[name].attrs.update(units="1", long_name=f"grid axis {path}")
     return reduced
 
 
-def aggregate(grid_path: str | Path, run_paths: list[str | Path]) -> xr.Dataset:
-    """The study summary from its grid table and run artifacts (matched by point id)."""
+def swept_paths(rows: list[dict]) -> list[str]:
+    """Every configuration key path that some grid axis sets (bundles and variants opened)."""
+    paths: set[str] = set()
+    for row in rows:
+        for axis, value in row["assignments"].items():
+            if isinstance(value, dict) and "label" in value:
+                paths.update(key for key in value if key != "label")
+            elif isinstance(value, dict):
+                paths.update(f"{axis}.{key}" for key in value)
+            else:
+                paths.add(axis)
+    return sorted(paths)
+
+
+def aggregate(
+    grid_path: str | Path, run_paths: list[str | Path], fit_paths: list[str | Path] = ()
+) -> xr.Dataset:
+    """The study summary from its grid table, run and fits artifacts (matched by point id)."""
     rows = read_grid_table(grid_path)
     by_id = {Path(p).stem: Path(p) for p in run_paths}
+    fits_by_id = {Path(p).stem: Path(p) for p in fit_paths}
     axes = sorted(rows[0]["assignments"]) if rows else []
     parts, example_config = [], None
     for row in rows:
@@ -83,9 +100,19 @@ def aggregate(grid_path: str | Path, run_paths: list[str | Path]) -> xr.Dataset:
                 f"study now asks {row['config_sha256']}; it is stale: rerun train_replicas"
             )
         example_config = example_config or run.attrs.get("config")
-        parts.append(with_grid_coordinates(reduce_run(run), row["assignments"], axes))
-    summary = xr.combine_by_coords(parts, combine_attrs="override") if axes else parts[0]
+        reduced = reduce_run(run)
+        if row["point_id"] in fits_by_id:
+            fits = read_artifact(fits_by_id[row["point_id"]], "fit")
+            fits.attrs = {}
+            reduced = xr.merge([reduced, fits], combine_attrs="override")
+        parts.append(with_grid_coordinates(reduced, row["assignments"], axes))
+    summary = (
+        xr.combine_by_coords(parts, compat="no_conflicts", join="outer", combine_attrs="override")
+        if axes
+        else parts[0]
+    )
     summary.attrs.update(provenance("summary"))
     summary.attrs["example_config"] = example_config or "{}"
+    summary.attrs["swept_paths"] = json.dumps(swept_paths(rows))
     summary.attrs["grid_axes"] = json.dumps({coordinate_name(path, axes): path for path in axes})
     return summary

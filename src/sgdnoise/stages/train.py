@@ -41,6 +41,7 @@ from sgdnoise.observables.perceptron import (
     test_error,
     weight_change,
 )
+from sgdnoise.stages import idle_skipping
 from sgdnoise.stages.recording import (
     choose_device,
     data_fingerprint,
@@ -48,6 +49,7 @@ from sgdnoise.stages.recording import (
     recording_grid,
     stopping_time,
 )
+
 
 def _patterns(datasets: list[Dataset], test: bool, device, dtype) -> torch.Tensor:
     """y x / sqrt(N) of the training (or test) samples: (P, N) shared or (R, P, N)."""
@@ -86,13 +88,14 @@ def build_problems(config: dict, datasets: list[Dataset], device, dtype):
 def initial_weights(config: dict, N: int, device, dtype) -> torch.Tensor:
     """w(0) per replica: N(0, I_N), rescaled to |w|^2 = N on the sphere.
 
-    Counter-based per replica (stream 'init'); with pairing same_init every replica
-    takes replica 0's draw.
+    Counter-based per replica (stream 'init'). With pairing same_init, replicas come in
+    pairs (2k, 2k + 1) that share the draw of init k and nothing else (PHYSICS.md A6).
     """
     run = config["run"]
     replicas = run["replicas"]
     stream = ReplicaStream(run["seed"], "init", (N,), "normal", dtype, device, block_steps=1)
-    owners = [0] * replicas if run["pairing"] == "same_init" else list(range(replicas))
+    same_init = run["pairing"] == "same_init"
+    owners = [r // 2 if same_init else r for r in range(replicas)]
     weights = stream.draw(0, owners)
     if config["model"]["constraint"] == "sphere":
         weights = math.sqrt(N) * weights / weights.norm(dim=-1, keepdim=True)
@@ -219,53 +222,58 @@ def train_point(
     next_record = 0
     bar = tqdm(total=total_steps, disable=not progress, desc="train", unit="step", mininterval=1)
 
-    for step in range(total_steps + 1):
-        while next_record < len(record_steps) and record_steps[next_record] == step:
-            recorder.record(_snapshot(book, state))
-            next_record += 1
-        if state.weights.shape[0] == 0 or step == total_steps:
-            break
-        if stop_on_zero and sparse and step % check_every == 0:
-            loss = margin_observables(
-                problem, state.weights, state.reference, state.replica_ids, 0.0
-            )["train_loss"]
-            done = loss <= tolerance
-            if bool(done.any()):
-                ids = state.replica_ids[done]
-                last = book.last_moved[ids.cpu().numpy()]
-                t_star = stopping_time(lr, last, step, tolerance)
-                book.freeze(ids, state.weights[done], "completed", step, lr, t_star)
-                state = state.subset(~done)
-                if state.weights.shape[0] == 0:
-                    continue
-        new_state, info = dynamics.step(state)
-        if sparse:
-            moved_ids = state.replica_ids[info.moved].cpu().numpy()
-            book.last_moved[moved_ids] = step
-        finished = torch.zeros(state.weights.shape[0], dtype=torch.bool, device=device)
-        if stop_on_zero and info.loss is not None:
-            reached = info.loss < tolerance
-            if bool(reached.any()):
+    if idle_skipping.applies(config):
+        state, next_record = idle_skipping.train_skipping_idle_steps(
+            config, problem, state, recorder, book, record_steps, total_steps, bar
+        )
+    else:
+        for step in range(total_steps + 1):
+            while next_record < len(record_steps) and record_steps[next_record] == step:
+                recorder.record(_snapshot(book, state))
+                next_record += 1
+            if state.weights.shape[0] == 0 or step == total_steps:
+                break
+            if stop_on_zero and sparse and step % check_every == 0:
+                loss = margin_observables(
+                    problem, state.weights, state.reference, state.replica_ids, 0.0
+                )["train_loss"]
+                done = loss <= tolerance
+                if bool(done.any()):
+                    ids = state.replica_ids[done]
+                    last = book.last_moved[ids.cpu().numpy()]
+                    t_star = stopping_time(lr, last, step, tolerance)
+                    book.freeze(ids, state.weights[done], "completed", step, lr, t_star)
+                    state = state.subset(~done)
+                    if state.weights.shape[0] == 0:
+                        continue
+            new_state, info = dynamics.step(state)
+            if sparse:
+                moved_ids = state.replica_ids[info.moved].cpu().numpy()
+                book.last_moved[moved_ids] = step
+            finished = torch.zeros(state.weights.shape[0], dtype=torch.bool, device=device)
+            if stop_on_zero and info.loss is not None:
+                reached = info.loss < tolerance
+                if bool(reached.any()):
+                    book.freeze(
+                        state.replica_ids[reached],
+                        state.weights[reached],
+                        "completed",
+                        step,
+                        lr,
+                        lr * step,
+                    )
+                    finished |= reached
+            bad = ~torch.isfinite(new_state.weights).all(-1)
+            if info.loss is not None:
+                bad |= ~torch.isfinite(info.loss)
+            bad &= ~finished
+            if bool(bad.any()):
                 book.freeze(
-                    state.replica_ids[reached],
-                    state.weights[reached],
-                    "completed",
-                    step,
-                    lr,
-                    lr * step,
+                    state.replica_ids[bad], new_state.weights[bad], "diverged", step + 1, lr, None
                 )
-                finished |= reached
-        bad = ~torch.isfinite(new_state.weights).all(-1)
-        if info.loss is not None:
-            bad |= ~torch.isfinite(info.loss)
-        bad &= ~finished
-        if bool(bad.any()):
-            book.freeze(
-                state.replica_ids[bad], new_state.weights[bad], "diverged", step + 1, lr, None
-            )
-            finished |= bad
-        state = new_state.subset(~finished) if bool(finished.any()) else new_state
-        bar.update(1)
+                finished |= bad
+            state = new_state.subset(~finished) if bool(finished.any()) else new_state
+            bar.update(1)
     bar.close()
 
     final_status = "budget_exhausted" if stop_on_zero else "completed"

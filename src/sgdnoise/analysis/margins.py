@@ -1,0 +1,71 @@
+"""Width of the decision boundary at the end of training (PHYSICS.md A7).
+
+From the final stabilities h_mu of each replica and the margin kappa:
+- gaps h_mu - kappa and their density on fixed bins;
+- contacts: samples with |h_mu - kappa| <= contact_tolerance (square-hinge solutions sit ON
+  the boundary, just below kappa: about 0.3 P contacts at P/N = 1 for small noise);
+- the fraction of samples with h_mu < kappa + delta for a few delta;
+- kappa_eff = min_mu h_mu.
+Noisier algorithms are expected to end with fewer contacts and a larger kappa_eff.
+Averages are over replicas, with the standard error.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import xarray as xr
+
+CONTACT_TOLERANCE = 1e-3
+DELTAS = (0.01, 0.05, 0.1, 0.3)
+GAP_EDGES = np.linspace(-1.0, 3.0, 81)
+
+
+def margins(
+    final_stabilities: np.ndarray, kappa: float, contact_tolerance: float = CONTACT_TOLERANCE
+) -> xr.Dataset:
+    """Contacts, near-boundary fractions, kappa_eff and the gap density, (replica, sample) in."""
+    gaps = final_stabilities - kappa
+    replicas = gaps.shape[0]
+    contacts = (np.abs(gaps) <= contact_tolerance).sum(axis=1).astype(float)
+    within = np.stack([(gaps < delta).mean(axis=1) for delta in DELTAS], axis=1)
+    kappa_eff = final_stabilities.min(axis=1)
+    density = np.stack([np.histogram(g, GAP_EDGES, density=True)[0] for g in gaps])
+    error = math.sqrt(replicas) if replicas > 1 else math.nan
+
+    def standard_error(values: np.ndarray) -> np.ndarray:
+        return (
+            values.std(axis=0, ddof=1) / error if replicas > 1 else np.full_like(values[0], np.nan)
+        )
+
+    centres = 0.5 * (GAP_EDGES[1:] + GAP_EDGES[:-1])
+    return xr.Dataset(
+        {
+            "contacts": ((), contacts.mean()),
+            "contacts_stderr": ((), standard_error(contacts)),
+            "contact_fraction": ((), contacts.mean() / gaps.shape[1]),
+            "fraction_within": (("delta",), within.mean(axis=0)),
+            "kappa_eff": ((), kappa_eff.mean()),
+            "kappa_eff_stderr": ((), standard_error(kappa_eff)),
+            "gap_density": (("gap",), density.mean(axis=0)),
+        },
+        coords={"delta": list(DELTAS), "gap": centres},
+        attrs={"contact_tolerance": contact_tolerance},
+    )
+
+
+UNITS = {
+    "contacts": (
+        "1",
+        "number of samples with |h - kappa| <= contact_tolerance, mean over replicas",
+    ),
+    "contacts_stderr": ("1", "standard error of the number of contacts"),
+    "contact_fraction": ("1", "contacts / P"),
+    "fraction_within": ("1", "fraction of samples with h < kappa + delta"),
+    "kappa_eff": ("1", "kappa_eff = min over samples of the final stability, mean over replicas"),
+    "kappa_eff_stderr": ("1", "standard error of kappa_eff"),
+    "gap_density": ("1", "probability density of the final gaps h - kappa"),
+    "delta": ("1", "distance delta above the margin"),
+    "gap": ("1", "gap h - kappa (bin centre)"),
+}

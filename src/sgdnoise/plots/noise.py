@@ -1,0 +1,239 @@
+"""Figures of the effective-noise study (PHYSICS.md A5-A7): FDT plots, T_eff, replica
+distance, their relation, and the width of the decision boundary.
+
+Studies sweep the batch fraction b (axis ``b``), optimizer variants (axis ``optimizer``,
+e.g. sgd and persistent_sgd at several tau) and, with a bundle axis ``regime``, the
+under-parametrised (T_eff) and over-parametrised (replica distance) sides of the jamming
+line. Every figure takes the points where its quantity was measured.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import matplotlib.pyplot as plt
+import numpy as np
+import xarray as xr
+
+from sgdnoise.plots.common import fixed_parameters, grid_axes, label, save
+
+MAIN_WINDOW = "s<=10/b"
+FIT_WINDOWS = ("s<=1", "s<=3/b", "s<=10/b")
+
+
+def _points(summary: xr.Dataset, exclude: tuple[str, ...] = ()) -> list[dict]:
+    """Every combination of grid coordinates (minus ``exclude``), as selection dicts."""
+    axes = [a for a in grid_axes(summary) if a not in exclude]
+    values = [summary[a].values.tolist() for a in axes]
+    return [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*values)]
+
+
+def _describe(selection: dict, drop: tuple[str, ...] = ("regime",)) -> str:
+    """Short text of a point's coordinates (the regime is implied by the figure)."""
+    return ", ".join(f"{k}={v}" for k, v in selection.items() if k not in drop)
+
+
+def _hue_axis(summary: xr.Dataset, x_axis: str) -> list[dict]:
+    """Curves of a figure: one per combination of the axes other than the x axis."""
+    return _points(summary, exclude=(x_axis,))
+
+
+def _title(summary: xr.Dataset, what: str) -> str:
+    return f"{what}\nfixed: {fixed_parameters(summary)}"
+
+
+def fdt_parametric(summary: xr.Dataset, out: str) -> None:
+    """chi against C(t,t) - C(t,t_w) per point, with the fitted line chi = Delta C / T_eff."""
+    points = [p for p in _points(summary) if np.isfinite(summary["fdt_chi"].sel(p)).any()]
+    columns = min(4, max(1, len(points)))
+    rows = max(1, int(np.ceil(len(points) / columns)))
+    figure, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.2 * rows), squeeze=False)
+    config = json.loads(summary.attrs.get("example_config", "{}"))
+    for axis, point in zip(axes.flat, points, strict=False):
+        part = summary.sel(point)
+        delta_c, chi = part["fdt_delta_c"].values, part["fdt_chi"].values
+        axis.plot(delta_c, chi, "o", ms=3, label="measured")
+        temperature = float(part["T_eff"].sel(window=MAIN_WINDOW))
+        span = np.linspace(0, np.nanmax(delta_c), 20)
+        if np.isfinite(temperature):
+            axis.plot(
+                span, span / temperature, "-", label=f"fit {MAIN_WINDOW}: T_eff={temperature:.3g}"
+            )
+        imposed = point.get("temperature", config.get("optimizer", {}).get("temperature"))
+        if imposed and "langevin" in str(point.get("optimizer", "langevin")):
+            axis.plot(span, span / float(imposed), "k--", lw=1, label=f"slope 1/T, T={imposed}")
+        stationary = bool(part["stationary"])
+        title = _describe(point).replace(", ", "\n", 1)
+        axis.set_title(title + ("" if stationary else " (NOT stationary)"), fontsize=8)
+        axis.set_xlabel("C(t,t) - C(t,t_w)")
+        axis.set_ylabel("chi(t, t_w)")
+        axis.legend(fontsize=7)
+    for axis in list(axes.flat)[len(points) :]:
+        axis.axis("off")
+    figure.suptitle(
+        _title(summary, "FDT parametric plots (mean over replicas and t_w)"), fontsize=10
+    )
+    figure.tight_layout()
+    save(figure, out)
+
+
+def _errorbar(axis, x, centre, low, high, **style) -> None:
+    centre, low, high = (np.asarray(v, dtype=float) for v in (centre, low, high))
+    keep = np.isfinite(centre)
+    if keep.any():
+        yerr = np.vstack([centre - low, high - centre])[:, keep]
+        axis.errorbar(
+            np.asarray(x)[keep], centre[keep], yerr=np.abs(yerr), capsize=3, marker="o", **style
+        )
+
+
+def teff_vs_b(summary: xr.Dataset, out: str) -> None:
+    """T_eff against b for each optimizer variant, one panel per fit window (log scales)."""
+    figure, axes = plt.subplots(
+        1, len(FIT_WINDOWS), figsize=(4.6 * len(FIT_WINDOWS), 4), squeeze=False
+    )
+    for axis, window in zip(axes[0], FIT_WINDOWS, strict=True):
+        for curve in _hue_axis(summary, "b"):
+            part = summary.sel(curve).sel(window=window)
+            if not np.isfinite(part["T_eff"]).any():
+                continue
+            _errorbar(
+                axis,
+                part["b"].values,
+                part["T_eff"],
+                part["T_eff_low"],
+                part["T_eff_high"],
+                label=_describe(curve),
+            )
+            if "dmft_T_eff" in part:
+                axis.plot(part["b"].values, part["dmft_T_eff"].values, "--", color="gray")
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.set_xlabel(label("b"))
+        axis.set_ylabel("effective temperature T_eff")
+        axis.set_title(f"fit window {window}")
+        axis.grid(True, which="both", alpha=0.3)
+    axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+    figure.suptitle(
+        _title(summary, "Effective temperature from the FDT (95% CI; stationary points only)"),
+        fontsize=10,
+    )
+    figure.tight_layout()
+    save(figure, out)
+
+
+def replica_distance_vs_b(summary: xr.Dataset, out: str) -> None:
+    """Replica distance at zero loss against b for each optimizer variant (log scales)."""
+    figure, axis = plt.subplots(figsize=(6, 4.2))
+    for curve in _hue_axis(summary, "b"):
+        part = summary.sel(curve)
+        _errorbar(
+            axis,
+            part["b"].values,
+            part["replica_distance"],
+            part["replica_distance_low"],
+            part["replica_distance_high"],
+            label=_describe(curve),
+        )
+    axis.set_xscale("log")
+    axis.set_yscale("symlog", linthresh=1e-6)
+    axis.set_ylim(bottom=0)
+    axis.set_xlabel(label("b"))
+    axis.set_ylabel("replica distance |w_a - w_b|^2 / N")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(fontsize=7)
+    axis.set_title(_title(summary, "Replica distance at zero loss (same init, 95% CI)"), fontsize=9)
+    save(figure, out)
+
+
+def teff_vs_distance(summary: xr.Dataset, out: str) -> None:
+    """T_eff (UNSAT) against replica distance (SAT) at the same (b, optimizer): same trend.
+
+    With the sum normalisation the mean drift of SGD is b grad L, so the temperature
+    comparable across b is T_eff / b (PHYSICS.md A7b: it grows as b decreases).
+    """
+    teff = summary["T_eff"].sel(window=MAIN_WINDOW)
+    config = json.loads(summary.attrs.get("example_config", "{}"))
+    per_drift = config.get("optimizer", {}).get("batch_normalization") == "sum" and "b" in teff.dims
+    if per_drift:
+        teff = teff / teff["b"]
+    distance = summary["replica_distance"]
+    if "regime" in summary.dims:
+        teff = teff.dropna("regime", how="all").squeeze("regime", drop=True)
+        distance = distance.dropna("regime", how="all").squeeze("regime", drop=True)
+    figure, axis = plt.subplots(figsize=(5.5, 4.5))
+    hue = "optimizer" if "optimizer" in teff.dims else None
+    groups = teff[hue].values.tolist() if hue else [None]
+    for group in groups:
+        x = distance.sel({hue: group}) if hue else distance
+        y = teff.sel({hue: group}) if hue else teff
+        axis.plot(x.values.ravel(), y.values.ravel(), "o", label=str(group))
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.set_xlabel("replica distance (over-parametrised)")
+    quantity = "T_eff / b" if per_drift else "T_eff"
+    axis.set_ylabel(f"{quantity}, window {MAIN_WINDOW} (under-parametrised)")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(fontsize=7)
+    axis.set_title(
+        _title(summary, "The two noise measures move together across the grid"), fontsize=9
+    )
+    save(figure, out)
+
+
+def margins(summary: xr.Dataset, out: str) -> None:
+    """Final gap densities and kappa_eff / contacts against the replica distance."""
+    figure, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4.2))
+    points = [p for p in _points(summary) if np.isfinite(summary["replica_distance"].sel(p))]
+    for point in points:
+        part = summary.sel(point)
+        left.plot(part["gap"].values, part["gap_density"].values, label=_describe(point), lw=1)
+        distance = float(part["replica_distance"])
+        middle.errorbar(
+            distance,
+            float(part["kappa_eff"]),
+            yerr=float(part["kappa_eff_stderr"]),
+            marker="o",
+            capsize=2,
+        )
+        right.errorbar(distance, float(part["contact_fraction"]), marker="o")
+    left.set_xlabel("gap h - kappa")
+    left.set_ylabel("density")
+    left.set_yscale("log")
+    left.legend(fontsize=5, ncol=1, loc="upper right")
+    for axis, name in ((middle, "kappa_eff = min h"), (right, "contacts / P")):
+        axis.set_xscale("symlog", linthresh=1e-6)
+        axis.set_xlabel("replica distance")
+        axis.set_ylabel(name)
+        axis.grid(True, alpha=0.3)
+    figure.suptitle(_title(summary, "Width of the decision boundary at zero loss"), fontsize=10)
+    figure.tight_layout()
+    save(figure, out)
+
+
+def langevin_calibration(summary: xr.Dataset, out: str) -> None:
+    """Measured T_eff against the imposed Langevin temperature, with the line T_eff = T."""
+    figure, axis = plt.subplots(figsize=(5.5, 4.5))
+    temperatures = summary["temperature"].values
+    for window in FIT_WINDOWS:
+        part = summary.sel(window=window)
+        for point in _points(summary, exclude=("temperature",)):
+            selected = part.sel(point)
+            _errorbar(
+                axis,
+                temperatures,
+                selected["T_eff"],
+                selected["T_eff_low"],
+                selected["T_eff_high"],
+                label=f"{window} {_describe(point)}",
+                alpha=0.8,
+            )
+    span = np.linspace(0, temperatures.max() * 1.1, 10)
+    axis.plot(span, span, "k--", lw=1, label="T_eff = T")
+    axis.set_xlabel("imposed Langevin temperature T")
+    axis.set_ylabel("measured T_eff (95% CI)")
+    axis.legend(fontsize=7)
+    axis.grid(True, alpha=0.3)
+    axis.set_title(_title(summary, "Calibration: the FDT recovers a known temperature"), fontsize=9)
+    save(figure, out)

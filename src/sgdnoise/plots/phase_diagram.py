@@ -1,0 +1,184 @@
+"""Figures of the alpha-trick networks (PHYSICS.md B5): the (alpha, T) phase diagram of
+the test error, and the test error against T at fixed alpha for several P."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import matplotlib.pyplot as plt
+import numpy as np
+import xarray as xr
+from matplotlib.patches import Patch
+
+from sgdnoise.analysis.phase_diagram import (
+    ALPHA,
+    LAZY_KERNEL_CHANGE,
+    NOISE_FACTOR,
+    SAMPLES,
+    TEMPERATURE,
+    cell_statistics,
+    phase_diagram,
+    swept_dimension,
+)
+from sgdnoise.plots.common import save
+
+LOG2_ALPHA = "log2 alpha (alpha: output scale of F = alpha (f - f0))"
+LOG2_TEMPERATURE = "log2 T (T = lr / (h B), dimensionless)"
+
+
+def network_setting(summary: xr.Dataset, swept: set[str]) -> str:
+    """What every cell shares: architecture, data, batch size, seeds (title text)."""
+    config = json.loads(summary.attrs.get("example_config", "{}"))
+    if not config:
+        return ""
+    model, data, optimizer = config["model"], config["data"], config["optimizer"]
+    architecture = f"{model['kind']}"
+    if model["kind"] == "fcn":
+        architecture += f" L={model['depth']}"
+    architecture += f" h={model['width']} {model['activation']}"
+    parts = [architecture, data["kind"]]
+    if SAMPLES not in swept:
+        parts.append(f"P={data['P']}")
+    parts += [
+        f"P_test={data['P_test']}",
+        f"B={optimizer['batch_size']}",
+        f"{config['loss']['kind']} at margin 1/alpha",
+        f"{config['run']['replicas']} seeds",
+    ]
+    return ", ".join(parts)
+
+
+def _edges(centres: np.ndarray) -> np.ndarray:
+    """Cell edges around sorted centres (midpoints; the outer cells mirrored)."""
+    if len(centres) == 1:
+        return np.array([centres[0] - 0.5, centres[0] + 0.5])
+    middle = 0.5 * (centres[1:] + centres[:-1])
+    return np.concatenate([[2 * centres[0] - middle[0]], middle, [2 * centres[-1] - middle[-1]]])
+
+
+def _panels(statistics: xr.Dataset, keep: tuple[str, ...]) -> list[dict]:
+    """Every combination of the dims other than ``keep``, as selection dicts."""
+    others = [d for d in statistics.dims if d not in keep]
+    values = [statistics[d].values.tolist() for d in others]
+    return [dict(zip(others, combo, strict=True)) for combo in itertools.product(*values)]
+
+
+def _draw_cells(axis, cell: xr.Dataset, alpha_dim: str, temperature_dim: str, image_range):
+    """Heat map of the mean test error, hatched where replicas diverged or did not finish."""
+    cell = cell.sortby(alpha_dim).sortby(temperature_dim).transpose(temperature_dim, alpha_dim)
+    x = np.log2(cell[alpha_dim].values.astype(float))
+    y = np.log2(cell[temperature_dim].values.astype(float))
+    x_edges, y_edges = _edges(x), _edges(y)
+    error = cell["test_error"].values
+    axis.set_facecolor("0.75")  # cells where every replica diverged: no predictor
+    image = axis.pcolormesh(
+        x_edges, y_edges, error, cmap="viridis", vmin=image_range[0], vmax=image_range[1]
+    )
+    for i, j in itertools.product(range(len(y)), range(len(x))):
+        box = dict(xy=(x_edges[j], y_edges[i]), width=x_edges[j + 1] - x_edges[j],
+                   height=y_edges[i + 1] - y_edges[i], fill=False, lw=0)  # fmt: skip
+        if cell["diverged_fraction"].values[i, j] > 0:
+            axis.add_patch(plt.Rectangle(hatch="xx", edgecolor="red", **box))
+        elif cell["unfinished_fraction"].values[i, j] > 0:
+            axis.add_patch(plt.Rectangle(hatch="//", edgecolor="white", **box))
+        if np.isfinite(error[i, j]) and len(x) * len(y) <= 150:
+            axis.text(x[j], y[i], f"{error[i, j]:.3f}", ha="center", va="center",
+                      fontsize=7, color="white" if error[i, j] > np.mean(image_range) else "k")  # fmt: skip
+    axis.set_xlim(x_edges[0], x_edges[-1])
+    axis.set_ylim(y_edges[0], y_edges[-1])
+    return image
+
+
+def phase_diagram_figure(summary: xr.Dataset, out: str) -> None:
+    """Test error (seed mean) over log2 alpha and log2 T, one panel per other grid value.
+
+    Red cross-hatched cells: at least one replica diverged (the mean is over the others;
+    grey where all did); white hatching: at least one replica exhausted its budget before
+    zero training loss. Lines: the lazy/feature crossover (kernel change = 1) and the
+    noise boundary (weight change doubled by noise); stars: the best temperature.
+    """
+    diagram = phase_diagram(summary)
+    alpha_dim, temperature_dim = diagram.attrs["alpha_dim"], diagram.attrs["temperature_dim"]
+    panels = _panels(diagram, (alpha_dim, temperature_dim))
+    errors = diagram["test_error"].values
+    image_range = (np.nanmin(errors), np.nanmax(errors)) if np.isfinite(errors).any() else (0, 1)
+    figure, axes = plt.subplots(
+        1, len(panels), figsize=(1.0 + 5.2 * len(panels), 4.6), squeeze=False
+    )
+    for axis, panel in zip(axes[0], panels, strict=True):
+        cell = diagram.sel(panel)
+        image = _draw_cells(axis, cell, alpha_dim, temperature_dim, image_range)
+        log2_t = np.log2(cell[temperature_dim].values.astype(float))
+        log2_alpha = np.log2(cell[alpha_dim].values.astype(float))
+        lazy = cell["lazy_feature_log2_alpha"].values
+        axis.plot(lazy, log2_t, "o--", color="white", lw=1.5, ms=4,
+                  label=f"lazy/feature: kernel change = {LAZY_KERNEL_CHANGE:g}")  # fmt: skip
+        noise = cell["noise_log2_temperature"].values
+        axis.plot(log2_alpha, noise, "^-", color="orange", lw=1.5, ms=5,
+                  label=f"noise: weight change x{NOISE_FACTOR:g} its T->0 value")  # fmt: skip
+        best = np.log2(cell["best_temperature"].values.astype(float))
+        axis.plot(log2_alpha, best, "*", color="magenta", ms=10, mec="k", mew=0.5,
+                  label="best T (lowest test error)")  # fmt: skip
+        axis.set_xlabel(LOG2_ALPHA)
+        axis.set_ylabel(LOG2_TEMPERATURE)
+        axis.set_title(", ".join(f"{k}={v}" for k, v in panel.items()) or "test error")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    handles += [Patch(facecolor="none", edgecolor="red", hatch="xx", label="some replicas diverged"),
+                Patch(facecolor="none", edgecolor="0.3", hatch="//", label="some replicas unfinished")]  # fmt: skip
+    figure.colorbar(image, ax=axes[0, -1], label="test error (fraction, mean over seeds)")
+    figure.legend(handles=handles, loc="lower center", ncol=3, fontsize=8,
+                  bbox_to_anchor=(0.5, -0.12), facecolor="0.9")  # fmt: skip
+    swept = set(json.loads(summary.attrs.get("grid_axes", "{}")).values())
+    figure.suptitle(
+        f"Test error in the (alpha, T) plane\nfixed: {network_setting(summary, swept)}",
+        fontsize=10,
+    )
+    save(figure, out)
+
+
+def test_error_vs_temperature(summary: xr.Dataset, out: str) -> None:
+    """Test error (seed mean +- s.e.) against log2 T: one panel per alpha, one curve per P.
+
+    Without a P axis, one panel with one curve per alpha. Hollow markers: cells where
+    some replica diverged or did not reach zero training loss.
+    """
+    statistics = cell_statistics(summary)
+    temperature_dim = swept_dimension(summary, TEMPERATURE)
+    alpha_dim, samples_dim = swept_dimension(summary, ALPHA), swept_dimension(summary, SAMPLES)
+    if temperature_dim is None:
+        raise ValueError("test_error_vs_temperature needs a grid over optimizer.temperature")
+    panel_dim, curve_dim = (alpha_dim, samples_dim) if samples_dim else (None, alpha_dim)
+    panels = statistics[panel_dim].values.tolist() if panel_dim else [None]
+    figure, axes = plt.subplots(
+        1, len(panels), figsize=(4.4 * len(panels), 3.8), squeeze=False, sharey=True
+    )
+    for axis, panel in zip(axes[0], panels, strict=True):
+        part = statistics.sel({panel_dim: panel}) if panel_dim else statistics
+        curves = part[curve_dim].values.tolist() if curve_dim else [None]
+        for curve in curves:
+            line = part.sel({curve_dim: curve}) if curve_dim else part
+            extra = [d for d in line.dims if d != temperature_dim]
+            line = line.isel(dict.fromkeys(extra, 0)).sortby(temperature_dim)
+            log2_t = np.log2(line[temperature_dim].values.astype(float))
+            flawed = (line["diverged_fraction"] + line["unfinished_fraction"]).values > 0
+            drawn = axis.errorbar(
+                log2_t, line["test_error"], yerr=line["test_error_stderr"], marker="o",
+                ms=4, capsize=2, label=f"{curve_dim} = {curve:g}" if curve_dim else None,
+            )  # fmt: skip
+            axis.plot(log2_t[flawed], line["test_error"].values[flawed], "o", ms=8, mfc="w",
+                      color=drawn[0].get_color())  # fmt: skip
+        axis.set_xlabel(LOG2_TEMPERATURE)
+        axis.set_title(f"alpha = {panel:g}" if panel_dim else "test error")
+        axis.grid(True, alpha=0.3)
+    axes[0, 0].set_ylabel("test error (fraction, mean +- s.e. over seeds)")
+    if curve_dim:
+        axes[0, -1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
+    swept = set(json.loads(summary.attrs.get("grid_axes", "{}")).values())
+    figure.suptitle(
+        f"Test error against temperature (hollow: some replicas diverged or unfinished)\n"
+        f"fixed: {network_setting(summary, swept)}",
+        fontsize=10,
+    )
+    figure.tight_layout()
+    save(figure, out)

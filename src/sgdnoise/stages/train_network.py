@@ -1,0 +1,349 @@
+"""Stage train_replicas for model.kind fcn | cnn: alpha-trick networks on images (paper B).
+
+The runner drives minibatch SGD (dynamics.networks) for the R replicas of one grid
+point at once, evaluates the observables (observables.networks) on the recording grid
+and returns one xarray Dataset with the conventions of the perceptron runner
+(stages.train, stages.recording): dims ``replica`` and ``time`` (nominal times; the
+step recorded is ``step``), observables measured on the parameters BEFORE that step's
+update, stopped replicas frozen at their final parameters.
+
+Stopping at zero training loss, exactly and cheaply. With the hinge the batch gradient
+is zero unless a batch sample violates the margin (h < 1/alpha), so the parameters of a
+replica last changed after its last "moving" step; that step is tracked on the device
+every step, without synchronising. Every run.check_every steps the replicas that did not
+move since the previous check (the only ones that can be at zero loss) get their loss
+on the full training set; a replica with loss <= run.tolerance stops, with
+t* = lr (last moving step + 1) when the tolerance is 0 (stages.recording.stopping_time).
+The check therefore costs a full-set evaluation only for replicas near convergence,
+and delays the stop (never t*) by at most 2 check_every steps. Replicas whose batch
+stabilities or parameters turn non-finite are marked ``diverged`` at the next check.
+
+f0 = f(w0, x) is computed once for the training and test sets with the same chunking
+as every later evaluation, so F = alpha (f - f0) is exactly 0 at initialisation: the
+first record has train_error = test_error = 1 (F = 0 counts as an error) and
+train_loss = 1/alpha.
+"""
+
+from __future__ import annotations
+
+import math
+import time as clock
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from sgdnoise.data import Dataset
+from sgdnoise.dynamics.networks import (
+    NetworkProblem,
+    NetworkState,
+    Parameters,
+    Samples,
+    make_network_dynamics,
+)
+from sgdnoise.dynamics.random import derive_seed
+from sgdnoise.models.losses import MarginLoss
+from sgdnoise.models.networks import initial_parameters, make_network
+from sgdnoise.observables.networks import (
+    classification_error,
+    finite_parameters,
+    kernel_change,
+    labelled_stabilities,
+    training_observables,
+    weight_change,
+)
+from sgdnoise.stages.recording import (
+    choose_device,
+    data_fingerprint,
+    overall_status,
+    recording_grid,
+    stopping_time,
+)
+
+EVALUATION_BATCH = 2048
+"""Replica-samples per forward call of a full-set evaluation (bounds its memory)."""
+KERNEL_SAMPLES = 32
+"""Training samples (the first of each replica's set) on which the tangent kernel is compared."""
+
+
+def samples_of(datasets: list[Dataset], test: bool, device: torch.device, dtype) -> Samples:
+    """Training samples (shared, or one draw per replica) or the fixed test set as tensors."""
+    if test:
+        dataset = datasets[0]  # the test set is fixed: the same for every draw
+        x, y = dataset.x_test[None], dataset.y_test[None]
+    else:
+        x = np.stack([d.x_train for d in datasets])
+        y = np.stack([d.y_train for d in datasets])
+    per_replica = len(datasets) > 1 and not test
+    if not per_replica:
+        x, y = x[0], y[0]
+    return Samples(
+        torch.as_tensor(x, dtype=dtype, device=device),
+        torch.as_tensor(y, dtype=dtype, device=device),
+        per_replica,
+    )
+
+
+def initial_network_parameters(
+    network: nn.Module, run: dict, device: torch.device, dtype: torch.dtype
+) -> Parameters:
+    """w0 of every replica, stacked (R, *shape): N(0, 1) from a generator per replica.
+
+    Replica r draws from a generator seeded by (run.seed, 'network_init', r) alone, on
+    the CPU, so its w0 is the same among any replicas and on any device. With pairing
+    same_init, replicas come in pairs (2k, 2k + 1) sharing the draw of init k (as the
+    perceptron's stages.train.initial_weights).
+    """
+    same_init = run["pairing"] == "same_init"
+    owners = [r // 2 if same_init else r for r in range(run["replicas"])]
+    generators = [
+        torch.Generator().manual_seed(derive_seed(run["seed"], "network_init", owner))
+        for owner in owners
+    ]
+    return initial_parameters(network, generators, dtype, device)
+
+
+def _rows(parameters: Mapping[str, Tensor], keep: Tensor) -> Parameters:
+    return {name: value[keep] for name, value in parameters.items()}
+
+
+class NetworkRecorder:
+    """Evaluates the observables of every replica at the recording steps."""
+
+    def __init__(
+        self,
+        network: nn.Module,
+        problem: NetworkProblem,
+        test: Samples | None,
+        initial: Parameters,
+        chunk_size: int,
+    ) -> None:
+        self.network, self.problem, self.test = network, problem, test
+        self.initial, self.chunk_size = initial, chunk_size
+        self.all_ids = torch.arange(next(iter(initial.values())).shape[0], device=self.device)
+        self.initial_train = self.outputs(initial, problem.train, self.all_ids)
+        self.initial_test = None if test is None else self.outputs(initial, test, self.all_ids)
+        self.records: dict[str, list[Tensor]] = {}
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.initial.values())).device
+
+    def outputs(self, parameters: Mapping[str, Tensor], samples: Samples, ids: Tensor) -> Tensor:
+        return samples.outputs(self.network, parameters, ids, self.chunk_size)
+
+    def training_loss(self, parameters: Mapping[str, Tensor], ids: Tensor) -> Tensor:
+        """Hinge loss per sample on the full training set of the replicas ``ids``, (R,)."""
+        train = self.problem.train
+        stability = labelled_stabilities(
+            self.outputs(parameters, train, ids), self.initial_train[ids], train, ids
+        )
+        return self.problem.loss.value(stability).mean(-1)
+
+    def record(self, parameters: Parameters) -> None:
+        """Append the observables of every replica (stacked parameters of all of them)."""
+        ids, train = self.all_ids, self.problem.train
+        stability = labelled_stabilities(
+            self.outputs(parameters, train, ids), self.initial_train, train, ids
+        )
+        values = training_observables(stability, self.problem.loss)
+        if self.test is not None:
+            test_stability = labelled_stabilities(
+                self.outputs(parameters, self.test, ids), self.initial_test, self.test, ids
+            )
+            values["test_error"] = classification_error(test_stability)
+        values["weight_change"] = weight_change(parameters, self.initial)
+        for name, value in values.items():
+            self.records.setdefault(name, []).append(value.detach().cpu())
+
+    def stacked(self, name: str) -> np.ndarray:
+        """(replica, time) array of one recorded observable."""
+        return torch.stack(self.records[name], dim=1).numpy()
+
+
+class ReplicaLedger:
+    """Final parameters, stop times and statuses of every replica of a run."""
+
+    def __init__(self, initial: Parameters) -> None:
+        self.parameters = {name: value.clone() for name, value in initial.items()}
+        replicas = next(iter(initial.values())).shape[0]
+        self.t_star = np.full(replicas, np.nan)
+        self.steps_taken = np.zeros(replicas, dtype=np.int64)
+        self.status = ["completed"] * replicas
+
+    def close(
+        self,
+        state: NetworkState,
+        rows: Tensor,
+        status: str,
+        steps: np.ndarray,
+        t_star: np.ndarray | None = None,
+    ) -> None:
+        """Freeze the replicas of ``state`` where ``rows`` is True."""
+        ids = state.replica_ids[rows]
+        for name, value in state.parameters.items():
+            self.parameters[name][ids] = value[rows]
+        index = ids.cpu().numpy()
+        for replica in index:
+            self.status[replica] = status
+        self.steps_taken[index] = steps
+        if t_star is not None:
+            self.t_star[index] = t_star
+
+    def with_active(self, state: NetworkState) -> Parameters:
+        """Parameters of every replica: the frozen ones, and the active ones of ``state``."""
+        parameters = {name: value.clone() for name, value in self.parameters.items()}
+        for name, value in state.parameters.items():
+            parameters[name][state.replica_ids] = value
+        return parameters
+
+
+def train_network_point(
+    config: dict, datasets: list[Dataset] | None = None, progress: bool = False
+) -> xr.Dataset:
+    """Train the replicas of a resolved fcn / cnn grid point; return the run artifact.
+
+    ``datasets``: one shared Dataset, or one per replica (data.per_replica); built from
+    the config when None. Time is t = lr x steps with lr = T h B.
+    """
+    from sgdnoise.stages.generate_data import build_datasets
+
+    started = clock.perf_counter()
+    run, optimizer, model = config["run"], config["optimizer"], config["model"]
+    if model["alpha"] is None:
+        raise ValueError("networks train with the alpha-trick: set model.alpha")
+    device = choose_device(run["device"])
+    dtype = torch.float64 if run["dtype"] == "float64" else torch.float32
+    lr, replicas = optimizer["lr"], run["replicas"]
+    datasets = build_datasets(config) if datasets is None else datasets
+    network = make_network(model, datasets[0].input_shape).to(device=device, dtype=dtype)
+    loss = MarginLoss(config["loss"]["kind"], config["loss"]["kappa"])
+    problem = NetworkProblem(samples_of(datasets, False, device, dtype), loss)
+    test = samples_of(datasets, True, device, dtype) if datasets[0].has_test else None
+    initial = initial_network_parameters(network, run, device, dtype)
+    chunk_size = max(1, EVALUATION_BATCH // replicas)
+    recorder = NetworkRecorder(network, problem, test, initial, chunk_size)
+    dynamics = make_network_dynamics(network, problem, optimizer, run["seed"], device, chunk_size)
+    state = dynamics.init(initial, list(range(replicas)))
+    ledger = ReplicaLedger(initial)
+    times, record_steps, total_steps = recording_grid(run, lr)
+    last_moved = torch.full((replicas,), -1, dtype=torch.long, device=device)
+    first_nonfinite = torch.full((replicas,), -1, dtype=torch.long, device=device)
+    stop_on_zero = run["stop"] == "zero_loss"
+    tolerance, check_every = run["tolerance"], run["check_every"]
+
+    def check(state: NetworkState, step: int, final: bool = False) -> NetworkState:
+        """Close diverged replicas and, with stop zero_loss, those at zero training loss.
+
+        Only replicas that did not move since the previous check can be at zero loss;
+        the final check (at the budget) examines every replica still training.
+        """
+        ids = state.replica_ids
+        flagged = first_nonfinite[ids]
+        diverged = (flagged >= 0) | ~finite_parameters(state.parameters)
+        if bool(diverged.any()):
+            steps = torch.where(flagged >= 0, flagged, step)[diverged].cpu().numpy()
+            ledger.close(state, diverged, "diverged", steps)
+        finished = diverged.clone()
+        if stop_on_zero:
+            idle = ~diverged if final else (last_moved[ids] < step - check_every) & ~diverged
+            if bool(idle.any()):
+                at_zero = recorder.training_loss(_rows(state.parameters, idle), ids[idle])
+                reached = torch.zeros_like(idle)
+                reached[idle] = at_zero <= tolerance
+                if bool(reached.any()):
+                    last = last_moved[ids[reached]].cpu().numpy()
+                    t_star = stopping_time(lr, last, step, tolerance)
+                    steps = np.rint(t_star / lr).astype(np.int64)
+                    ledger.close(state, reached, "completed", steps, t_star)
+                    finished |= reached
+        return state.subset(~finished) if bool(finished.any()) else state
+
+    next_record = 0
+    bar = tqdm(total=total_steps, disable=not progress, desc="train", unit="step", mininterval=1)
+    for step in range(total_steps + 1):
+        while next_record < len(record_steps) and record_steps[next_record] == step:
+            recorder.record(ledger.with_active(state))
+            next_record += 1
+        if state.replica_ids.numel() == 0 or step == total_steps:
+            break
+        if step % check_every == 0:
+            state = check(state, step)
+            if state.replica_ids.numel() == 0:
+                continue
+        ids = state.replica_ids
+        state, info = dynamics.step(state)
+        last_moved[ids] = torch.where(info.moved, step, last_moved[ids])
+        first_nonfinite[ids] = torch.where(
+            ~info.finite & (first_nonfinite[ids] < 0), step, first_nonfinite[ids]
+        )
+        bar.update(1)
+    bar.close()
+
+    if state.replica_ids.numel():
+        state = check(state, total_steps, final=True)
+        everyone = torch.ones_like(state.replica_ids, dtype=torch.bool)
+        final_status = "budget_exhausted" if stop_on_zero else "completed"
+        ledger.close(state, everyone, final_status, np.int64(total_steps))
+    while next_record < len(record_steps):  # replicas all stopped early: repeat final state
+        recorder.record(ledger.parameters)
+        next_record += 1
+    kernel = kernel_change(network, ledger.parameters, initial, _kernel_samples(problem, replicas))
+    return _assemble(
+        config, recorder, ledger, kernel, times, record_steps, datasets, device, network, started
+    )
+
+
+def _kernel_samples(problem: NetworkProblem, replicas: int) -> Tensor:
+    """The first KERNEL_SAMPLES training inputs of every replica, (R, n, *input_shape)."""
+    x = problem.train.x
+    if problem.train.per_replica:
+        return x[:, :KERNEL_SAMPLES]
+    return x[:KERNEL_SAMPLES].expand(replicas, *x[:KERNEL_SAMPLES].shape)
+
+
+def _assemble(
+    config: dict,
+    recorder: NetworkRecorder,
+    ledger: ReplicaLedger,
+    kernel: Tensor,
+    times: np.ndarray,
+    record_steps: np.ndarray,
+    datasets: list[Dataset],
+    device: torch.device,
+    network: nn.Module,
+    started: float,
+) -> xr.Dataset:
+    from sgdnoise.io.artifact import provenance
+    from sgdnoise.io.metadata import describe
+
+    replicas = config["run"]["replicas"]
+    variables = {name: (("replica", "time"), recorder.stacked(name)) for name in recorder.records}
+    variables.update(
+        step=(("time",), record_steps),
+        t_star=(("replica",), ledger.t_star),
+        steps_taken=(("replica",), ledger.steps_taken),
+        replica_status=(("replica",), np.array(ledger.status, dtype=object)),
+        kernel_change=(("replica",), kernel.detach().cpu().numpy()),
+    )
+    dataset = xr.Dataset(variables, coords={"replica": np.arange(replicas), "time": times})
+    dataset.attrs.update(provenance("run", config))
+    dataset.attrs.update(
+        status=overall_status(ledger.status),
+        device=str(device),
+        wall_seconds=clock.perf_counter() - started,
+        data_sha256=data_fingerprint(datasets),
+        learning_rate=config["optimizer"]["lr"],
+        temperature=config["optimizer"]["temperature"],
+        parameter_count=sum(math.prod(p.shape) for p in network.parameters()),
+    )
+    return describe(dataset, NETWORK_VARIABLES)
+
+
+NETWORK_VARIABLES = {
+    "train_error": ("1", "fraction of training samples with y F <= 0 (F = 0 is an error)"),
+}
+"""Where the network artifact's convention differs from the shared metadata table."""

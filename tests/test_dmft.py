@@ -1,0 +1,472 @@
+"""The discrete-time DMFT of the perceptron (PHYSICS.md A8) against exact references.
+
+Exact references: closed-form Gaussian integrals at the first step (Gardner's integral,
+Phi(kappa)), exact identities of the dynamics (causality, R[l+1, l] = 1, C[k, k] = 1 on
+the sphere, v'^2 = 2 v of the square hinge, persistent SGD at tau = lr / b is SGD draw for
+draw, the Markov statistics of the selection), a brute-force per-path inverse and finite
+differences of an independent implementation of the effective sample, and the finite-N
+simulator (sgdnoise.stages.train) at the same parameters.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from sgdnoise.config import resolve_point
+from sgdnoise.theory import UnsupportedPointError, gardner_capacity, solve_dmft
+from sgdnoise.theory.fixed_point import solve_seed
+from sgdnoise.theory.memory_kernel import memory_kernel
+from sgdnoise.theory.problem import problem_from_point
+from sgdnoise.theory.selection_paths import draw_selection_paths
+
+torch.set_num_threads(1)
+
+
+def make_point(
+    kind: str = "sgd",
+    constraint: str = "sphere",
+    kappa: float = 0.0,
+    max_time: float = 5.0,
+    lr: float = 0.1,
+    b: float = 0.3,
+    tau: float | None = None,
+    P_over_N: float = 3.0,
+    N: int = 1000,
+    ridge: float = 0.1,
+    data: dict | None = None,
+    run: dict | None = None,
+    normalization: str = "sum",
+) -> dict:
+    optimizer = {
+        "kind": kind,
+        "lr": lr,
+        "b": 1.0 if kind == "gd" else b,
+        "batch_normalization": normalization,
+    }
+    if tau is not None:
+        optimizer["tau"] = tau
+    raw = {
+        "optimizer": optimizer,
+        "model": {"constraint": constraint, "ridge": ridge},
+        "loss": {"kappa": kappa},
+        "data": {"P_over_N": P_over_N, "N": N, **(data or {})},
+        "run": {"max_time": max_time, **(run or {})},
+    }
+    return resolve_point(raw)
+
+
+def quiet_solve(point: dict, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a non-converged solve fails the test
+        return solve_dmft(point, **kwargs)
+
+
+# ----------------------------------------------------------------- exact structure
+
+
+@pytest.mark.parametrize(
+    "kind, constraint, kappa, tau",
+    [
+        ("sgd", "sphere", 0.0, None),
+        ("gd", "ridge", 0.5, None),
+        ("persistent_sgd", "sphere", 0.0, 1.0),
+    ],
+)
+def test_response_is_causal_and_a_field_moves_w_by_lr_after_one_step(kind, constraint, kappa, tau):
+    ds = quiet_solve(
+        make_point(
+            kind, constraint, kappa, tau=tau, run={"response": {"waiting_times": [1.0, 3.0]}}
+        ),
+        paths=1500,
+    )
+    R = ds.R.values
+    steps = R.shape[0]
+    assert np.all(R[np.triu_indices(steps)] == 0.0)  # R[k, l] = 0 for k <= l
+    np.testing.assert_allclose(np.diag(R, -1), 1.0, rtol=0, atol=1e-12)  # R[l+1, l] = 1
+    for t_w, k_w in zip(ds.t_w.values, ds.waiting_step.values, strict=True):
+        chi = ds.chi.sel(t_w=t_w).values
+        assert np.all(chi[: k_w + 1] == 0.0)  # no response before the field is on
+        assert chi[k_w + 1] == pytest.approx(0.1, abs=1e-12)  # chi = lr R[k_w + 1, k_w] = lr
+
+
+@pytest.mark.parametrize("constraint, kappa", [("sphere", 0.0), ("ridge", 0.5)])
+def test_correlation_is_symmetric_positive_semidefinite_and_unit_on_the_sphere(constraint, kappa):
+    ds = quiet_solve(make_point("sgd", constraint, kappa, max_time=8.0), paths=2000)
+    C = ds.C.values
+    np.testing.assert_array_equal(C, C.T)
+    assert np.linalg.eigvalsh(C).min() > -1e-10 * np.abs(C).max()
+    diagonal = np.diag(C)
+    bound = np.sqrt(diagonal[:, None] * diagonal[None, :])
+    assert np.all(np.abs(C) <= bound * (1 + 1e-9))  # Cauchy-Schwarz
+    if constraint == "sphere":
+        np.testing.assert_allclose(diagonal, 1.0, rtol=0, atol=1e-12)
+        assert np.all(np.isfinite(ds.nu.values))
+    else:
+        assert "nu" not in ds
+        assert diagonal[0] == 1.0 and not np.allclose(diagonal[1:], 1.0)
+
+
+@pytest.mark.parametrize("constraint", ["sphere", "ridge"])
+def test_dropping_the_equal_time_noise_term_breaks_positive_definiteness(constraint):
+    problem = problem_from_point(
+        make_point("sgd", constraint, 0.5 * (constraint == "ridge"), max_time=10.0)
+    )
+    seed = np.random.SeedSequence(7)
+    right = solve_seed(problem, 2000, seed, 40, 1e-6)
+    wrong = solve_seed(problem, 2000, seed, 40, 1e-6, include_equal_time_noise=False)
+    assert right.status == "converged"
+    assert np.linalg.eigvalsh(right.trajectory.correlation).min() > -1e-10
+    assert (
+        wrong.status == "diverged" or np.linalg.eigvalsh(wrong.trajectory.correlation).min() < -1e-3
+    )
+
+
+# ----------------------------------------------------------------- exact first step
+
+
+@pytest.mark.parametrize("constraint, kappa", [("ridge", 0.5), ("sphere", 0.0), ("sphere", 1.0)])
+def test_first_step_matches_gaussian_integrals(constraint, kappa):
+    """At k = 0, h = u ~ N(0, 1): every kernel entry is a closed-form Gaussian integral."""
+    lr, ratio, ridge = 0.1, 3.0, 0.1
+    ds = quiet_solve(
+        make_point("gd", constraint, kappa, max_time=2 * lr, ridge=ridge), paths=200_000
+    )
+    second_moment = 1.0 / gardner_capacity(kappa)  # E[(kappa - u)^2 theta(kappa - u)]
+    violated = stats.norm.cdf(kappa)
+    assert ds.loss.values[0] == pytest.approx(0.5 * second_moment, rel=0.01)
+    assert ds.violated_fraction.values[0] == pytest.approx(violated, rel=0.01)
+    noise, memory = ratio * second_moment, ratio * violated
+    assert ds.M_C.values[0, 0] == pytest.approx(noise, rel=0.01)
+    assert ds.M_R.values[0, 0] == pytest.approx(memory, rel=0.01)
+    if constraint == "sphere":
+        # |w^1|^2 / N = (c - lr M_R)^2 + lr^2 M_C = 1, the root near 1
+        c = lr * memory + math.sqrt(1 - lr * lr * noise)
+        assert ds.nu.values[0] == pytest.approx((1 - c) / lr, rel=0.01)
+        assert ds.C.values[1, 1] == pytest.approx(1.0, abs=1e-12)
+    else:
+        c = 1 - lr * ridge
+        assert ds.C.values[1, 1] == pytest.approx(
+            (c - lr * memory) ** 2 + lr * lr * noise, rel=1e-3
+        )
+    assert ds.C.values[1, 0] == pytest.approx(c - lr * memory, rel=2e-3)
+
+
+def test_first_step_of_the_mixture_magnetisation_is_the_mean_force():
+    """m(lr) = lr (P/N) E[(kappa - h)_+], h = sqrt(Delta) u at the random start (m(0) = 0)."""
+    lr, ratio, kappa, delta = 0.1, 2.0, 0.5, 0.5
+    point = make_point(
+        "gd",
+        "sphere",
+        kappa,
+        max_time=2 * lr,
+        P_over_N=ratio,
+        data={"kind": "gaussian_mixture", "delta": delta},
+    )
+    ds = quiet_solve(point, paths=200_000)
+    scale = math.sqrt(delta)
+    mean_gap = kappa * stats.norm.cdf(kappa / scale) + scale * stats.norm.pdf(kappa / scale)
+    assert ds.m.values[0] == 0.0
+    assert ds.m.values[1] == pytest.approx(lr * ratio * mean_gap, rel=0.01)
+
+
+# ----------------------------------------------------------------- selection noise
+
+
+def test_gd_noise_kernel_has_no_selection_noise():
+    """GD: M_C[k, k] = (P/N) E[v'^2] = 2 (P/N) E[v] exactly, path by path (v'^2 = 2 v)."""
+    ds = quiet_solve(make_point("gd", "sphere", 0.0, max_time=5.0), paths=3000)
+    np.testing.assert_allclose(np.diag(ds.M_C.values), 2 * 3.0 * ds.loss.values, rtol=1e-4)
+
+
+@pytest.mark.parametrize("normalization, factor", [("sum", 0.3), ("mean", 1 / 0.3)])
+def test_sgd_noise_kernel_diagonal_carries_the_batch_fraction(normalization, factor):
+    """SGD: s^k is independent of h^k, so M_C[k, k] = (P/N) scale^2 b E[v'^2].
+
+    With v'^2 = 2 v that is 2 (P/N) b scale^2 E[v]: factor b (sum) or 1/b (mean)."""
+    paths = 20_000
+    ds = quiet_solve(
+        make_point("sgd", "sphere", 0.0, max_time=3.0, normalization=normalization), paths=paths
+    )
+    predicted = 2 * 3.0 * factor * ds.loss.values
+    measured = np.diag(ds.M_C.values)
+    # relative Monte Carlo error of the selection average: sqrt((1 - b) / (b paths)) per step
+    assert np.abs(measured / predicted - 1).max() < 5 * math.sqrt(0.7 / (0.3 * paths)) * 2
+
+
+def test_persistent_sgd_at_tau_lr_over_b_is_sgd():
+    lr, b = 0.1, 0.3
+    sgd = quiet_solve(make_point("sgd", b=b, lr=lr), paths=2000, seed=3)
+    persistent = quiet_solve(
+        make_point("persistent_sgd", b=b, lr=lr, tau=lr / b), paths=2000, seed=3
+    )
+    for name in ["loss", "violated_fraction", "C", "R", "M_C", "M_R"]:
+        np.testing.assert_allclose(
+            persistent[name].values, sgd[name].values, rtol=1e-12, atol=1e-14
+        )
+
+
+def test_persistent_selection_is_the_stationary_markov_chain():
+    lr, b, tau, paths = 0.1, 0.3, 1.0, 200_000
+    problem = problem_from_point(make_point("persistent_sgd", b=b, lr=lr, tau=tau, max_time=1.0))
+    s = draw_selection_paths(problem, paths, np.random.default_rng(0))
+    tolerance = 5 / math.sqrt(paths)
+    assert np.abs(s.mean(axis=1) - b).max() < tolerance  # stationary at every step
+    on_to_off = (s[:-1] & ~s[1:]).sum() / s[:-1].sum()
+    off_to_on = (~s[:-1] & s[1:]).sum() / (~s[:-1]).sum()
+    assert on_to_off == pytest.approx((1 - b) * lr / (b * tau), abs=tolerance)
+    assert off_to_on == pytest.approx(lr / tau, abs=tolerance)
+
+
+# ----------------------------------------------------------------- exact memory kernel
+
+
+def brute_force_memory_kernel(R, active, lr, coupling, ratio):
+    total = np.zeros_like(R)
+    for p in range(active.shape[1]):
+        steps = np.flatnonzero(active[:, p])
+        if steps.size:
+            block = np.eye(steps.size) + lr * coupling * np.tril(R, -1)[np.ix_(steps, steps)]
+            total[np.ix_(steps, steps)] += np.linalg.inv(block)
+    return total * ratio * coupling / active.shape[1]
+
+
+@pytest.mark.parametrize("steps", [30, 230])  # 230: the blocked recursion (widths > 96)
+def test_memory_kernel_equals_per_path_inverses_with_shared_and_prefix_sets(steps):
+    rng = np.random.default_rng(2)
+    paths = 400
+    R = np.tril(rng.uniform(0, 1, (steps, steps)), -1)
+    active = rng.random((steps, paths)) < 0.3
+    for p in range(150):  # GD-like: intervals, many of them prefixes of one another
+        first = rng.integers(0, steps)
+        active[:, p] = False
+        active[first : rng.integers(first, steps + 1), p] = True
+    active[:, 150:200] = active[:, :50]  # duplicated sets
+    active[:, 200:210] = False  # never active
+    expected = brute_force_memory_kernel(R, active, 0.1, 1.7, 3.0)
+    for precision, tolerance in [(torch.float64, 1e-13), (torch.float32, 1e-6)]:
+        got = memory_kernel(R, active, 0.1, 1.7, 3.0, precision=precision)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=tolerance)
+
+
+def reference_forces(R, normals_u, selection, probe, lr, kappa, ratio):
+    """(P/N) f^k on every path of a plain loop over steps: h^k = u^k + P^k - lr sum R f."""
+    steps, paths = normals_u.shape
+    force = np.zeros((steps, paths))
+    for k in range(steps):
+        h = normals_u[k] + probe[k] - lr * (R[k, :k] @ force[:k])
+        force[k] = selection[k] * np.minimum(h - kappa, 0.0)
+    return ratio * force
+
+
+def test_memory_kernel_is_the_derivative_of_the_mean_force():
+    """M_R[k, l] = (P/N) d E[f^k] / dP^l: central finite differences of a plain implementation."""
+    lr, kappa, ratio = 0.1, 0.3, 2.0
+    problem = problem_from_point(make_point("sgd", "sphere", kappa, max_time=1.5, P_over_N=ratio))
+    solution = solve_seed(problem, 2000, np.random.SeedSequence(5), 30, 1e-8)
+    R, C = solution.trajectory.response, solution.trajectory.correlation
+    steps, paths = R.shape[0], 3000
+    rng = np.random.default_rng(11)
+    u = np.linalg.cholesky(C) @ rng.standard_normal((steps, paths))
+    selection = rng.random((steps, paths)) < 0.3
+    force = reference_forces(R, u, selection, np.zeros(steps), lr, kappa, ratio)
+    h = np.array([u[k] - lr * (R[k, :k] @ (force[:k] / ratio)) for k in range(steps)])
+    active = selection & (h < kappa)
+    kernel = memory_kernel(R, active, lr, 1.0, ratio)
+    epsilon = 1e-6
+    for l in range(steps):
+        probe = np.zeros(steps)
+        probe[l] = epsilon
+        plus = reference_forces(R, u, selection, probe, lr, kappa, ratio).mean(axis=1)
+        minus = reference_forces(R, u, selection, -probe, lr, kappa, ratio).mean(axis=1)
+        np.testing.assert_allclose(kernel[:, l], (plus - minus) / (2 * epsilon), rtol=0, atol=1e-6)
+
+
+# ----------------------------------------------------------------- solver contract
+
+
+def test_dataset_vocabulary_units_and_seed_errors():
+    point = make_point("sgd", run={"response": {"waiting_times": [1.0]}})
+    ds = quiet_solve(point, paths=1000, solver_seeds=3)
+    steps = round(5.0 / 0.1) + 1
+    assert ds.sizes["step"] == steps and ds.sizes["step2"] == steps and ds.sizes["t_w"] == 1
+    np.testing.assert_allclose(ds.time.values, 0.1 * np.arange(steps))
+    assert ds.C.dims == ("step", "step2") and ds.chi.dims == ("step", "t_w")
+    for name, variable in ds.data_vars.items():
+        assert variable.attrs.get("units") and variable.attrs.get("long_name"), name
+    assert ds.attrs["status"] == "converged" and ds.attrs["seeds"] == 3
+    assert ds.attrs["paths"] == 1000 and ds.attrs["final_change"] < ds.attrs["tolerance"]
+    # the standard error is the scatter of independent seeds: a loss at t = 5 from
+    # 1000 paths has a relative error of a few percent
+    relative = ds.loss_stderr.values[-1] / ds.loss.values[-1]
+    assert 1e-3 < relative < 0.1
+    assert ds.C_stderr.values[0, 0] == 0.0 and ds.chi_stderr.values[-1, 0] > 0
+
+
+def test_gd_solve_converges_to_the_stated_tolerance():
+    ds = quiet_solve(make_point("gd", max_time=10.0), paths=2000, tolerance=1e-6)
+    changes = ds.change.values[0]
+    assert ds.attrs["status"] == "converged" and changes[np.isfinite(changes)][-1] < 1e-6
+
+
+def test_a_run_that_does_not_converge_says_so():
+    with pytest.warns(RuntimeWarning, match="not_converged"):
+        ds = solve_dmft(make_point("sgd"), paths=500, max_iterations=2)
+    assert ds.attrs["status"] == "not_converged" and ds.attrs["iterations"] == 2
+    assert ds.attrs["final_change"] > ds.attrs["tolerance"]
+
+
+def test_a_step_too_large_for_the_sphere_is_a_divergence():
+    with pytest.warns(RuntimeWarning, match="diverged"):
+        ds = solve_dmft(make_point("gd", lr=2.0, max_time=20.0), paths=500)
+    assert ds.attrs["status"] == "diverged"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"optimizer": {"kind": "langevin", "temperature": 0.1}}, "optimizer.kind"),
+        ({"loss": {"kind": "hinge"}}, "loss.kind"),
+        ({"run": {"init": "gd_minimum"}}, "run.init"),
+        ({"model": {"sphere_update": "projection"}}, "projection"),
+    ],
+)
+def test_points_outside_the_theory_are_refused(override, message):
+    raw = {"data": {"P_over_N": 3.0}, **override}
+    with pytest.raises(UnsupportedPointError, match=message):
+        solve_dmft(resolve_point(raw), paths=100)
+
+
+# ----------------------------------------------------------------- DMFT vs simulation
+#
+# The simulator (sgdnoise.stages.train.train_point) at N = 1000, replicas with their own
+# data draw (data.per_replica), against the DMFT with independent solver seeds. Every
+# compared value must agree within Z_MAX combined standard errors (simulation: scatter of
+# replicas; DMFT: scatter of solver seeds). The response chi of the simulation is the
+# exact forward-mode tangent of the simulator's own update map (PHYSICS.md A4), driven
+# here step by step with the simulator's dynamics, the same draws as train_point.
+
+Z_MAX = 4.5  # seeds are fixed: the test is deterministic; a wrong term gives z of 10-100
+SIMULATION_N = 500
+REPLICAS = 8
+WAITING_TIMES = [3.0]
+
+
+def simulated_response(point: dict, waiting_steps: list[int], steps: int, seed: int = 99):
+    """chi (replica, step, t_w) and the weights (replica, step, N) of the simulator's runs."""
+    from dataclasses import replace
+
+    from sgdnoise.data import make_dataset
+    from sgdnoise.dynamics.perceptron import make_perceptron_dynamics
+    from sgdnoise.stages.train import build_problems, initial_weights
+
+    run = point["run"]
+    replicas, N = run["replicas"], point["data"]["N"]
+    datasets = [make_dataset(point["data"], r) for r in range(replicas)]
+    problem, _, _ = build_problems(point, datasets, torch.device("cpu"), torch.float64)
+    dynamics = make_perceptron_dynamics(
+        problem, point["optimizer"], run["seed"], torch.device("cpu")
+    )
+    start = initial_weights(point, N, torch.device("cpu"), torch.float64)
+    state = dynamics.init(start.clone(), list(range(replicas)))
+    generator = torch.Generator().manual_seed(seed)
+    # Rademacher probes: E[zeta zeta^T] = I with |zeta|^2 = N exactly (least-variance trace)
+    signs = torch.randint(0, 2, (len(waiting_steps), replicas, N), generator=generator)
+    probes = (2.0 * signs - 1.0).to(torch.float64)
+    tangents = torch.zeros_like(probes)
+    chi = np.zeros((replicas, steps + 1, len(waiting_steps)))
+    weights = np.zeros((replicas, steps + 1, N))
+    weights[:, 0] = start.numpy()
+    no_field = torch.zeros_like(start)
+    for k in range(steps):
+        inputs, chain = dynamics.draw(state)
+
+        def update(w, field, inputs=inputs, state=state):
+            return dynamics.update(w, field, inputs, state)[0]
+
+        for j, k_w in enumerate(waiting_steps):
+            field_tangent = probes[j] if k >= k_w else no_field
+            _, tangents[j] = torch.func.jvp(
+                update, (state.weights, no_field), (tangents[j], field_tangent)
+            )
+        new_weights = update(state.weights, None)
+        state = replace(state, weights=new_weights, selection=chain, step=k + 1)
+        weights[:, k + 1] = new_weights.numpy()
+        chi[:, k + 1] = ((probes * tangents).sum(-1) / N).T.numpy()
+    return chi, weights
+
+
+def assert_agree(name, simulated, theory, theory_stderr, absolute_floor=0.0):
+    mean = simulated.mean(axis=0)
+    stderr = simulated.std(axis=0, ddof=1) / math.sqrt(simulated.shape[0])
+    combined = np.sqrt(stderr**2 + theory_stderr**2) + absolute_floor
+    z = np.abs(mean - theory) / combined
+    assert np.all(z < Z_MAX), f"{name}: simulation {mean}, DMFT {theory}, z {z.round(1)}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "kind, constraint, kappa, tau",
+    [
+        ("gd", "sphere", 0.0, None),
+        ("sgd", "sphere", 0.0, None),
+        ("persistent_sgd", "sphere", 0.0, 1.0),
+        ("sgd", "ridge", 0.5, None),
+    ],
+)
+def test_dmft_agrees_with_the_finite_n_simulation(kind, constraint, kappa, tau):
+    from sgdnoise.stages.train import train_point
+
+    max_time, lr = 10.0, 0.1
+    point = make_point(
+        kind,
+        constraint,
+        kappa,
+        max_time=max_time,
+        lr=lr,
+        tau=tau,
+        N=SIMULATION_N,
+        data={"per_replica": True},
+        run={
+            "replicas": REPLICAS,
+            "record": {"times": "linear", "count": 6},
+            "response": {"waiting_times": WAITING_TIMES},
+        },
+    )
+    theory = quiet_solve(point, paths=4000, solver_seeds=3, seed=1)
+    simulation = train_point(point)
+    steps = simulation.step.values
+    at = theory.sel(step=steps)
+
+    assert_agree("loss", simulation.train_loss.values, at.loss.values, at.loss_stderr.values)
+    assert_agree(
+        "violated fraction",
+        simulation.violated_fraction.values,
+        at.violated_fraction.values,
+        at.violated_fraction_stderr.values,
+    )
+    weights = simulation.weights.values
+    overlap_with_start = np.einsum("rtf,rf->rt", weights, weights[:, 0]) / SIMULATION_N
+    assert_agree(
+        "C(t, 0)", overlap_with_start[:, 1:], at.C.values[1:, 0], at.C_stderr.values[1:, 0]
+    )
+    norm = np.einsum("rtf,rtf->rt", weights, weights) / SIMULATION_N
+    if constraint == "sphere":
+        np.testing.assert_allclose(norm, 1.0, atol=1e-10)
+        np.testing.assert_allclose(np.diag(theory.C.values), 1.0, atol=1e-12)
+    else:
+        diagonal = np.diag(theory.C.values)[steps]
+        diagonal_stderr = np.diag(theory.C_stderr.values)[steps]
+        assert_agree("C(t, t)", norm[:, 1:], diagonal[1:], diagonal_stderr[1:])
+
+    waiting_steps = [round(t / lr) for t in WAITING_TIMES]
+    chi, path_weights = simulated_response(point, waiting_steps, theory.sizes["step"] - 1)
+    # the step-by-step drive reproduces the simulator's own trajectories
+    np.testing.assert_allclose(path_weights[:, steps], weights, rtol=0, atol=1e-9)
+    later = np.arange(max(waiting_steps) + 10, theory.sizes["step"], 10)
+    assert_agree("chi", chi[:, later], theory.chi.values[later], theory.chi_stderr.values[later])

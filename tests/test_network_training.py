@@ -1,0 +1,239 @@
+"""Alpha-trick networks trained by minibatch SGD (PHYSICS.md B1-B4), against exact references.
+
+Small learnable image-shaped data (y = sign of a fixed linear teacher on 6 x 6 Gaussian
+pixels) keep every run to seconds; float64 where trajectories are compared.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from torch.func import functional_call, jvp
+
+from sgdnoise.config import resolve_point
+from sgdnoise.data import Dataset
+from sgdnoise.dynamics.networks import NetworkProblem, make_network_dynamics
+from sgdnoise.io.artifact import read_artifact
+from sgdnoise.models.losses import MarginLoss
+from sgdnoise.models.networks import make_network
+from sgdnoise.stages.train_network import (
+    EVALUATION_BATCH,
+    initial_network_parameters,
+    samples_of,
+    train_network_point,
+)
+from tests.conftest import merge
+
+P, P_TEST, SIDE = 64, 200, 6
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These networks are tiny: per-operation overhead dominates, and a second thread
+    only adds synchronisation (several times slower on a shared 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian 1 x 6 x 6 images labelled by the sign of a fixed linear teacher."""
+    teacher = np.random.default_rng(99).standard_normal(SIDE * SIDE)
+    x = np.random.default_rng(seed).standard_normal((count, 1, SIDE, SIDE)).astype(np.float32)
+    return x, np.where(x.reshape(count, -1) @ teacher >= 0, 1.0, -1.0)
+
+
+def datasets(replicas: int) -> list[Dataset]:
+    """One training draw per replica, one fixed test set."""
+    x_test, y_test = images(P_TEST, 1000)
+    return [Dataset(*images(P, replica), x_test, y_test) for replica in range(replicas)]
+
+
+def point(**changes) -> dict:
+    base = {
+        "model": {"kind": "fcn", "depth": 2, "width": 16, "activation": "gelu", "alpha": 1.0},
+        "loss": {"kind": "hinge", "kappa": None},
+        "data": {"kind": "mnist_parity", "P": P, "P_test": P_TEST, "per_replica": True},
+        "optimizer": {"kind": "minibatch_sgd", "batch_size": 8, "temperature": 2.0**-8},
+        "run": {
+            "replicas": 3,
+            "max_time": 1e5,
+            "max_steps": 20000,
+            "stop": "zero_loss",
+            "tolerance": 0.0,
+            "check_every": 8,
+            "dtype": "float64",
+            "seed": 5,
+            "record": {"count": 6},
+        },
+    }
+    return resolve_point(merge(base, changes))
+
+
+def dynamics_of(config: dict, data: list[Dataset]):
+    """The network, the runner's dynamics and initial parameters of a point (CPU)."""
+    dtype = torch.float64 if config["run"]["dtype"] == "float64" else torch.float32
+    device = torch.device("cpu")
+    network = make_network(config["model"], data[0].input_shape).to(dtype=dtype)
+    loss = MarginLoss(config["loss"]["kind"], config["loss"]["kappa"])
+    problem = NetworkProblem(samples_of(data, False, device, dtype), loss)
+    chunk_size = max(1, EVALUATION_BATCH // config["run"]["replicas"])
+    dynamics = make_network_dynamics(
+        network, problem, config["optimizer"], config["run"]["seed"], device, chunk_size
+    )
+    initial = initial_network_parameters(network, config["run"], device, dtype)
+    return network, problem, dynamics, initial, chunk_size
+
+
+def trajectory(config: dict, replica_ids: list[int], steps: int) -> dict[str, torch.Tensor]:
+    """Parameters of the given replicas after ``steps`` steps, trained together."""
+    _, _, dynamics, initial, _ = dynamics_of(config, datasets(config["run"]["replicas"]))
+    state = dynamics.init({k: v[replica_ids] for k, v in initial.items()}, replica_ids)
+    for _ in range(steps):
+        state, _ = dynamics.step(state)
+    return state.parameters
+
+
+@pytest.mark.parametrize(
+    "model",
+    [{"kind": "fcn"}, {"kind": "cnn", "width": 1, "activation": "relu"}],
+    ids=lambda m: m["kind"],
+)
+def test_batched_replicas_equal_one_at_a_time(model):
+    config = point(model=model, optimizer={"temperature": 2.0**-4}, run={"replicas": 4})
+    together = trajectory(config, [0, 1, 2, 3], steps=40)
+    for replica in (0, 3):
+        alone = trajectory(config, [replica], steps=40)
+        for name, value in together.items():
+            torch.testing.assert_close(alone[name][0], value[replica], rtol=1e-10, atol=1e-12)
+    reordered = trajectory(config, [3, 1], steps=40)
+    for name, value in together.items():
+        torch.testing.assert_close(reordered[name], value[[3, 1]], rtol=1e-10, atol=1e-12)
+    moved = sum(
+        (together[k] - trajectory(config, [0, 1, 2, 3], 0)[k]).abs().sum() for k in together
+    )
+    assert moved > 0
+
+
+def test_runner_replica_is_the_same_among_more_replicas():
+    few = train_network_point(point(run={"replicas": 2}), datasets(2))
+    many = train_network_point(point(run={"replicas": 5}), datasets(5))
+    assert set(few["replica_status"].values) == {"completed"}
+    np.testing.assert_array_equal(few["steps_taken"].values, many["steps_taken"].values[:2])
+    np.testing.assert_allclose(
+        few["test_error"].values, many["test_error"].values[:2], rtol=0, atol=1e-12
+    )
+    assert many["steps_taken"].values[2] != many["steps_taken"].values[3]
+
+
+def test_predictor_is_exactly_zero_at_initialisation():
+    """F = alpha (f - f0) = 0 at w0: every sample is an error (F = 0 counts) and
+    the hinge loss per sample is exactly 1/alpha, in float32 as in float64."""
+    for dtype in ("float32", "float64"):
+        config = point(model={"alpha": 8.0}, run={"dtype": dtype})
+        first = train_network_point(config, datasets(3)).isel(time=0)
+        assert (first["test_error"].values == 1.0).all()
+        assert (first["train_error"].values == 1.0).all()
+        np.testing.assert_array_equal(first["train_loss"].values, np.float64(1 / 8.0))
+        assert (first["weight_change"].values == 0.0).all()
+
+
+@pytest.mark.parametrize("check_every", [1, 13])
+def test_zero_loss_stop_is_exact(check_every):
+    """t* is the first step after which the FULL training loss is zero, measured by a
+    reference loop that evaluates it after every step, whatever the check interval."""
+    config = point(run={"check_every": check_every})
+    data = datasets(3)
+    run = train_network_point(config, data)
+    network, problem, dynamics, initial, chunk = dynamics_of(config, data)
+    state = dynamics.init(initial, [0, 1, 2])
+    first_zero = np.full(3, -1)
+    for step in range(int(run["steps_taken"].max()) + 1):
+        outputs = problem.train.outputs(network, state.parameters, state.replica_ids, chunk)
+        stability = problem.train.y * (outputs - state.initial_outputs)
+        at_zero = (problem.loss.value(stability).mean(-1) == 0).numpy()
+        first_zero[(first_zero < 0) & at_zero] = step
+        state, _ = dynamics.step(state)
+    assert (run["replica_status"].values == "completed").all()
+    np.testing.assert_array_equal(run["steps_taken"].values, first_zero)
+    lr = config["optimizer"]["lr"]
+    np.testing.assert_allclose(run["t_star"].values, lr * first_zero, rtol=1e-12)
+    assert (run["train_loss"].isel(time=-1).values == 0).all()
+
+
+def linearisation_error(config: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Relative weight change and |f - f0 - J0 (w - w0)| / |f - f0| on the training set,
+    per replica, after training to zero loss with the dynamics directly."""
+    data = datasets(config["run"]["replicas"])
+    network, problem, dynamics, initial, _ = dynamics_of(config, data)
+    state = dynamics.init(initial, list(range(config["run"]["replicas"])))
+    for _ in range(1500):  # both regimes reach zero loss in < 800 steps
+        state, _ = dynamics.step(state)
+    relative_change, error = [], []
+    for r in range(config["run"]["replicas"]):
+        w0 = {k: v[r] for k, v in initial.items()}
+        w = {k: v[r] for k, v in state.parameters.items()}
+        change = {k: w[k] - w0[k] for k in w0}
+        x = problem.train.x[r]
+
+        def f(parameters, x=x):
+            return functional_call(network, parameters, (x,))
+
+        f0, linear = jvp(f, (w0,), (change,))
+        moved = f(w) - f0
+        relative_change.append(
+            np.sqrt(sum(c.pow(2).sum().item() for c in change.values()))
+            / np.sqrt(sum(v.pow(2).sum().item() for v in w0.values()))
+        )
+        error.append(((moved - linear).norm() / moved.norm()).item())
+    return np.array(relative_change), np.array(error)
+
+
+def test_large_alpha_is_lazy_small_alpha_learns_features():
+    """alpha = 2^10: the trained network is its linearisation around w0 (to 5%) and the
+    weights move by < 1%; alpha = 2^-5: the weights move by O(1) and the linearisation
+    fails (the margin 1/alpha = 32 is far beyond what the initial kernel reaches)."""
+    lazy_change, lazy_error = linearisation_error(point(model={"alpha": 2.0**10}))
+    rich_change, rich_error = linearisation_error(point(model={"alpha": 2.0**-5}))
+    assert lazy_change.max() < 0.01 and lazy_error.max() < 0.05, (lazy_change, lazy_error)
+    assert rich_change.min() > 0.5 and rich_error.min() > 0.5, (rich_change, rich_error)
+    lazy = train_network_point(point(model={"alpha": 2.0**10}), datasets(3))
+    rich = train_network_point(point(model={"alpha": 2.0**-5}), datasets(3))
+    assert lazy["kernel_change"].max() < 0.05 < 1.0 < rich["kernel_change"].min()
+    np.testing.assert_allclose(lazy["weight_change"].isel(time=-1), lazy_change, rtol=1e-9)
+
+
+def test_divergence_is_recorded_not_raised():
+    """At T = 64 (lr = 8192) the float32 weights overflow within a few steps."""
+    config = point(optimizer={"temperature": 64.0}, run={"dtype": "float32"})
+    run = train_network_point(config, datasets(3))
+    assert run.attrs["status"] == "diverged"
+    assert set(run["replica_status"].values) == {"diverged"}
+    assert np.isnan(run["test_error"].isel(time=-1).values).all()
+    assert np.isnan(run["t_star"].values).all()
+
+
+def test_command_line_trains_a_real_mnist_point(tmp_path, sgdnoise_command):
+    """`sgdnoise point` dispatches fcn points to the network runner (real MNIST digits)."""
+    config = point(
+        data={"P": 128, "P_test": 256},
+        optimizer={"batch_size": 16, "temperature": 2.0**-6},
+        model={"alpha": 64.0},
+        run={"replicas": 2, "dtype": "float32", "max_steps": 300},
+    )
+    path = tmp_path / "point.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "run.nc"
+    subprocess.run(
+        [*sgdnoise_command, "--threads", "1", "point", str(path), "--out", str(out), "--quiet"],
+        check=True,
+    )
+    run = read_artifact(out, "run")
+    assert run.sizes["replica"] == 2 and run["test_error"].attrs["units"] == "1"
+    assert (run["test_error"].isel(time=-1) < 0.35).all()  # parity of MNIST digits is learnt
+    assert run["kernel_change"].attrs["long_name"].startswith("relative tangent-kernel")

@@ -1,0 +1,20 @@
+# Stage correlation_response: C(t, t_w) and the exact response chi, by exact replay.
+
+
+rule correlation_response:
+    input:
+        run=f"{RESULTS}/{{study}}/runs/{{point}}.nc",
+        data=data_file,
+    output:
+        f"{RESULTS}/{{study}}/two_time/{{point}}.nc",
+    log:
+        f"{RESULTS}/{{study}}/logs/two_time/{{point}}.log",
+    benchmark:
+        f"{RESULTS}/{{study}}/benchmarks/two_time/{{point}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    shell:
+        "sgdnoise --threads {threads} correlation-response {input.run} --data {input.data}"
+        " --out {output} > {log} 2>&1"
