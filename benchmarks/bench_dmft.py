@@ -7,10 +7,11 @@ numpy implementation on one core took ~0.45 s per iteration and ~7 s per solve (
 T = 250) and ~1.9 s per iteration and ~55 s per solve (GD, T = 250); the target for
 T = 1000 SGD is under 10 minutes on 2 cores.
 
-Run (threads: set both the environment for numpy's BLAS and --threads for torch):
+Run (``--threads`` sets torch's threads, which the solver uses as coarse-grained workers
+of the memory kernel; numpy's BLAS stays single-threaded: its many small products
+stall when threads wait for a busy shared core):
 
-    OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 MKL_NUM_THREADS=2 \\
-        .venv/bin/python benchmarks/bench_dmft.py --threads 2
+    OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_dmft.py --threads 2
 
 Prints one line per case: steps, optimizer, iterations, status, seconds per iteration
 (wall of the solve / iterations) and per solve, and the ratio to the reference where

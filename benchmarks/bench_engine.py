@@ -35,11 +35,16 @@ def seconds_per_call(function, repeats: int) -> float:
 
 
 def engine(dtype: torch.dtype, replicas: int):
-    point = resolve_point({
-        "data": {"N": N, "P": P},
-        "optimizer": {"kind": "sgd", "b": B_FRACTION, "lr": 0.05},
-        "run": {"replicas": REPLICAS, "dtype": "float32" if dtype == torch.float32 else "float64"},
-    })
+    point = resolve_point(
+        {
+            "data": {"N": N, "P": P},
+            "optimizer": {"kind": "sgd", "b": B_FRACTION, "lr": 0.05},
+            "run": {
+                "replicas": REPLICAS,
+                "dtype": "float32" if dtype == torch.float32 else "float64",
+            },
+        }
+    )
     problem, _, _ = build_problems(point, [make_dataset(point["data"])], "cpu", dtype)
     weights = initial_weights(point, N, "cpu", dtype)
     dynamics = make_perceptron_dynamics(problem, point["optimizer"], 0, "cpu")
@@ -93,10 +98,14 @@ def main() -> None:
         print(f"  batched: {r['batched_replica_steps_per_s']:10.0f} replica-steps/s")
         print(f"  loop:    {r['loop_replica_steps_per_s']:10.0f} replica-steps/s")
         print(f"  batched / loop = {r['batched_over_loop']:.1f}x")
-        print(f"  step: {r['step_gflops']:.1f} GFLOP/s; matmul of equal shape: torch "
-              f"{r['torch_matmul_gflops']:.1f}, numpy {r['numpy_matmul_gflops']:.1f} GFLOP/s")
-        print(f"  step / torch matmul = {r['step_gflops'] / r['torch_matmul_gflops']:.0%}, "
-              f"step / numpy matmul = {r['step_gflops'] / r['numpy_matmul_gflops']:.0%}")
+        print(
+            f"  step: {r['step_gflops']:.1f} GFLOP/s; matmul of equal shape: torch "
+            f"{r['torch_matmul_gflops']:.1f}, numpy {r['numpy_matmul_gflops']:.1f} GFLOP/s"
+        )
+        print(
+            f"  step / torch matmul = {r['step_gflops'] / r['torch_matmul_gflops']:.0%}, "
+            f"step / numpy matmul = {r['step_gflops'] / r['numpy_matmul_gflops']:.0%}"
+        )
 
 
 if __name__ == "__main__":

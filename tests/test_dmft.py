@@ -344,68 +344,22 @@ def test_points_outside_the_theory_are_refused(override, message):
 
 # ----------------------------------------------------------------- DMFT vs simulation
 #
-# The simulator (sgdnoise.stages.train.train_point) at N = 1000, replicas with their own
-# data draw (data.per_replica), against the DMFT with independent solver seeds. Every
-# compared value must agree within Z_MAX combined standard errors (simulation: scatter of
-# replicas; DMFT: scatter of solver seeds). The response chi of the simulation is the
-# exact forward-mode tangent of the simulator's own update map (PHYSICS.md A4), driven
-# here step by step with the simulator's dynamics, the same draws as train_point.
+# The simulator (sgdnoise.stages.train.train_point, then the exact response of the stage
+# correlation_response, which replays the runs with forward tangents) at N = 500, with
+# replicas on their own data draw (data.per_replica), against the DMFT with independent
+# solver seeds. Every compared value must agree within Z_MAX combined standard errors
+# (simulation: scatter of replicas; DMFT: scatter of solver seeds).
 
-Z_MAX = 4.5  # seeds are fixed: the test is deterministic; a wrong term gives z of 10-100
+Z_MAX = 4.5  # seeds are fixed, so the test is deterministic; a wrong term gives z of 10-100
 SIMULATION_N = 500
 REPLICAS = 8
-WAITING_TIMES = [3.0]
+WAITING_TIME = 3.0
 
 
-def simulated_response(point: dict, waiting_steps: list[int], steps: int, seed: int = 99):
-    """chi (replica, step, t_w) and the weights (replica, step, N) of the simulator's runs."""
-    from dataclasses import replace
-
-    from sgdnoise.data import make_dataset
-    from sgdnoise.dynamics.perceptron import make_perceptron_dynamics
-    from sgdnoise.stages.train import build_problems, initial_weights
-
-    run = point["run"]
-    replicas, N = run["replicas"], point["data"]["N"]
-    datasets = [make_dataset(point["data"], r) for r in range(replicas)]
-    problem, _, _ = build_problems(point, datasets, torch.device("cpu"), torch.float64)
-    dynamics = make_perceptron_dynamics(
-        problem, point["optimizer"], run["seed"], torch.device("cpu")
-    )
-    start = initial_weights(point, N, torch.device("cpu"), torch.float64)
-    state = dynamics.init(start.clone(), list(range(replicas)))
-    generator = torch.Generator().manual_seed(seed)
-    # Rademacher probes: E[zeta zeta^T] = I with |zeta|^2 = N exactly (least-variance trace)
-    signs = torch.randint(0, 2, (len(waiting_steps), replicas, N), generator=generator)
-    probes = (2.0 * signs - 1.0).to(torch.float64)
-    tangents = torch.zeros_like(probes)
-    chi = np.zeros((replicas, steps + 1, len(waiting_steps)))
-    weights = np.zeros((replicas, steps + 1, N))
-    weights[:, 0] = start.numpy()
-    no_field = torch.zeros_like(start)
-    for k in range(steps):
-        inputs, chain = dynamics.draw(state)
-
-        def update(w, field, inputs=inputs, state=state):
-            return dynamics.update(w, field, inputs, state)[0]
-
-        for j, k_w in enumerate(waiting_steps):
-            field_tangent = probes[j] if k >= k_w else no_field
-            _, tangents[j] = torch.func.jvp(
-                update, (state.weights, no_field), (tangents[j], field_tangent)
-            )
-        new_weights = update(state.weights, None)
-        state = replace(state, weights=new_weights, selection=chain, step=k + 1)
-        weights[:, k + 1] = new_weights.numpy()
-        chi[:, k + 1] = ((probes * tangents).sum(-1) / N).T.numpy()
-    return chi, weights
-
-
-def assert_agree(name, simulated, theory, theory_stderr, absolute_floor=0.0):
+def assert_agree(name, simulated, theory, theory_stderr):
     mean = simulated.mean(axis=0)
     stderr = simulated.std(axis=0, ddof=1) / math.sqrt(simulated.shape[0])
-    combined = np.sqrt(stderr**2 + theory_stderr**2) + absolute_floor
-    z = np.abs(mean - theory) / combined
+    z = np.abs(mean - theory) / np.sqrt(stderr**2 + theory_stderr**2)
     assert np.all(z < Z_MAX), f"{name}: simulation {mean}, DMFT {theory}, z {z.round(1)}"
 
 
@@ -420,6 +374,8 @@ def assert_agree(name, simulated, theory, theory_stderr, absolute_floor=0.0):
     ],
 )
 def test_dmft_agrees_with_the_finite_n_simulation(kind, constraint, kappa, tau):
+    from sgdnoise.data import make_dataset
+    from sgdnoise.stages.correlation_response import measure_two_time
     from sgdnoise.stages.train import train_point
 
     max_time, lr = 10.0, 0.1
@@ -435,7 +391,7 @@ def test_dmft_agrees_with_the_finite_n_simulation(kind, constraint, kappa, tau):
         run={
             "replicas": REPLICAS,
             "record": {"times": "linear", "count": 6},
-            "response": {"waiting_times": WAITING_TIMES},
+            "response": {"waiting_times": [WAITING_TIME], "lag_count": 8},
         },
     )
     theory = quiet_solve(point, paths=4000, solver_seeds=3, seed=1)
@@ -451,22 +407,30 @@ def test_dmft_agrees_with_the_finite_n_simulation(kind, constraint, kappa, tau):
         at.violated_fraction_stderr.values,
     )
     weights = simulation.weights.values
-    overlap_with_start = np.einsum("rtf,rf->rt", weights, weights[:, 0]) / SIMULATION_N
-    assert_agree(
-        "C(t, 0)", overlap_with_start[:, 1:], at.C.values[1:, 0], at.C_stderr.values[1:, 0]
-    )
+    overlap = np.einsum("rtf,rf->rt", weights, weights[:, 0])[:, 1:] / SIMULATION_N
+    assert_agree("C(t, 0)", overlap, at.C.values[1:, 0], at.C_stderr.values[1:, 0])
     norm = np.einsum("rtf,rtf->rt", weights, weights) / SIMULATION_N
     if constraint == "sphere":
         np.testing.assert_allclose(norm, 1.0, atol=1e-10)
         np.testing.assert_allclose(np.diag(theory.C.values), 1.0, atol=1e-12)
     else:
-        diagonal = np.diag(theory.C.values)[steps]
-        diagonal_stderr = np.diag(theory.C_stderr.values)[steps]
-        assert_agree("C(t, t)", norm[:, 1:], diagonal[1:], diagonal_stderr[1:])
+        diagonal = np.diag(theory.C.values)[steps][1:]
+        diagonal_stderr = np.diag(theory.C_stderr.values)[steps][1:]
+        assert_agree("C(t, t)", norm[:, 1:], diagonal, diagonal_stderr)
 
-    waiting_steps = [round(t / lr) for t in WAITING_TIMES]
-    chi, path_weights = simulated_response(point, waiting_steps, theory.sizes["step"] - 1)
-    # the step-by-step drive reproduces the simulator's own trajectories
-    np.testing.assert_allclose(path_weights[:, steps], weights, rtol=0, atol=1e-9)
-    later = np.arange(max(waiting_steps) + 10, theory.sizes["step"], 10)
-    assert_agree("chi", chi[:, later], theory.chi.values[later], theory.chi_stderr.values[later])
+    datasets = [make_dataset(point["data"], r) for r in range(REPLICAS)]
+    two_time = measure_two_time(simulation, datasets).sel(t_w=WAITING_TIME)
+    k_w = round(WAITING_TIME / lr)
+    later = k_w + np.rint(two_time.lag.values / lr).astype(int)
+    later, lag_index = later[1:], np.arange(1, later.size)  # chi = 0 at s = 0 on both sides
+    chi_theory = theory.chi.sel(t_w=WAITING_TIME)
+    chi_stderr = theory.chi_stderr.sel(t_w=WAITING_TIME)
+    assert_agree(
+        "chi", two_time.chi.values[:, lag_index], chi_theory.values[later], chi_stderr.values[later]
+    )
+    assert_agree(
+        "C(t, t_w)",
+        two_time.correlation.values[:, lag_index],
+        theory.C.values[later, k_w],
+        theory.C_stderr.values[later, k_w],
+    )

@@ -21,7 +21,7 @@ import sys
 import numpy as np
 import yaml
 
-from sgdnoise.config import ConfigError, expand_study, load_point
+from sgdnoise.config import ConfigError, expand_study, load_point, resolve_point
 from sgdnoise.io.artifact import ArtifactError, artifact_config, read_artifact, write_artifact
 
 
@@ -32,10 +32,23 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def _point_of(args: argparse.Namespace) -> dict:
+    """The resolved grid point given as a file (positional) or as JSON text (--json)."""
+    if (args.point is None) == (args.json is None):
+        raise ConfigError("give the grid point as a YAML file or with --json, not both")
+    if args.json is not None:
+        try:
+            raw = json.loads(args.json)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"--json: not valid JSON: {error}") from None
+        return resolve_point(raw)
+    return load_point(args.point)
+
+
 def cmd_point(args: argparse.Namespace) -> None:
     from sgdnoise.stages.generate_data import load_datasets
 
-    point = load_point(args.point)
+    point = _point_of(args)
     if point["model"]["kind"] == "perceptron":
         from sgdnoise.stages.train import train_point
     else:
@@ -48,7 +61,7 @@ def cmd_point(args: argparse.Namespace) -> None:
 def cmd_data(args: argparse.Namespace) -> None:
     from sgdnoise.stages.generate_data import build_datasets, datasets_to_xarray
 
-    point = load_point(args.point)
+    point = _point_of(args)
     write_artifact(datasets_to_xarray(point, build_datasets(point)), args.out, "data")
 
 
@@ -146,14 +159,16 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     point = commands.add_parser("point", help="train one grid point")
-    point.add_argument("point", help="grid point YAML")
+    point.add_argument("point", nargs="?", help="grid point YAML")
+    point.add_argument("--json", help="the grid point as JSON text (instead of a file)")
     point.add_argument("--out", required=True, help="run artifact to write (.nc)")
     point.add_argument("--data", help="data artifact from 'sgdnoise data' (else built here)")
     point.add_argument("--quiet", action="store_true", help="no progress bar")
     point.set_defaults(handler=cmd_point)
 
     data = commands.add_parser("data", help="build the data set of a grid point")
-    data.add_argument("point", help="grid point YAML")
+    data.add_argument("point", nargs="?", help="grid point YAML")
+    data.add_argument("--json", help="the grid point as JSON text (instead of a file)")
     data.add_argument("--out", required=True, help="data artifact to write (.nc)")
     data.set_defaults(handler=cmd_data)
 

@@ -3,13 +3,13 @@
 
 rule grid_table:
     output:
-        f"{RESULTS}/{{study}}/grid.tsv",
+        table=f"{RESULTS}/{{study}}/grid.tsv",
+        points=directory(f"{RESULTS}/{{study}}/points"),
     params:
         table=grid_table_text,
     localrule: True
     run:
-        with open(output[0], "w") as handle:
-            handle.write(params.table)
+        write_grid(wildcards.study, output.table, output.points)
 
 
 rule aggregate:

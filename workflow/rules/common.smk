@@ -1,5 +1,6 @@
 # Validation, grid expansion and the named input functions every rule uses.
 import json
+from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -20,6 +21,17 @@ try:
     }
 except ConfigError as error:
     raise WorkflowError(f"invalid configuration: {error}") from None
+
+# data spec id of every point, and one point config per spec (computed once: input
+# functions run for every job of the DAG)
+DATA_SPEC = {
+    study: {pid: data_spec_id(point.config) for pid, point in points.items()}
+    for study, points in STUDIES.items()
+}
+SPEC_POINT = {
+    study: {spec: pid for pid, spec in reversed(list(specs.items()))}
+    for study, specs in DATA_SPEC.items()
+}
 
 
 wildcard_constraints:
@@ -46,16 +58,24 @@ def grid_table_text(wildcards):
 
 def data_file(wildcards):
     """The data artifact a point trains on (shared by points with the same data spec)."""
-    spec = data_spec_id(point_of(wildcards).config)
+    spec = DATA_SPEC[wildcards.study][wildcards.point]
     return f"{RESULTS}/{wildcards.study}/data/{spec}.nc"
 
 
-def spec_point_config(wildcards):
-    """A point config file of the study that uses data spec {spec}."""
-    for point in STUDIES[wildcards.study].values():
-        if data_spec_id(point.config) == wildcards.spec:
-            return f"{RESULTS}/{wildcards.study}/points/{point.point_id}.yaml"
-    raise WorkflowError(f"no point of study {wildcards.study} uses data spec {wildcards.spec}")
+def spec_point_config_text(wildcards):
+    """The config of a point of the study that uses data spec {spec} (canonical JSON)."""
+    point_id = SPEC_POINT[wildcards.study].get(wildcards.spec)
+    if point_id is None:
+        raise WorkflowError(f"no point of study {wildcards.study} uses data spec {wildcards.spec}")
+    return canonical_json(STUDIES[wildcards.study][point_id].config)
+
+
+def write_grid(study, table_path, points_directory):
+    """The grid table and every point's full config (points/<id>.yaml, for runs by hand)."""
+    Path(points_directory).mkdir(parents=True, exist_ok=True)
+    for point_id, point in STUDIES[study].items():
+        Path(points_directory, f"{point_id}.yaml").write_text(canonical_json(point.config) + "\n")
+    Path(table_path).write_text(grid_table(list(STUDIES[study].values())))
 
 
 def study_runs(wildcards):
@@ -91,6 +111,12 @@ def two_time_option(wildcards, input):
     return f"--two-time {input.two_time}" if "two_time" in input.keys() else ""
 
 
+PER_POINT_ANALYSES = {"teff", "langevin_calibration", "replica_distance", "margins", "dmft"}
+
+
 def study_fits(wildcards):
-    """Every fits artifact of a study."""
+    """The fits artifacts of a study's points (none if no per-point analysis is asked)."""
+    analyses = set(config["studies"][wildcards.study].get("analyses", []))
+    if not analyses & PER_POINT_ANALYSES:
+        return []
     return [f"{RESULTS}/{wildcards.study}/fits/{p}.nc" for p in STUDIES[wildcards.study]]

@@ -2,16 +2,16 @@
 
 
 rule generate_data:
-    input:
-        point=spec_point_config,
     output:
         f"{RESULTS}/{{study}}/data/{{spec}}.nc",
     log:
         f"{RESULTS}/{{study}}/logs/data/{{spec}}.log",
     benchmark:
         f"{RESULTS}/{{study}}/benchmarks/data/{{spec}}.tsv"
+    params:
+        config=spec_point_config_text,
     resources:
         mem_mb=2000,
         runtime=10,
     shell:
-        "sgdnoise data {input.point} --out {output} > {log} 2>&1"
+        "sgdnoise data --json {params.config:q} --out {output} > {log} 2>&1"

@@ -44,8 +44,10 @@ def swept_dimension(summary: xr.Dataset, path: str) -> str | None:
 def _require_dimension(summary: xr.Dataset, path: str) -> str:
     dim = swept_dimension(summary, path)
     if dim is None:
-        raise ValueError(f"the phase diagram needs the grid to sweep {path}; it sweeps "
-                         f"{summary.attrs.get('grid_axes', '{}')}")  # fmt: skip
+        raise ValueError(
+            f"the phase diagram needs the grid to sweep {path}; it sweeps "
+            f"{summary.attrs.get('grid_axes', '{}')}"
+        )
     return dim
 
 

@@ -76,15 +76,27 @@ def _draw_cells(axis, cell: xr.Dataset, alpha_dim: str, temperature_dim: str, im
         x_edges, y_edges, error, cmap="viridis", vmin=image_range[0], vmax=image_range[1]
     )
     for i, j in itertools.product(range(len(y)), range(len(x))):
-        box = dict(xy=(x_edges[j], y_edges[i]), width=x_edges[j + 1] - x_edges[j],
-                   height=y_edges[i + 1] - y_edges[i], fill=False, lw=0)  # fmt: skip
+        box = dict(
+            xy=(x_edges[j], y_edges[i]),
+            width=x_edges[j + 1] - x_edges[j],
+            height=y_edges[i + 1] - y_edges[i],
+            fill=False,
+            lw=0,
+        )
         if cell["diverged_fraction"].values[i, j] > 0:
             axis.add_patch(plt.Rectangle(hatch="xx", edgecolor="red", **box))
         elif cell["unfinished_fraction"].values[i, j] > 0:
             axis.add_patch(plt.Rectangle(hatch="//", edgecolor="white", **box))
         if np.isfinite(error[i, j]) and len(x) * len(y) <= 150:
-            axis.text(x[j], y[i], f"{error[i, j]:.3f}", ha="center", va="center",
-                      fontsize=7, color="white" if error[i, j] > np.mean(image_range) else "k")  # fmt: skip
+            axis.text(  # in the upper part of the cell, clear of the boundary markers
+                x[j],
+                y[i] + 0.3 * (y_edges[i + 1] - y_edges[i]),
+                f"{error[i, j]:.3f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="k" if error[i, j] > np.mean(image_range) else "white",
+            )
     axis.set_xlim(x_edges[0], x_edges[-1])
     axis.set_ylim(y_edges[0], y_edges[-1])
     return image
@@ -101,7 +113,8 @@ def phase_diagram_figure(summary: xr.Dataset, out: str) -> None:
     diagram = phase_diagram(summary)
     alpha_dim, temperature_dim = diagram.attrs["alpha_dim"], diagram.attrs["temperature_dim"]
     panels = _panels(diagram, (alpha_dim, temperature_dim))
-    errors = diagram["test_error"].values
+    # colour scale from the cells where no replica diverged (their survivors can be wild)
+    errors = diagram["test_error"].where(diagram["diverged_fraction"] == 0).values
     image_range = (np.nanmin(errors), np.nanmax(errors)) if np.isfinite(errors).any() else (0, 1)
     figure, axes = plt.subplots(
         1, len(panels), figsize=(1.0 + 5.2 * len(panels), 4.6), squeeze=False
@@ -112,23 +125,54 @@ def phase_diagram_figure(summary: xr.Dataset, out: str) -> None:
         log2_t = np.log2(cell[temperature_dim].values.astype(float))
         log2_alpha = np.log2(cell[alpha_dim].values.astype(float))
         lazy = cell["lazy_feature_log2_alpha"].values
-        axis.plot(lazy, log2_t, "o--", color="white", lw=1.5, ms=4,
-                  label=f"lazy/feature: kernel change = {LAZY_KERNEL_CHANGE:g}")  # fmt: skip
+        axis.plot(
+            lazy,
+            log2_t,
+            "o--",
+            color="white",
+            lw=1.5,
+            ms=4,
+            label=f"lazy/feature: kernel change = {LAZY_KERNEL_CHANGE:g}",
+        )
         noise = cell["noise_log2_temperature"].values
-        axis.plot(log2_alpha, noise, "^-", color="orange", lw=1.5, ms=5,
-                  label=f"noise: weight change x{NOISE_FACTOR:g} its T->0 value")  # fmt: skip
+        axis.plot(
+            log2_alpha,
+            noise,
+            "^-",
+            color="orange",
+            lw=1.5,
+            ms=5,
+            label=f"noise: weight change x{NOISE_FACTOR:g} its T->0 value",
+        )
         best = np.log2(cell["best_temperature"].values.astype(float))
-        axis.plot(log2_alpha, best, "*", color="magenta", ms=10, mec="k", mew=0.5,
-                  label="best T (lowest test error)")  # fmt: skip
+        axis.plot(
+            log2_alpha,
+            best,
+            "*",
+            color="magenta",
+            ms=10,
+            mec="k",
+            mew=0.5,
+            label="best T (lowest test error)",
+        )
         axis.set_xlabel(LOG2_ALPHA)
         axis.set_ylabel(LOG2_TEMPERATURE)
-        axis.set_title(", ".join(f"{k}={v}" for k, v in panel.items()) or "test error")
+        if panel:
+            axis.set_title(", ".join(f"{k} = {v}" for k, v in panel.items()))
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    handles += [Patch(facecolor="none", edgecolor="red", hatch="xx", label="some replicas diverged"),
-                Patch(facecolor="none", edgecolor="0.3", hatch="//", label="some replicas unfinished")]  # fmt: skip
+    handles += [
+        Patch(facecolor="none", edgecolor="red", hatch="xx", label="some replicas diverged"),
+        Patch(facecolor="none", edgecolor="0.3", hatch="//", label="some replicas unfinished"),
+    ]
     figure.colorbar(image, ax=axes[0, -1], label="test error (fraction, mean over seeds)")
-    figure.legend(handles=handles, loc="lower center", ncol=3, fontsize=8,
-                  bbox_to_anchor=(0.5, -0.12), facecolor="0.9")  # fmt: skip
+    figure.legend(
+        handles=handles,
+        loc="lower center",
+        ncol=3,
+        fontsize=8,
+        bbox_to_anchor=(0.5, -0.12),
+        facecolor="0.9",
+    )
     swept = set(json.loads(summary.attrs.get("grid_axes", "{}")).values())
     figure.suptitle(
         f"Test error in the (alpha, T) plane\nfixed: {network_setting(summary, swept)}",
@@ -140,8 +184,9 @@ def phase_diagram_figure(summary: xr.Dataset, out: str) -> None:
 def test_error_vs_temperature(summary: xr.Dataset, out: str) -> None:
     """Test error (seed mean +- s.e.) against log2 T: one panel per alpha, one curve per P.
 
-    Without a P axis, one panel with one curve per alpha. Hollow markers: cells where
-    some replica diverged or did not reach zero training loss.
+    Without a P axis, one panel with one curve per alpha. Curves join the cells where no
+    replica diverged; hollow markers: some replica did not reach zero training loss;
+    red crosses: some replica diverged (the mean of the others, if any).
     """
     statistics = cell_statistics(summary)
     temperature_dim = swept_dimension(summary, TEMPERATURE)
@@ -151,7 +196,7 @@ def test_error_vs_temperature(summary: xr.Dataset, out: str) -> None:
     panel_dim, curve_dim = (alpha_dim, samples_dim) if samples_dim else (None, alpha_dim)
     panels = statistics[panel_dim].values.tolist() if panel_dim else [None]
     figure, axes = plt.subplots(
-        1, len(panels), figsize=(4.4 * len(panels), 3.8), squeeze=False, sharey=True
+        1, len(panels), figsize=(max(6.5, 4.4 * len(panels)), 4.0), squeeze=False, sharey=True
     )
     for axis, panel in zip(axes[0], panels, strict=True):
         part = statistics.sel({panel_dim: panel}) if panel_dim else statistics
@@ -161,23 +206,32 @@ def test_error_vs_temperature(summary: xr.Dataset, out: str) -> None:
             extra = [d for d in line.dims if d != temperature_dim]
             line = line.isel(dict.fromkeys(extra, 0)).sortby(temperature_dim)
             log2_t = np.log2(line[temperature_dim].values.astype(float))
-            flawed = (line["diverged_fraction"] + line["unfinished_fraction"]).values > 0
+            error = line["test_error"].values
+            diverged = line["diverged_fraction"].values > 0
+            unfinished = (line["unfinished_fraction"].values > 0) & ~diverged
             drawn = axis.errorbar(
-                log2_t, line["test_error"], yerr=line["test_error_stderr"], marker="o",
-                ms=4, capsize=2, label=f"{curve_dim} = {curve:g}" if curve_dim else None,
-            )  # fmt: skip
-            axis.plot(log2_t[flawed], line["test_error"].values[flawed], "o", ms=8, mfc="w",
-                      color=drawn[0].get_color())  # fmt: skip
+                log2_t,
+                np.where(diverged, np.nan, error),
+                yerr=line["test_error_stderr"].values,
+                marker="o",
+                ms=4,
+                capsize=2,
+                label=f"{curve_dim} = {curve:g}" if curve_dim else None,
+            )
+            colour = drawn[0].get_color()
+            axis.plot(log2_t[unfinished], error[unfinished], "o", ms=8, mfc="w", color=colour)
+            axis.plot(log2_t[diverged], error[diverged], "x", ms=8, mew=2, color="red")
         axis.set_xlabel(LOG2_TEMPERATURE)
-        axis.set_title(f"alpha = {panel:g}" if panel_dim else "test error")
+        if panel_dim:
+            axis.set_title(f"alpha = {panel:g}")
         axis.grid(True, alpha=0.3)
     axes[0, 0].set_ylabel("test error (fraction, mean +- s.e. over seeds)")
     if curve_dim:
         axes[0, -1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
     swept = set(json.loads(summary.attrs.get("grid_axes", "{}")).values())
     figure.suptitle(
-        f"Test error against temperature (hollow: some replicas diverged or unfinished)\n"
-        f"fixed: {network_setting(summary, swept)}",
+        "Test error against temperature (hollow: some replicas unfinished; red x: some "
+        f"diverged)\nfixed: {network_setting(summary, swept)}",
         fontsize=10,
     )
     figure.tight_layout()

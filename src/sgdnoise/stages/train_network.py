@@ -143,13 +143,17 @@ class NetworkRecorder:
         )
         return self.problem.loss.value(stability).mean(-1)
 
-    def record(self, parameters: Parameters) -> None:
-        """Append the observables of every replica (stacked parameters of all of them)."""
+    def training_stabilities(self, parameters: Mapping[str, Tensor]) -> Tensor:
+        """h = y (f(w, x) - f(w0, x)) on every replica's training set, (R, P)."""
         ids, train = self.all_ids, self.problem.train
-        stability = labelled_stabilities(
+        return labelled_stabilities(
             self.outputs(parameters, train, ids), self.initial_train, train, ids
         )
-        values = training_observables(stability, self.problem.loss)
+
+    def record(self, parameters: Parameters) -> None:
+        """Append the observables of every replica (stacked parameters of all of them)."""
+        ids = self.all_ids
+        values = training_observables(self.training_stabilities(parameters), self.problem.loss)
         if self.test is not None:
             test_stability = labelled_stabilities(
                 self.outputs(parameters, self.test, ids), self.initial_test, self.test, ids
@@ -328,6 +332,10 @@ def _assemble(
         steps_taken=(("replica",), ledger.steps_taken),
         replica_status=(("replica",), np.array(ledger.status, dtype=object)),
         kernel_change=(("replica",), kernel.detach().cpu().numpy()),
+        final_stabilities=(
+            ("replica", "sample"),
+            recorder.training_stabilities(ledger.parameters).cpu().numpy(),
+        ),
     )
     dataset = xr.Dataset(variables, coords={"replica": np.arange(replicas), "time": times})
     dataset.attrs.update(provenance("run", config))
@@ -345,5 +353,9 @@ def _assemble(
 
 NETWORK_VARIABLES = {
     "train_error": ("1", "fraction of training samples with y F <= 0 (F = 0 is an error)"),
+    "final_stabilities": (
+        "1",
+        "h_mu = y_mu (f(w, x_mu) - f(w0, x_mu)) = y_mu F / alpha at the end",
+    ),
 }
 """Where the network artifact's convention differs from the shared metadata table."""

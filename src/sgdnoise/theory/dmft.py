@@ -22,10 +22,11 @@ import numpy as np
 import xarray as xr
 
 from sgdnoise.config import canonical_json
-from sgdnoise.theory.effective_process import loss_per_sample, violated_fraction
+from sgdnoise.theory.effective_process import KINK_BAND, loss_per_sample, violated_fraction
 from sgdnoise.theory.fixed_point import (
     CONVERGED,
     DIVERGED,
+    INVERSE_PRECISION,
     NOT_CONVERGED,
     SeedSolution,
     solve_seed,
@@ -36,12 +37,12 @@ VARIABLE_METADATA = {
     "loss": ("1", "training loss per sample E[v(h)], v(h) = (kappa - h)^2 theta(kappa - h) / 2"),
     "violated_fraction": ("1", "fraction of samples with h < kappa - error_tolerance"),
     "C": ("1", "correlation C(t, t') = w(t) . w(t') / N"),
-    "R": ("1", "response R[k, l] = (1/lr) dE[w^k] / dH^l (field entering as + lr H^l)"),
+    "R": ("1 / time", "response R[k, l] = (1/lr) dE[w^k] / dH^l (field entering as + lr H^l)"),
     "chi": ("1", "integrated response chi(t, t_w) = lr sum_{l = k_w}^{k - 1} R[k, l]"),
     "nu": ("1 / time", "spherical multiplier nu = (1 - c) / lr of the step from t"),
     "m": ("1", "magnetisation m(t) = w(t) . v / N along the mixture centre v"),
-    "M_C": ("1", "noise kernel M_C[k, l] = Delta (P/N) E[f^k f^l], f = scale s v'(h)"),
-    "M_R": ("1", "memory kernel M_R[k, l] = Delta (P/N) E[d f^k / dP^l] (exact per path)"),
+    "M_C": ("1 / time", "noise kernel M_C[k, l] = Delta (P/N) E[f^k f^l], f = scale s v'(h)"),
+    "M_R": ("1 / time", "memory kernel M_R[k, l] = Delta (P/N) E[d f^k / dP^l] (exact per path)"),
 }
 
 
@@ -122,7 +123,10 @@ def solve_dmft(
     Dims: ``step`` k = 0..T (coordinate ``time`` = lr k), ``step2`` (second time of C, R,
     M_C, M_R; ``time2``), ``t_w`` (waiting times of chi; ``waiting_step`` k_w), and
     ``solver_seed`` / ``iteration`` for the diagnostics ``change`` and ``iterations``.
-    Time is in units of lr x steps; C, R, chi, m and the loss per sample are dimensionless.
+    Time is in units of lr x steps; C, chi, m and the loss per sample are dimensionless;
+    R, nu and the discrete kernels M_C, M_R (which enter the equations multiplied by lr)
+    are per unit time. Attributes: status, iterations, paths, seeds, tolerance,
+    final_change, wall_seconds, the point's config (JSON), kink_band, inverse_precision.
     """
     problem = problem_from_point(point)
     if paths < 2 or solver_seeds < 1 or max_iterations < 1 or not tolerance > 0:
@@ -191,6 +195,7 @@ def solve_dmft(
         np.array([len(solution.changes) for solution in solutions], dtype=np.int64),
         {"units": "1", "long_name": "fixed-point iterations done"},
     )
+
     final_changes = [solution.changes[-1] if solution.changes else np.nan for solution in solutions]
     attrs = {
         "status": status,
@@ -207,6 +212,8 @@ def solve_dmft(
         "steps": int(problem.steps),
         "lr": problem.lr,
         "wall_seconds": float(wall_seconds),
+        "kink_band": KINK_BAND,
+        "inverse_precision": str(INVERSE_PRECISION).replace("torch.", ""),
         "method": "discrete-time DMFT (PHYSICS.md A8), fixed-point iteration, exact per-path M_R",
         "config": canonical_json(point),
     }

@@ -60,7 +60,8 @@ def simulate_paths(
 ) -> EffectivePaths:
     """Run the effective sample on every path for the given C, R, m (see module docstring).
 
-    ``previous_active``: the active steps of the previous iteration (kink hysteresis).
+    ``previous_active``: the active steps of the previous iteration (kink hysteresis), for
+    all steps or for the first ones.
     """
     steps = problem.steps + 1
     delta, kappa, scale = problem.noise_variance, problem.kappa, problem.force_scale
@@ -84,10 +85,11 @@ def simulate_paths(
                 force[k] *= scale
     active = selection & (stability < kappa)
     kink_fraction = 0.0
-    if previous_active is not None:
-        at_kink = np.abs(stability - kappa) < KINK_BAND
-        kink_fraction = float(np.mean(at_kink))
-        active = np.where(at_kink, previous_active, active)
+    if previous_active is not None:  # may cover only the first steps (shorter horizon)
+        rows = previous_active.shape[0]
+        at_kink = np.abs(stability[:rows] - kappa) < KINK_BAND
+        kink_fraction = float(np.sum(at_kink)) / stability.size
+        active[:rows] = np.where(at_kink, previous_active, active[:rows])
     return EffectivePaths(stability, force, active, kink_fraction)
 
 

@@ -2,13 +2,15 @@
 
 The random numbers (the normals z of u = L z and the selection paths) are drawn once and
 fixed across iterations, so the iteration is a deterministic map whose fixed point is the
-DMFT of this sample of paths. Plain, undamped iteration converges front-wise in time
-because the equations are causal (PHYSICS.md A8: damping was slower).
+DMFT of this sample of paths (the first iterations run on a quarter of them: COARSE_*).
+Plain, undamped iteration converges front-wise in time because the equations are causal
+(PHYSICS.md A8: damping was slower).
 
 Stopping rule: the change of an iteration is the largest absolute change of C, R and m,
 each divided by its largest entry (at least 1); the solve is ``converged`` when it falls
 below ``tolerance``, ``not_converged`` when ``max_iterations`` pass without that, and
-``diverged`` when the sphere's step has no real root or a value is not finite.
+``diverged`` when the sphere's step has no real root or a value is not finite or above
+DIVERGENCE_BOUND.
 """
 
 from __future__ import annotations
@@ -31,7 +33,12 @@ from sgdnoise.theory.selection_paths import draw_selection_paths
 
 CONVERGED, NOT_CONVERGED, DIVERGED = "converged", "not_converged", "diverged"
 DIVERGENCE_BOUND = 1e12
-# The per-path triangular inverses are solved in float32 (about twice as fast; their
+# The first iterations, far from the fixed point, use the first paths / COARSE_FRACTION
+# paths only (the same random numbers); every path from the first change below
+# COARSE_UNTIL on. Only iterations on every path can stop the solve.
+COARSE_FRACTION = 4
+COARSE_UNTIL = 1e-2
+# The per-path triangular inverses are computed in float32 (about twice as fast; their
 # rounding, ~1e-9 on M_R after the average over paths, is far below the Monte Carlo error)
 # and accumulated in float64.
 INVERSE_PRECISION = torch.float32
@@ -42,13 +49,15 @@ class SeedSolution:
     """The state of one solver seed after its iteration stopped.
 
     trajectory: the last C, R, m, c; paths: the effective sample re-simulated on them;
-    noise, memory: M_C and M_R of the last iteration; changes: change per iteration.
+    noise, memory, drift: M_C, M_R, mu of the last iteration; changes: change per
+    iteration; failed_step: the step where a diverged solve broke down.
     """
 
     trajectory: Trajectory
     paths: EffectivePaths | None
     noise: np.ndarray
     memory: np.ndarray
+    drift: np.ndarray
     status: str
     changes: list[float] = field(default_factory=list)
     failed_step: int | None = None
@@ -78,9 +87,12 @@ def relative_change(new: Trajectory, old: Trajectory) -> float:
     return change
 
 
-def _out_of_bounds(trajectory: Trajectory) -> bool:
-    values = (trajectory.correlation, trajectory.response, trajectory.magnetisation)
-    return any(not np.all(np.abs(v) < DIVERGENCE_BOUND) for v in values)
+def _first_out_of_bounds(trajectory: Trajectory) -> int | None:
+    """The first step whose row of C, R or m is not finite or beyond DIVERGENCE_BOUND."""
+    bad = ~(np.abs(trajectory.correlation) < DIVERGENCE_BOUND).all(axis=1)
+    bad |= ~(np.abs(trajectory.response) < DIVERGENCE_BOUND).all(axis=1)
+    bad |= ~(np.abs(trajectory.magnetisation) < DIVERGENCE_BOUND)
+    return int(np.argmax(bad)) if bad.any() else None
 
 
 def solve_seed(
@@ -90,31 +102,40 @@ def solve_seed(
     max_iterations: int,
     tolerance: float,
     include_equal_time_noise: bool = True,
-    start: Trajectory | None = None,
 ) -> SeedSolution:
-    """Iterate the DMFT for one draw of the random numbers (see module docstring)."""
+    """Solve the DMFT for one draw of the random numbers, from the dynamics without data.
+
+    ``include_equal_time_noise=False`` drops the equal-time noise term (a wrong equation,
+    for tests only).
+    """
     rng = np.random.default_rng(seed)
     normals = rng.standard_normal((problem.steps + 1, paths))
     selection = draw_selection_paths(problem, paths, rng)
-    current = free_trajectory(problem) if start is None else start
+    size = problem.steps + 1
+    current = free_trajectory(problem)
+    previous_active = None
     changes: list[float] = []
     status = NOT_CONVERGED
-    size = problem.steps + 1
     noise = memory = np.zeros((size, size))
-    previous_active = None
+    drift = np.zeros(size)
+    failed_step = None
+    used = max(2, paths // COARSE_FRACTION) if paths >= 4 * COARSE_FRACTION else paths
     for _ in range(max_iterations):
+        if used < paths and changes and changes[-1] < COARSE_UNTIL:
+            used, previous_active = paths, None  # from now on every path
         sample = simulate_paths(
             problem,
             current.correlation,
             current.response,
             current.magnetisation,
-            normals,
-            selection,
+            normals[:, :used],
+            selection[:, :used],
             previous_active,
         )
         previous_active = sample.active
         if not np.all(np.isfinite(sample.force)):
             status = DIVERGED
+            failed_step = int(np.argmax(~np.isfinite(sample.force).all(axis=1)))
             break
         noise = noise_kernel(problem, sample)
         memory = memory_kernel(
@@ -124,18 +145,20 @@ def solve_seed(
             problem.coupling,
             problem.sample_ratio,
             precision=INVERSE_PRECISION,
+            workers=torch.get_num_threads(),
         )
-        new = integrate_equations(
-            problem, noise, memory, mean_force(problem, sample), include_equal_time_noise
-        )
-        if not new.valid or _out_of_bounds(new):
+        drift = mean_force(problem, sample)
+        new = integrate_equations(problem, noise, memory, drift, include_equal_time_noise)
+        out_of_bounds = _first_out_of_bounds(new)
+        if not new.valid or out_of_bounds is not None:
             current, status = new, DIVERGED
+            failed_step = new.failed_step if not new.valid else out_of_bounds
             break
         changes.append(relative_change(new, current))
-        current = new
-        if changes[-1] < tolerance:
-            status = CONVERGED
+        if changes[-1] < tolerance and used == paths:
+            current, status = new, CONVERGED
             break
+        current = new
     final_paths = None
     if status != DIVERGED:
         final_paths = simulate_paths(
@@ -145,5 +168,6 @@ def solve_seed(
             current.magnetisation,
             normals,
             selection,
+            previous_active if used == paths else None,
         )
-    return SeedSolution(current, final_paths, noise, memory, status, changes, current.failed_step)
+    return SeedSolution(current, final_paths, noise, memory, drift, status, changes, failed_step)
