@@ -13,15 +13,21 @@ stall when threads wait for a busy shared core):
 
     OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_dmft.py --threads 2
 
-Prints one line per case: steps, optimizer, iterations, status, seconds per iteration
-(wall of the solve / iterations) and per solve, and the ratio to the reference where
-there is one. ``--cases sgd:250,gd:250`` selects cases; ``--max-iterations`` caps a
-solve (a capped solve reports its per-iteration time and a not_converged status).
+Prints one line per case: steps, optimizer, iterations, status, wall seconds per
+iteration (wall of the solve / iterations) and per solve, the process CPU seconds of the
+solve (all threads; on a machine shared with other jobs the wall time is inflated by
+waiting, the CPU time much less), and the ratios reference / measured (wall) where there
+is a reference. The first iterations run on a quarter of the paths (fixed_point.COARSE_*),
+so seconds per iteration average cheap and full iterations. The load average of the
+machine is printed with each case. ``--cases sgd:250,gd:250`` selects cases;
+``--max-iterations`` caps a solve (it then reports its per-iteration time and the status
+not_converged).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import warnings
 
@@ -62,11 +68,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"threads {args.threads}, paths {args.paths}, tolerance {args.tolerance}")
-    print(f"{'case':>10} {'iter':>5} {'status':>14} {'s/iter':>8} {'s/solve':>9} {'ref ratio':>18}")
+    print(
+        f"{'case':>10} {'iter':>5} {'status':>14} {'s/iter':>8} {'s/solve':>9} "
+        f"{'cpu s':>9} {'ref/measured':>18}"
+    )
     for case in args.cases.split(","):
         kind, steps = case.split(":")
         point = benchmark_point(kind, int(steps))
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             ds = solve_dmft(
@@ -76,6 +85,7 @@ def main() -> None:
                 tolerance=args.tolerance,
             )
         wall = time.perf_counter() - started
+        cpu = time.process_time() - cpu_started
         iterations = int(ds.attrs["iterations"])
         per_iteration = wall / max(iterations, 1)
         reference = REFERENCE_SECONDS.get((kind, int(steps)))
@@ -86,7 +96,7 @@ def main() -> None:
         )
         print(
             f"{case:>10} {iterations:5d} {ds.attrs['status']:>14} {per_iteration:8.2f} "
-            f"{wall:9.1f} {ratio:>18}",
+            f"{wall:9.1f} {cpu:9.1f} {ratio:>18}   load {os.getloadavg()[0]:.1f}",
             flush=True,
         )
 

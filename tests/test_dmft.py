@@ -5,7 +5,8 @@ Phi(kappa)), exact identities of the dynamics (causality, R[l+1, l] = 1, C[k, k]
 the sphere, v'^2 = 2 v of the square hinge, persistent SGD at tau = lr / b is SGD draw for
 draw, the Markov statistics of the selection), a brute-force per-path inverse and finite
 differences of an independent implementation of the effective sample, and the finite-N
-simulator (sgdnoise.stages.train) at the same parameters.
+simulator at the same parameters (sgdnoise.stages.train and the exact response of
+sgdnoise.stages.correlation_response).
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ from sgdnoise.theory.memory_kernel import memory_kernel
 from sgdnoise.theory.problem import problem_from_point
 from sgdnoise.theory.selection_paths import draw_selection_paths
 
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The solver on one core (the machine is shared); restored after the module."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def make_point(
@@ -434,3 +442,38 @@ def test_dmft_agrees_with_the_finite_n_simulation(kind, constraint, kappa, tau):
         theory.C.values[later, k_w],
         theory.C_stderr.values[later, k_w],
     )
+
+
+@pytest.mark.slow
+def test_dmft_agrees_with_the_simulation_on_the_gaussian_mixture():
+    """Magnetisation m(t) = w . v / N, loss, violated fraction and C(t, 0) of the mixture."""
+    from sgdnoise.data import make_dataset
+    from sgdnoise.stages.train import train_point
+
+    point = make_point(
+        "sgd",
+        "sphere",
+        0.5,
+        max_time=10.0,
+        P_over_N=2.0,
+        N=SIMULATION_N,
+        data={"per_replica": True, "kind": "gaussian_mixture", "delta": 0.5},
+        run={"replicas": REPLICAS, "record": {"times": "linear", "count": 6}},
+    )
+    theory = quiet_solve(point, paths=4000, solver_seeds=3, seed=1)
+    simulation = train_point(point)
+    at = theory.sel(step=simulation.step.values)
+    centres = np.stack([make_dataset(point["data"], r).teacher for r in range(REPLICAS)])
+    weights = simulation.weights.values
+    magnetisation = np.einsum("rtf,rf->rt", weights, centres)[:, 1:] / SIMULATION_N
+    assert np.all(magnetisation.mean(axis=0) > 0.3)  # the centre is learnt
+    assert_agree("m", magnetisation, at.m.values[1:], at.m_stderr.values[1:])
+    assert_agree("loss", simulation.train_loss.values, at.loss.values, at.loss_stderr.values)
+    assert_agree(
+        "violated fraction",
+        simulation.violated_fraction.values,
+        at.violated_fraction.values,
+        at.violated_fraction_stderr.values,
+    )
+    overlap = np.einsum("rtf,rf->rt", weights, weights[:, 0])[:, 1:] / SIMULATION_N
+    assert_agree("C(t, 0)", overlap, at.C.values[1:, 0], at.C_stderr.values[1:, 0])

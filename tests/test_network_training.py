@@ -224,7 +224,7 @@ def test_command_line_trains_a_real_mnist_point(tmp_path, sgdnoise_command):
         data={"P": 128, "P_test": 256},
         optimizer={"batch_size": 16, "temperature": 2.0**-6},
         model={"alpha": 64.0},
-        run={"replicas": 2, "dtype": "float32", "max_steps": 300},
+        run={"replicas": 2, "dtype": "float32", "max_steps": 200},
     )
     path = tmp_path / "point.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -91,8 +91,9 @@ def test_study_through_the_slurm_profile_equals_a_local_run(cluster, tmp_path):
         "10",
     )
     _run(local, "--cores", "2")
-    logs = list((on_slurm / ".snakemake" / "slurm_logs").rglob("*.log"))
-    assert logs, "no SLURM job logs: the jobs did not go through sbatch"
+    log = "".join(p.read_text() for p in (on_slurm / ".snakemake" / "log").glob("*.log"))
+    submitted = log.count("has been submitted with SLURM jobid")
+    assert submitted >= 3, "the jobs did not go through sbatch"  # grouped points, aggregate, render
     for run in sorted((local / "results" / "on_slurm" / "runs").glob("*.nc")):
         twin = on_slurm / "results" / "on_slurm" / "runs" / run.name
         with xr.open_dataset(run) as expected, xr.open_dataset(twin) as produced:

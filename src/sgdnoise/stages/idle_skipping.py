@@ -120,11 +120,14 @@ def _batch_patterns(
     """Patterns of the chosen samples: indices (r, ..., B) -> (r, ..., B, N).
 
     ``replica_ids`` (r,) are global replica indices (rows of per-replica patterns);
-    gathered in place, without copying the replicas' training sets.
+    gathered by one index_select on the flattened training sets (no copy of a set).
     """
+    N = problem.N
     if not problem.per_replica:
-        return problem.patterns[chosen]
-    return problem.patterns[replica_ids.view(-1, *([1] * (chosen.dim() - 1))), chosen]
+        return problem.patterns.index_select(0, chosen.flatten()).view(*chosen.shape, N)
+    rows = replica_ids.view(-1, *([1] * (chosen.dim() - 1))) * problem.P + chosen
+    flat = problem.patterns.view(-1, N)
+    return flat.index_select(0, rows.flatten()).view(*chosen.shape, N)
 
 
 def _all_stabilities(

@@ -163,6 +163,11 @@ class NetworkRecorder:
         for name, value in values.items():
             self.records.setdefault(name, []).append(value.detach().cpu())
 
+    def repeat_last(self) -> None:
+        """Append the previous record again (every replica stopped: nothing changes)."""
+        for values in self.records.values():
+            values.append(values[-1])
+
     def stacked(self, name: str) -> np.ndarray:
         """(replica, time) array of one recorded observable."""
         return torch.stack(self.records[name], dim=1).numpy()
@@ -292,9 +297,11 @@ def train_network_point(
         everyone = torch.ones_like(state.replica_ids, dtype=torch.bool)
         final_status = "budget_exhausted" if stop_on_zero else "completed"
         ledger.close(state, everyone, final_status, np.int64(total_steps))
-    while next_record < len(record_steps):  # replicas all stopped early: repeat final state
+    if next_record < len(record_steps):  # every replica stopped early: its final state
         recorder.record(ledger.parameters)
         next_record += 1
+    for _ in range(next_record, len(record_steps)):
+        recorder.repeat_last()
     kernel = kernel_change(network, ledger.parameters, initial, _kernel_samples(problem, replicas))
     return _assemble(
         config, recorder, ledger, kernel, times, record_steps, datasets, device, network, started

@@ -126,7 +126,9 @@ def solve_dmft(
     Time is in units of lr x steps; C, chi, m and the loss per sample are dimensionless;
     R, nu and the discrete kernels M_C, M_R (which enter the equations multiplied by lr)
     are per unit time. Attributes: status, iterations, paths, seeds, tolerance,
-    final_change, wall_seconds, the point's config (JSON), kink_band, inverse_precision.
+    final_change, wall_seconds, the point's config (JSON), kink_band and kink_fraction (the
+    share of (path, step) pairs within kink_band of kappa, whose side of the kink was kept
+    from the previous iteration), inverse_precision.
     """
     problem = problem_from_point(point)
     if paths < 2 or solver_seeds < 1 or max_iterations < 1 or not tolerance > 0:
@@ -213,6 +215,9 @@ def solve_dmft(
         "lr": problem.lr,
         "wall_seconds": float(wall_seconds),
         "kink_band": KINK_BAND,
+        "kink_fraction": float(
+            max((s.paths.kink_fraction for s in solutions if s.paths is not None), default=0.0)
+        ),
         "inverse_precision": str(INVERSE_PRECISION).replace("torch.", ""),
         "method": "discrete-time DMFT (PHYSICS.md A8), fixed-point iteration, exact per-path M_R",
         "config": canonical_json(point),

@@ -79,9 +79,10 @@ def _maximal_sets(active: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     sizes = members.sum(axis=1)
     members, counts, sizes = members[sizes > 0], counts[sizes > 0], sizes[sizes > 0]
     longest = int(sizes.max())
-    keys = np.where(members, np.arange(steps), steps + np.arange(steps))
-    padded = np.sort(keys, axis=1)[:, :longest]
-    padded[padded >= steps] = -1
+    rows, columns = np.nonzero(members)  # row-major: each row's steps in increasing order
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    padded = np.full((members.shape[0], longest), -1, dtype=np.int64)
+    padded[rows, np.arange(rows.size) - starts[rows]] = columns
     order = np.lexsort(padded.T[::-1])  # a prefix sorts just before its extensions
     padded, counts, sizes = padded[order], counts[order], sizes[order]
     # row i is a prefix of row i + 1 when they agree wherever row i has a step
@@ -123,11 +124,13 @@ def _accumulate(
         index = torch.as_tensor(set_steps[chunk, :width], device=device)
         # row i of a lower-triangular inverse enters for the paths with prefix > i
         beyond = np.cumsum(paths_by_length[chunk, :width][:, ::-1], axis=1)[:, ::-1]
-        flat = (index[:, :, None] * size + index[:, None, :]).reshape(-1)
-        matrices = flat_scaled[flat].reshape(chunk.size, width, width)
-        inverses = unit_lower_inverse(matrices)
         weights = torch.as_tensor(beyond[:, :, None].astype(np.float64), device=device)
-        total.index_add_(0, flat, (inverses.to(torch.float64) * weights).reshape(-1))
+        # transposed positions: entry [g, a, b] addresses (index[g, b], index[g, a]); the
+        # gathered matrices and the solver's inverses are then column-major views
+        flat = index[:, None, :] * size + index[:, :, None]
+        matrices = flat_scaled[flat].mT
+        inverses = unit_lower_inverse(matrices).to(torch.float64) * weights
+        total.index_add_(0, flat.reshape(-1), inverses.mT.reshape(-1))
     return total
 
 
