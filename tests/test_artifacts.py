@@ -13,6 +13,7 @@ import pytest
 import xarray as xr
 import yaml
 
+from sgdnoise.config import resolve_point
 from sgdnoise.io.artifact import ArtifactError, read_artifact, write_artifact
 from sgdnoise.stages.train import train_point
 
@@ -117,3 +118,39 @@ def test_killed_training_leaves_no_artifact(tmp_path, sgdnoise_command):
     assert not out.exists()
     leftovers = list(out.parent.glob("*")) if out.parent.exists() else []
     assert all(not p.name.endswith(".nc") for p in leftovers)
+
+
+def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, sgdnoise_command):
+    config = {
+        "data": {"N": 100, "P": 200},
+        "optimizer": {"kind": "persistent_sgd", "b": 0.3, "tau": 1.0},
+        "run": {
+            "replicas": 4,
+            "max_time": 600.0,
+            "checkpoint_seconds": 0.3,
+            "record": {"count": 30},
+        },
+    }
+    point = tmp_path / "point.yaml"
+    point.write_text(yaml.safe_dump(config))
+    out = tmp_path / "resumed.nc"
+    checkpoint = tmp_path / "resumed.nc.ckpt"
+    process = subprocess.Popen(
+        [*sgdnoise_command, "point", str(point), "--out", str(out), "--quiet"]
+    )
+    deadline = time.time() + 120
+    while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert checkpoint.exists() and not out.exists()
+    subprocess.run(
+        [*sgdnoise_command, "point", str(point), "--out", str(out), "--quiet"], check=True
+    )
+    assert not checkpoint.exists()
+    uninterrupted = train_point(resolve_point(config))
+    resumed = read_artifact(out)
+    for name in ("final_weights", "train_loss", "violated_fraction"):
+        np.testing.assert_array_equal(resumed[name].values, uninterrupted[name].values)

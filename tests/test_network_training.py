@@ -92,7 +92,8 @@ def dynamics_of(config: dict, data: list[Dataset]):
 
 def trajectory(config: dict, replica_ids: list[int], steps: int) -> dict[str, torch.Tensor]:
     """Parameters of the given replicas after ``steps`` steps, trained together."""
-    _, _, dynamics, initial, _ = dynamics_of(config, datasets(config["run"]["replicas"]))
+    draws = config["run"]["replicas"] if config["data"]["per_replica"] else 1
+    _, _, dynamics, initial, _ = dynamics_of(config, datasets(draws))
     state = dynamics.init({k: v[replica_ids] for k, v in initial.items()}, replica_ids)
     for _ in range(steps):
         state, _ = dynamics.step(state)
@@ -100,12 +101,18 @@ def trajectory(config: dict, replica_ids: list[int], steps: int) -> dict[str, to
 
 
 @pytest.mark.parametrize(
-    "model",
-    [{"kind": "fcn"}, {"kind": "cnn", "width": 1, "activation": "relu"}],
-    ids=lambda m: m["kind"],
-)
-def test_batched_replicas_equal_one_at_a_time(model):
-    config = point(model=model, optimizer={"temperature": 2.0**-4}, run={"replicas": 4})
+    ("model", "per_replica"),
+    [({"kind": "fcn"}, True), ({"kind": "fcn"}, False),
+     ({"kind": "cnn", "width": 1, "activation": "relu"}, True)],
+    ids=["fcn", "fcn_shared_data", "cnn"],
+)  # fmt: skip
+def test_batched_replicas_equal_one_at_a_time(model, per_replica):
+    config = point(
+        model=model,
+        data={"per_replica": per_replica},
+        optimizer={"temperature": 2.0**-4},
+        run={"replicas": 4},
+    )
     together = trajectory(config, [0, 1, 2, 3], steps=40)
     for replica in (0, 3):
         alone = trajectory(config, [replica], steps=40)

@@ -15,6 +15,7 @@ from sgdnoise.analysis.phase_diagram import (
     cell_statistics,
     phase_diagram,
 )
+from sgdnoise.io.artifact import read_artifact, write_artifact
 from sgdnoise.plots import FIGURES
 
 LOG2_ALPHA = np.arange(-6.0, 9.0, 2.0)
@@ -123,3 +124,17 @@ def test_figures_render(tmp_path, figure, samples):
     out = tmp_path / f"{figure}.png"
     FIGURES[figure](summary(kernel, weight, error, samples=samples), str(out))
     assert out.stat().st_size > 10_000
+
+
+def test_statuses_survive_a_summary_combined_from_runs(tmp_path):
+    """A summary combined from runs read back from disk keeps every status whole (the
+    fixed string width of the first file read must not truncate 'budget_exhausted')."""
+    parts = []
+    for index, status in enumerate(["completed", "budget_exhausted"]):
+        run = xr.Dataset({"replica_status": (("replica",), np.array([status], dtype=object))})
+        run["replica_status"].attrs.update(units="1", long_name="status")
+        write_artifact(run, tmp_path / f"{index}.nc", "run")
+        parts.append(read_artifact(tmp_path / f"{index}.nc").expand_dims(alpha=[index]))
+    write_artifact(xr.concat(parts, "alpha"), tmp_path / "summary.nc", "summary")
+    statuses = read_artifact(tmp_path / "summary.nc")["replica_status"].values.ravel()
+    assert statuses.tolist() == ["completed", "budget_exhausted"]

@@ -17,6 +17,7 @@ import argparse
 import json
 import math
 import sys
+from pathlib import Path
 
 import numpy as np
 import yaml
@@ -49,12 +50,17 @@ def cmd_point(args: argparse.Namespace) -> None:
     from sgdnoise.stages.generate_data import load_datasets
 
     point = _point_of(args)
+    datasets = load_datasets(args.data, point) if args.data else None
     if point["model"]["kind"] == "perceptron":
         from sgdnoise.stages.train import train_point
+
+        # a killed run resumes from <out>.ckpt when rerun (same result as uninterrupted)
+        checkpoint = Path(args.out).with_name(Path(args.out).name + ".ckpt")
+        dataset = train_point(point, datasets, progress=not args.quiet, checkpoint=checkpoint)
     else:
-        from sgdnoise.stages.train_network import train_network_point as train_point
-    datasets = load_datasets(args.data, point) if args.data else None
-    dataset = train_point(point, datasets, progress=not args.quiet)
+        from sgdnoise.stages.train_network import train_network_point
+
+        dataset = train_network_point(point, datasets, progress=not args.quiet)
     write_artifact(dataset, args.out, "run")
 
 

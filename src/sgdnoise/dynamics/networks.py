@@ -14,12 +14,16 @@ T = lr / (h B) (h the width). A step whose batch holds no violating sample leave
 unchanged (``StepInfo.moved`` is False): this is what makes the zero-loss stopping time
 exact (stages.recording.stopping_time).
 
+f0 = f(w0, x_mu) is evaluated once by ``init`` on the whole training set
+(``NetworkState.initial_outputs``) and gathered for each batch.
+
 The step is split as in jax-md: ``draw`` makes the step's random input (the batch
 indices, from counter-based per-replica streams keyed by (seed, replica id, step));
-``update`` is the pure map w -> w' given them, vmapped over the replica axis of the
-stacked parameters with ``torch.func.vmap(randomness="error")`` over
-``torch.func.functional_call``; ``step = update o draw``. Replica r therefore follows
-the same trajectory alone or among others, in any order.
+``update`` is the deterministic map w -> w' given them: one forward of all replicas,
+``torch.func.vmap(randomness="error")`` over ``torch.func.functional_call`` on the
+stacked parameters (replica axis first), then reverse-mode autograd; ``step = update o
+draw``. Replica r therefore follows the same trajectory alone or among others, in any
+order. ``update`` writes the new parameters into the state's own tensors (see there).
 """
 
 from __future__ import annotations

@@ -69,6 +69,10 @@ def _encoding(dataset: xr.Dataset) -> dict[str, dict]:
     for name, variable in dataset.variables.items():
         if variable.dtype.kind in "fiub":
             encoding[name] = {"zlib": True, "complevel": 4}
+        elif variable.dtype.kind in "OUS":
+            # variable-length strings: a fixed width read from one input file (e.g. 9 for
+            # "completed") would truncate longer values combined from others
+            encoding[name] = {"dtype": str}
     return encoding
 
 

@@ -113,8 +113,10 @@ def phase_diagram_figure(summary: xr.Dataset, out: str) -> None:
     diagram = phase_diagram(summary)
     alpha_dim, temperature_dim = diagram.attrs["alpha_dim"], diagram.attrs["temperature_dim"]
     panels = _panels(diagram, (alpha_dim, temperature_dim))
-    # colour scale from the cells where no replica diverged (their survivors can be wild)
-    errors = diagram["test_error"].where(diagram["diverged_fraction"] == 0).values
+    # colour scale from the cells whose replicas all reached zero loss (the survivors of
+    # diverged or unfinished cells can be wild; they saturate the scale)
+    finished = (diagram["diverged_fraction"] == 0) & (diagram["unfinished_fraction"] == 0)
+    errors = diagram["test_error"].where(finished).values
     image_range = (np.nanmin(errors), np.nanmax(errors)) if np.isfinite(errors).any() else (0, 1)
     figure, axes = plt.subplots(
         1, len(panels), figsize=(1.0 + 5.2 * len(panels), 4.6), squeeze=False

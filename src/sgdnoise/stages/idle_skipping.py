@@ -34,6 +34,8 @@ candidate met, O(P N) per rebuild, a few tensor operations per weight update.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -44,8 +46,8 @@ from sgdnoise.observables.perceptron import margin_observables
 from sgdnoise.stages.recording import stopping_time
 
 LONGEST_WINDOW = 1 << 16  # steps whose batches are drawn at once (bounds memory)
-CACHED_ELEMENTS = 1 << 22  # pattern entries cached per block (R x span x B x N)
-GATHER_COST = 4  # gathering a pattern costs about this many rows of a dense product
+CACHED_ELEMENTS = 1 << 21  # pattern entries cached per block (R x span x B x N)
+GATHER_COST = 1  # measured: a gathered pattern costs about one row of a dense product
 
 
 def applies(config: dict) -> bool:
@@ -70,12 +72,18 @@ def train_skipping_idle_steps(
     record_steps: np.ndarray,
     total_steps: int,
     bar: tqdm,
+    first_step: int = 0,
+    next_record: int = 0,
+    save: Callable[[int, PerceptronState, int], None] | None = None,
 ) -> tuple[PerceptronState, int]:
     """Run the point to its stop or budget; record and book-keep as the engine does.
 
-    ``recorder`` and ``book`` are the runner's Recorder and ReplicaBook (stages.train).
-    Returns the replicas still training at the budget and the index of the first
-    record not yet taken (the caller repeats the final weights for those).
+    ``recorder`` and ``book`` are the runner's Recorder and ReplicaBook (stages.train);
+    a resumed run starts at ``first_step`` with records from ``next_record`` on.
+    ``save(step, state, next_record)`` is offered the state at every window boundary
+    (the runner's checkpoint). Returns the replicas still training at the budget and
+    the index of the first record not yet taken (the caller repeats the final weights
+    for those).
     """
     run, optimizer = config["run"], config["optimizer"]
     lr = optimizer["lr"]
@@ -84,8 +92,10 @@ def train_skipping_idle_steps(
     )
     stop_on_zero = run["stop"] == "zero_loss"
     tolerance, check_every = run["tolerance"], run["check_every"]
-    next_record, step = 0, 0
+    step = first_step
     while True:
+        if save is not None:
+            save(step, state, next_record)
         while next_record < len(record_steps) and record_steps[next_record] == step:
             snapshot = book.weights.clone()
             snapshot[state.replica_ids] = state.weights

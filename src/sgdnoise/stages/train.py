@@ -19,14 +19,17 @@ stop: never), ``budget_exhausted`` (stop: zero_loss not reached), ``diverged``
 from __future__ import annotations
 
 import math
+import os
 import time as clock
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 import xarray as xr
 from tqdm import tqdm
 
+from sgdnoise.config import config_sha256
 from sgdnoise.data import Dataset, make_dataset
 from sgdnoise.dynamics.perceptron import (
     PerceptronProblem,
@@ -172,15 +175,60 @@ def _snapshot(book: ReplicaBook, state: PerceptronState) -> torch.Tensor:
     return weights
 
 
+def save_checkpoint(
+    path: Path,
+    config: dict,
+    step: int,
+    state: PerceptronState,
+    book: ReplicaBook,
+    recorder: Recorder,
+    next_record: int,
+    start: torch.Tensor,
+    gd_init_loss: float,
+) -> None:
+    """Write everything the loop needs to continue at ``step`` (atomically).
+
+    The randomness is counter-based (a function of seed, replica and step), so the state
+    tensors, the per-replica book and the records so far are the whole state of a run.
+    """
+    content = {
+        "config_sha256": config_sha256(config),
+        "step": step,
+        "state": (state.weights, state.reference, state.selection, state.replica_ids),
+        "book": book,
+        "records": recorder.records,
+        "next_record": next_record,
+        "start": start,
+        "gd_init_loss": gd_init_loss,
+    }
+    temporary = path.with_name(path.name + ".part")
+    torch.save(content, temporary)
+    os.replace(temporary, path)
+
+
+def load_checkpoint(path: Path | None, config: dict) -> dict | None:
+    """A checkpoint of this exact config, or None (absent, other config, unreadable)."""
+    if path is None or not path.exists():
+        return None
+    try:
+        content = torch.load(path, weights_only=False)
+    except Exception:  # a checkpoint torn by a kill is only a lost shortcut
+        return None
+    return content if content.get("config_sha256") == config_sha256(config) else None
+
+
 def train_point(
     config: dict,
     datasets: list[Dataset] | None = None,
     progress: bool = False,
+    checkpoint: str | Path | None = None,
 ) -> xr.Dataset:
     """Train the replicas of a resolved perceptron grid point; return the run artifact.
 
     ``datasets``: the training data (one shared Dataset, or one per replica when
-    data.per_replica); built from the config when None.
+    data.per_replica); built from the config when None. ``checkpoint``: a file to save
+    the run to every run.checkpoint_seconds of wall time and to resume from (a resumed
+    run is identical to an uninterrupted one); removed once training is done.
     """
     started = clock.perf_counter()
     run, optimizer = config["run"], config["optimizer"]
@@ -195,9 +243,13 @@ def train_point(
     problem, test_problem, teacher = build_problems(config, datasets, device, dtype)
     N = problem.N
 
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    resumed = load_checkpoint(checkpoint, config)
     start = initial_weights(config, N, device, dtype)
     gd_init_loss = math.nan
-    if run["init"] == "gd_minimum":
+    if resumed is not None:
+        start, gd_init_loss = resumed["start"], resumed["gd_init_loss"]
+    elif run["init"] == "gd_minimum":
         minimum = gd_minimum(config, problem, start[:1], device)
         start = minimum.expand(replicas, N).clone()
         h = problem.loss.value(minimum @ problem.patterns.T) if not problem.per_replica else None
@@ -219,15 +271,69 @@ def train_point(
     tolerance = run["tolerance"]
     sparse = optimizer["kind"] == "minibatch_sgd"
     check_every = run["check_every"] if sparse else 1
-    next_record = 0
-    bar = tqdm(total=total_steps, disable=not progress, desc="train", unit="step", mininterval=1)
+    next_record, first_step = 0, 0
+    if resumed is not None:
+        weights, saved_reference, selection, replica_ids = resumed["state"]
+        state = PerceptronState(weights, saved_reference, selection, replica_ids, resumed["step"])
+        book, next_record, first_step = resumed["book"], resumed["next_record"], resumed["step"]
+        recorder.records = resumed["records"]
+    interval = run["checkpoint_seconds"]
+    last_save = clock.perf_counter()
+    bar = tqdm(
+        total=total_steps,
+        initial=first_step,
+        disable=not progress,
+        desc="train",
+        unit="step",
+        mininterval=1,
+    )
 
     if idle_skipping.applies(config):
+
+        def save(step: int, state: PerceptronState, next_record: int) -> None:
+            nonlocal last_save
+            if checkpoint is not None and interval and clock.perf_counter() - last_save > interval:
+                save_checkpoint(
+                    checkpoint,
+                    config,
+                    step,
+                    state,
+                    book,
+                    recorder,
+                    next_record,
+                    start,
+                    gd_init_loss,
+                )
+                last_save = clock.perf_counter()
+
         state, next_record = idle_skipping.train_skipping_idle_steps(
-            config, problem, state, recorder, book, record_steps, total_steps, bar
+            config,
+            problem,
+            state,
+            recorder,
+            book,
+            record_steps,
+            total_steps,
+            bar,
+            first_step,
+            next_record,
+            save,
         )
     else:
-        for step in range(total_steps + 1):
+        for step in range(first_step, total_steps + 1):
+            if checkpoint is not None and interval and clock.perf_counter() - last_save > interval:
+                save_checkpoint(
+                    checkpoint,
+                    config,
+                    step,
+                    state,
+                    book,
+                    recorder,
+                    next_record,
+                    start,
+                    gd_init_loss,
+                )
+                last_save = clock.perf_counter()
             while next_record < len(record_steps) and record_steps[next_record] == step:
                 recorder.record(_snapshot(book, state))
                 next_record += 1
@@ -275,6 +381,8 @@ def train_point(
             state = new_state.subset(~finished) if bool(finished.any()) else new_state
             bar.update(1)
     bar.close()
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
 
     final_status = "budget_exhausted" if stop_on_zero else "completed"
     book.freeze(state.replica_ids, state.weights, final_status, total_steps, lr, None)

@@ -120,6 +120,10 @@ def solve_dmft(
     is below ``tolerance``, or after ``max_iterations`` (status not_converged, with a
     RuntimeWarning), or on a divergence (status diverged, with a RuntimeWarning).
 
+    Cost: dominated by the per-path triangular inverses of M_R, ~(active steps)^3 per
+    path and iteration; torch.get_num_threads() sets the number of coarse-grained worker
+    threads for them. The first iterations use a quarter of the paths (fixed_point).
+
     Dims: ``step`` k = 0..T (coordinate ``time`` = lr k), ``step2`` (second time of C, R,
     M_C, M_R; ``time2``), ``t_w`` (waiting times of chi; ``waiting_step`` k_w), and
     ``solver_seed`` / ``iteration`` for the diagnostics ``change`` and ``iterations``.

@@ -35,9 +35,11 @@ CONVERGED, NOT_CONVERGED, DIVERGED = "converged", "not_converged", "diverged"
 DIVERGENCE_BOUND = 1e12
 # The first iterations, far from the fixed point, use the first paths / COARSE_FRACTION
 # paths only (the same random numbers); every path from the first change below
-# COARSE_UNTIL on. Only iterations on every path can stop the solve.
+# COARSE_UNTIL, or the first change that grows, or COARSE_ITERATIONS iterations on (few
+# paths make long GD horizons unstable). Only iterations on every path stop the solve.
 COARSE_FRACTION = 4
 COARSE_UNTIL = 1e-2
+COARSE_ITERATIONS = 8
 # The per-path triangular inverses are computed in float32 (about twice as fast; their
 # rounding, ~1e-9 on M_R after the average over paths, is far below the Monte Carlo error)
 # and accumulated in float64.
@@ -121,7 +123,12 @@ def solve_seed(
     failed_step = None
     used = max(2, paths // COARSE_FRACTION) if paths >= 4 * COARSE_FRACTION else paths
     for _ in range(max_iterations):
-        if used < paths and changes and changes[-1] < COARSE_UNTIL:
+        coarse_done = changes and (
+            changes[-1] < COARSE_UNTIL
+            or len(changes) >= COARSE_ITERATIONS
+            or (len(changes) > 1 and changes[-1] > changes[-2])
+        )
+        if used < paths and coarse_done:
             used, previous_active = paths, None  # from now on every path
         sample = simulate_paths(
             problem,

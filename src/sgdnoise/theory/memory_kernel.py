@@ -124,12 +124,14 @@ def _accumulate(
         index = torch.as_tensor(set_steps[chunk, :width], device=device)
         # row i of a lower-triangular inverse enters for the paths with prefix > i
         beyond = np.cumsum(paths_by_length[chunk, :width][:, ::-1], axis=1)[:, ::-1]
-        weights = torch.as_tensor(beyond[:, :, None].astype(np.float64), device=device)
         # transposed positions: entry [g, a, b] addresses (index[g, b], index[g, a]); the
         # gathered matrices and the solver's inverses are then column-major views
-        flat = index[:, None, :] * size + index[:, :, None]
+        flat = (index * size)[:, None, :] + index[:, :, None]
         matrices = flat_scaled[flat].mT
-        inverses = unit_lower_inverse(matrices).to(torch.float64) * weights
+        inverses = unit_lower_inverse(matrices).to(torch.float64)
+        real = index != size - 1  # padding rows only reach the dropped padding column
+        if not np.all(beyond[real.cpu().numpy()] == 1):  # else every weight that counts is 1
+            inverses *= torch.as_tensor(beyond[:, :, None].astype(np.float64), device=device)
         total.index_add_(0, flat.reshape(-1), inverses.mT.reshape(-1))
     return total
 

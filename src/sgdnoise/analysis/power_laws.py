@@ -1,0 +1,347 @@
+"""Power laws of the observables at stopping, fitted where the law applies (PHYSICS.md B5).
+
+In the noise-dominated regime (T well above the crossover T_c) the scaling argument
+of paper B predicts, for the perceptron on depleted_sign with exponent chi,
+
+    signal          u_1                  ~ T   d^1/2 P^gamma,  gamma = 1 / (1 + chi)
+    noise           |u_perp|^2 / (d - 1) ~ T^2 d^0   P^0       (|u_perp| ~ T sqrt(d))
+    training time   t*                   ~ T   d     P^b,      b = (3 + chi) / (1 + chi)
+    weight change   |w* - w0| / |w0|     ~ T^delta P^gamma_w,  delta = 1, gamma_w = gamma
+
+(the last from u_1 >> |u_perp|: |w* - w0| ~ u_1 and |w0| ~ sqrt(d)). These are
+predictions to test: the exponents are measured, with confidence intervals, and stored
+beside the formulas. Units: T, t* in the config's units (T = lr / (h B), t* in lr x
+steps); u_1, noise and the weight change are dimensionless.
+
+Fit (one group = fixed values of every swept axis other than T, P and N, e.g. chi):
+
+    log y = log A + e_T log T + e_P log P + e_N log N
+
+by least squares on the seed-averaged log y (the geometric mean over seeds) of the
+points inside the power-law window, with a regressor for each of T, P, N that varies.
+
+Window rule (stated, applied by code, never by hand). On each curve y(T) at fixed
+(P, N), the local slopes s_i = d log y / d log T between adjacent temperatures are
+computed from the seed-averaged curve, with their standard errors se_i from the seed
+scatter. The window is the longest run of consecutive temperatures ENDING AT THE
+HIGHEST ONE (the noise-dominated regime is T >> T_c) in which every local slope lies
+within ``tolerance`` + ``z`` se_i of the median slope of the run, grown downwards from
+the top ``min_points`` temperatures and stopped at the first slope that breaks it. A
+curve whose top ``min_points`` temperatures already break it contributes nothing.
+Points where some replica did not complete, or where the observable is not positive,
+are left out of the curve (counted in ``points_excluded``).
+
+Confidence intervals: bootstrap over seeds (replica indices resampled jointly for all
+points of the study, the window rule re-applied in every resample), reported as the
+Student-t interval estimate +- t_{R-1} sqrt(R / (R - 1)) sd_bootstrap, which has
+nominal coverage for a fit that is linear in the seed averages (tests:
+tests/test_power_laws.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from sgdnoise.analysis.scaling_data import (
+    REPLICA,
+    TEMPERATURE,
+    complete_points,
+    group_dims,
+    observables_at_stop,
+    resample_counts,
+    size_dims,
+    student_interval,
+    study_config,
+)
+
+SLOPE_TOLERANCE = 0.1
+SLOPE_SIGMAS = 2.0
+MIN_POINTS = 3
+RESAMPLES = 1000
+CONFIDENCE = 0.95
+SIGNIFICANT_ONLY = True
+
+
+def predicted_exponent(observable: str, regressor: str, chi: float) -> float:
+    """The scaling prediction of paper B for the perceptron on depleted_sign (NaN: none)."""
+    gamma = 1.0 / (1.0 + chi)
+    table = {
+        ("signal", TEMPERATURE): 1.0,
+        ("signal", "P"): gamma,
+        ("signal", "N"): 0.5,
+        ("noise", TEMPERATURE): 2.0,
+        ("noise", "P"): 0.0,
+        ("noise", "N"): 0.0,
+        ("t_star", TEMPERATURE): 1.0,
+        ("t_star", "P"): (3.0 + chi) / (1.0 + chi),
+        ("t_star", "N"): 1.0,
+        ("weight_change", TEMPERATURE): 1.0,
+        ("weight_change", "P"): gamma,
+        ("weight_change", "N"): 0.0,
+    }
+    return table.get((observable, regressor), np.nan)
+
+
+def window_start(
+    log_mean: np.ndarray,
+    log_temperature: np.ndarray,
+    slope_error: np.ndarray,
+    tolerance: float = SLOPE_TOLERANCE,
+    sigmas: float = SLOPE_SIGMAS,
+    min_points: int = MIN_POINTS,
+) -> np.ndarray:
+    """Index of the lowest temperature of the power-law window, per resample (-1: none).
+
+    log_mean (resamples, n): seed-averaged log y of one curve at increasing temperatures
+    log_temperature (n,); slope_error (n - 1,): standard errors of the local slopes.
+    The window is [start, n): see the module docstring for the rule.
+    """
+    resamples, n = log_mean.shape
+    start = np.full(resamples, -1)
+    if n < min_points:
+        return start
+    slopes = np.diff(log_mean, axis=1) / np.diff(log_temperature)
+    allowance = tolerance + sigmas * slope_error
+    growing = np.ones(resamples, dtype=bool)
+    for first in range(n - min_points, -1, -1):
+        run = slopes[:, first:]
+        median = np.median(run, axis=1, keepdims=True)
+        inside = (np.abs(run - median) <= allowance[first:]).all(axis=1)
+        growing &= inside
+        start[growing] = first
+    return start
+
+
+def fit_power_law(
+    values: xr.DataArray,
+    tolerance: float = SLOPE_TOLERANCE,
+    sigmas: float = SLOPE_SIGMAS,
+    min_points: int = MIN_POINTS,
+    resamples: int = RESAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = 0,
+) -> xr.Dataset:
+    """Exponents of y ~ A T^e_T P^e_P N^e_N with Student-t bootstrap intervals over seeds.
+
+    ``values``: one group's observable at stopping, dims (P?, N?, temperature, replica),
+    NaN where a replica did not complete. Returns exponent, exponent_low/_high
+    (dim ``regressor``), log_amplitude, the window mask (dims of values without the
+    replica), points_in_window, points_excluded and resamples_failed.
+    """
+    sizes = size_dims(values)
+    values = values.transpose(*sizes, TEMPERATURE, REPLICA)
+    shape = values.shape[:-1]
+    replicas = values.sizes[REPLICA]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.log(np.where(values.values > 0, values.values, np.nan))
+    curves = logs.reshape(-1, values.sizes[TEMPERATURE], replicas)  # (C, nT, R)
+    usable = complete_points(curves)
+    log_temperature = np.log(values[TEMPERATURE].values.astype(float))
+    size_grid = np.meshgrid(*[np.log(values[d].values.astype(float)) for d in sizes], indexing="ij")
+    log_sizes = np.stack([g.ravel() for g in size_grid], -1) if sizes else np.zeros((1, 0))
+
+    counts = np.vstack(
+        [np.ones((1, replicas)), resample_counts(replicas, resamples, np.random.default_rng(seed))]
+    )
+    filled = np.nan_to_num(curves)
+    means = np.einsum("br,ctr->bct", counts, filled) / replicas  # (1 + resamples, C, nT)
+    window = np.zeros((counts.shape[0],) + usable.shape, dtype=bool)
+    for c in range(curves.shape[0]):
+        valid = np.flatnonzero(usable[c])
+        if valid.size < min_points:
+            continue
+        per_seed = np.diff(curves[c, valid], axis=0) / np.diff(log_temperature[valid])[:, None]
+        slope_error = (
+            per_seed.std(axis=1, ddof=1) / np.sqrt(replicas)
+            if replicas > 1
+            else (np.zeros(valid.size - 1))
+        )
+        start = window_start(
+            means[:, c, valid], log_temperature[valid], slope_error, tolerance, sigmas, min_points
+        )
+        for b in np.flatnonzero(start >= 0):
+            window[b, c, valid[start[b] :]] = True
+
+    regressors = [TEMPERATURE, *sizes]
+    columns = np.concatenate(
+        [
+            np.broadcast_to(log_temperature[None, :, None], usable.shape + (1,)),
+            np.broadcast_to(log_sizes[:, None, :], usable.shape + (len(sizes),)),
+        ],
+        axis=-1,
+    ).reshape(-1, len(regressors))
+    varying = [j for j in range(len(regressors)) if np.ptp(columns[usable.ravel(), j]) > 0]
+    design = np.concatenate([np.ones((columns.shape[0], 1)), columns[:, varying]], axis=1)
+    targets = means.reshape(counts.shape[0], -1)
+    coefficients = _weighted_least_squares(
+        design, window.reshape(counts.shape[0], -1).astype(float), targets
+    )
+    upper_coefficients = _weighted_least_squares(
+        design,
+        _upper_half(window, min_points).reshape(counts.shape[0], -1).astype(float),
+        targets,
+    )
+    exponents = np.full((counts.shape[0], len(regressors)), np.nan)
+    exponents[:, varying] = coefficients[:, 1:]
+    shift = np.full((counts.shape[0], len(regressors)), np.nan)
+    shift[:, varying] = coefficients[:, 1:] - upper_coefficients[:, 1:]
+    low, high = student_interval(exponents[0], exponents[1:], replicas, confidence)
+    statistical = (high - low) / 2
+    shift_low, shift_high = student_interval(shift[0], shift[1:], replicas, confidence)
+    significant = (shift_low > 0) | (shift_high < 0)
+    systematic = np.where(significant | (not SIGNIFICANT_ONLY), np.abs(shift[0]), 0.0)
+    half_width = np.hypot(statistical, np.nan_to_num(systematic))
+    low, high = exponents[0] - half_width, exponents[0] + half_width
+    point_dims = [*sizes, TEMPERATURE]
+    return xr.Dataset(
+        {
+            "exponent": (("regressor",), exponents[0]),
+            "exponent_low": (("regressor",), low),
+            "exponent_high": (("regressor",), high),
+            "exponent_statistical": (("regressor",), statistical),
+            "exponent_systematic": (("regressor",), systematic),
+            "log_amplitude": ((), coefficients[0, 0]),
+            "window": (point_dims, window[0].reshape(shape)),
+            "points_in_window": ((), int(window[0].sum())),
+            "points_excluded": ((), int((~usable).sum())),
+            "resamples_failed": (
+                (),
+                int(np.isnan(exponents[1:, varying]).any(axis=1).sum()) if varying else resamples,
+            ),
+        },
+        coords={"regressor": regressors, **{d: values[d].values for d in point_dims}},
+    )
+
+
+def _upper_half(window: np.ndarray, min_points: int) -> np.ndarray:
+    """The upper half of each curve's window (last axis: temperature), >= min_points."""
+    from_top = np.cumsum(window[..., ::-1], axis=-1)[..., ::-1]
+    total = window.sum(axis=-1, keepdims=True)
+    keep = np.maximum(min_points, np.ceil(total / 2))
+    return window & (from_top <= keep)
+
+
+def _weighted_least_squares(
+    design: np.ndarray, weights: np.ndarray, targets: np.ndarray
+) -> np.ndarray:
+    """Coefficients per resample of sum_p w_bp (y_bp - X_p beta_b)^2 (NaN if degenerate)."""
+    k = design.shape[1]
+    normal = np.einsum("bp,pi,pj->bij", weights, design, design)
+    right = np.einsum("bp,pi,bp->bi", weights, design, targets)
+    result = np.full((weights.shape[0], k), np.nan)
+    enough = weights.sum(axis=1) > k
+    for b in np.flatnonzero(enough):
+        if np.linalg.matrix_rank(normal[b]) == k:
+            result[b] = np.linalg.solve(normal[b], right[b])
+    return result
+
+
+def power_laws(
+    summary: xr.Dataset,
+    tolerance: float = SLOPE_TOLERANCE,
+    sigmas: float = SLOPE_SIGMAS,
+    min_points: int = MIN_POINTS,
+    resamples: int = RESAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = 0,
+) -> xr.Dataset:
+    """Power-law exponents of every stopping observable of a study, per group, with CIs.
+
+    Dims of the result: observable, the group dims (e.g. chi), regressor (temperature,
+    P, N: those swept). ``exponent_predicted`` holds paper B's perceptron predictions
+    where they apply (depleted_sign data), NaN elsewhere; ``power_law_window`` marks the
+    points each fit used. Named copies of the paper's exponents: gamma (signal vs P),
+    b (t* vs P), delta (weight change vs T), each with _low, _high, _predicted.
+    """
+    observed = observables_at_stop(summary)
+    config = study_config(summary)
+    depleted = config.get("data", {}).get("kind") == "depleted_sign"
+    fixed_chi = config.get("data", {}).get("chi", np.nan)
+    parts = []
+    for name, values in observed.items():
+        groups = group_dims(values)
+        stacked = values.stack(group=groups) if groups else values.expand_dims(group=[0])
+        fits = []
+        for index in range(stacked.sizes["group"]):
+            fit = fit_power_law(
+                stacked.isel(group=index),
+                tolerance,
+                sigmas,
+                min_points,
+                resamples,
+                confidence,
+                seed,
+            )
+            chi = float(stacked["chi"].values[index]) if "chi" in groups else fixed_chi
+            fit["exponent_predicted"] = (
+                ("regressor",),
+                [
+                    predicted_exponent(name, r, chi) if depleted else np.nan
+                    for r in fit["regressor"].values
+                ],
+            )
+            fits.append(fit)
+        merged = xr.concat(fits, dim="group", coords="minimal", compat="override")
+        merged = merged.assign_coords(group=stacked["group"]) if groups else merged.isel(group=0)
+        merged = merged.unstack("group") if groups else merged
+        parts.append(merged.expand_dims(observable=[name]))
+    result = xr.concat(parts, dim="observable", join="outer")
+    result = result.rename(window="power_law_window")
+    result["power_law_window"] = result["power_law_window"].fillna(False).astype(bool)
+    for symbol, observable, regressor in (
+        ("gamma", "signal", "P"),
+        ("b", "t_star", "P"),
+        ("delta", "weight_change", TEMPERATURE),
+    ):
+        if observable in result["observable"] and regressor in result["regressor"]:
+            pick = {"observable": observable, "regressor": regressor}
+            for suffix in ("", "_low", "_high", "_predicted"):
+                source = "exponent" + suffix
+                result[symbol + suffix] = result[source].sel(pick, drop=True)
+    result.attrs.update(
+        power_law_method=(
+            "least squares of the seed-averaged log y on log T, log P, log N (those swept) "
+            "over the points of the power-law window; Student-t bootstrap interval over seeds "
+            f"({resamples} joint resamples of the replica index, window rule re-applied), "
+            f"confidence {confidence}"
+        ),
+        power_law_window_rule=(
+            "per curve y(T) at fixed P, N: the longest run of consecutive temperatures ending "
+            "at the highest T whose local log-log slopes all lie within tolerance + sigmas x "
+            "standard error of the run's median slope, at least min_points temperatures; "
+            "points with a non-completed replica excluded"
+        ),
+        power_law_slope_tolerance=tolerance,
+        power_law_slope_sigmas=sigmas,
+        power_law_min_points=min_points,
+        power_law_bootstrap_seed=seed,
+    )
+    return result
+
+
+UNITS = {
+    "observable": ("1", "observable at stopping"),
+    "regressor": ("1", "variable of the power law: temperature, P or N"),
+    "exponent": ("1", "fitted power-law exponent of the observable in the regressor"),
+    "exponent_low": ("1", "lower end of the exponent's confidence interval"),
+    "exponent_high": ("1", "upper end of the exponent's confidence interval"),
+    "exponent_predicted": ("1", "paper B's scaling prediction for the perceptron (NaN: none)"),
+    "log_amplitude": ("1", "log A of the fit y = A T^e_T P^e_P N^e_N"),
+    "power_law_window": ("1", "whether the point (P, N, T) entered the power-law fit"),
+    "points_in_window": ("1", "number of grid points in the power-law fit"),
+    "points_excluded": ("1", "grid points left out: a replica not completed or y <= 0"),
+    "resamples_failed": ("1", "bootstrap resamples where the fit was degenerate"),
+    "gamma": ("1", "exponent of the signal u_1 in P (prediction 1 / (1 + chi))"),
+    "gamma_low": ("1", "lower end of the interval of gamma"),
+    "gamma_high": ("1", "upper end of the interval of gamma"),
+    "gamma_predicted": ("1", "predicted gamma = 1 / (1 + chi)"),
+    "b": ("1", "exponent of t* in P (prediction (3 + chi) / (1 + chi))"),
+    "b_low": ("1", "lower end of the interval of b"),
+    "b_high": ("1", "upper end of the interval of b"),
+    "b_predicted": ("1", "predicted b = (3 + chi) / (1 + chi)"),
+    "delta": ("1", "exponent of the relative weight change in T"),
+    "delta_low": ("1", "lower end of the interval of delta"),
+    "delta_high": ("1", "upper end of the interval of delta"),
+    "delta_predicted": ("1", "predicted delta (1 for the perceptron)"),
+}

@@ -1,0 +1,164 @@
+"""What the scaling analyses share: observables at stopping, curves, seed resampling.
+
+A study summary (stages.aggregate) holds, per grid point and replica, the recorded time
+series and the per-replica scalars. The scaling analyses (power_laws,
+critical_temperature) need one number per replica and point: the observable at
+stopping (PHYSICS.md B4):
+
+- signal u_1 = u . e, noise |u_perp|^2 / (d - 1), weight_change |w - w0| / |w0| and
+  test_error at the last record (a stopped replica's later records repeat its final
+  weights, so this is the value at t*);
+- t_star (lr x steps), the training time to zero loss.
+
+Only replicas with status ``completed`` carry a value: a ``budget_exhausted`` replica
+stopped before zero loss (its t* is unknown and its weights are not a solution) and a
+``diverged`` one has none. A point enters a fit only if every replica completed
+(``complete_points``): dropping the slow replicas of a point would bias t* and the
+weights towards the fast ones. Excluded points are counted and reported, never averaged.
+
+The seeds of a grid point are its replicas (data.per_replica: replica r trains on its
+own training set, with its own initialisation and batches). Replica r of every point of
+a study is seed r, so a bootstrap over seeds resamples replica indices jointly for all
+points: correlations between points that share a seed are kept.
+
+Temperature: the grid axis ``temperature`` (optimizer.temperature), or ``lr`` converted
+with T = lr / (width x batch size) (PHYSICS.md B1; width 1 for the perceptron).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import xarray as xr
+from scipy import stats
+
+STOPPING_OBSERVABLES = ("signal", "noise", "t_star", "weight_change", "test_error")
+TEMPERATURE = "temperature"
+SIZE_DIMS = ("P", "N")
+REPLICA = "replica"
+
+
+def study_config(summary: xr.Dataset) -> dict:
+    """The example grid-point config stored in a summary (empty if absent)."""
+    return json.loads(summary.attrs.get("example_config", "{}") or "{}")
+
+
+def with_temperature(summary: xr.Dataset) -> xr.Dataset:
+    """The summary with a ``temperature`` dimension (from an ``lr`` axis if needed)."""
+    if TEMPERATURE in summary.dims:
+        return summary
+    if "lr" not in summary.dims:
+        raise ValueError(
+            "a scaling analysis needs the temperature as a grid axis (optimizer.temperature, "
+            f"or optimizer.lr); the summary has dims {sorted(summary.dims)}"
+        )
+    config = study_config(summary)
+    width = (
+        1
+        if config.get("model", {}).get("kind", "perceptron") == "perceptron"
+        else (config["model"]["width"])
+    )
+    batch = config.get("optimizer", {}).get("batch_size", 1)
+    temperature = summary["lr"].values / (width * batch)
+    return summary.rename({"lr": TEMPERATURE}).assign_coords({TEMPERATURE: temperature})
+
+
+def group_dims(values: xr.DataArray) -> list[str]:
+    """Dims of a per-replica observable that are neither T, sizes nor the replica."""
+    return [d for d in values.dims if d not in (TEMPERATURE, REPLICA, *SIZE_DIMS)]
+
+
+def size_dims(values: xr.DataArray) -> list[str]:
+    """The swept system sizes (P, N) of an observable, in that order."""
+    return [d for d in SIZE_DIMS if d in values.dims]
+
+
+def observables_at_stop(summary: xr.Dataset) -> dict[str, xr.DataArray]:
+    """Each available stopping observable, one value per replica (NaN if not completed).
+
+    Dims: the summary's grid dims plus ``replica``; the temperature dim is last before
+    the replica. Attributes carry the number of replicas that did not complete.
+    """
+    summary = with_temperature(summary)
+    completed = summary["replica_status"].astype(str) == "completed"
+    result = {}
+    for name in STOPPING_OBSERVABLES:
+        if name not in summary:
+            continue
+        values = summary[name]
+        if "time" in values.dims:
+            values = _last_finite(values, "time")
+        values = values.where(completed)
+        order = [d for d in values.dims if d not in (TEMPERATURE, REPLICA)]
+        values = values.transpose(*order, TEMPERATURE, REPLICA).astype(float)
+        values.attrs = {
+            "units": summary[name].attrs.get("units", "1"),
+            "long_name": summary[name].attrs.get("long_name", name),
+            "replicas_not_completed": int((~completed).sum()),
+        }
+        result[name] = values
+    return result
+
+
+def _last_finite(values: xr.DataArray, dim: str) -> xr.DataArray:
+    """The last finite entry along ``dim`` (NaN where there is none)."""
+    axis = values.get_axis_num(dim)
+    data = np.moveaxis(values.values, axis, -1)
+    finite = np.isfinite(data)
+    last = data.shape[-1] - 1 - np.argmax(finite[..., ::-1], axis=-1)
+    picked = np.take_along_axis(data, last[..., None], axis=-1)[..., 0]
+    picked = np.where(finite.any(-1), picked, np.nan)
+    dims = [d for d in values.dims if d != dim]
+    return xr.DataArray(picked, dims=dims, coords={d: values[d] for d in dims})
+
+
+def complete_points(values: np.ndarray) -> np.ndarray:
+    """Mask of points (all axes but the last, the replica) where every replica has a value."""
+    return np.isfinite(values).all(axis=-1)
+
+
+def resample_counts(replicas: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Bootstrap multiplicities of the seeds, (resamples, replicas), each row summing to R."""
+    draws = rng.integers(0, replicas, size=(resamples, replicas))
+    counts = np.zeros((resamples, replicas))
+    np.add.at(counts, (np.arange(resamples)[:, None], draws), 1.0)
+    return counts
+
+
+def student_interval(
+    estimate: np.ndarray, replicates: np.ndarray, replicas: int, confidence: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
+    """Interval estimate +- t_{R-1} sqrt(R / (R - 1)) sd(bootstrap replicates).
+
+    ``replicates`` has the resample axis first. For a statistic that is a mean over
+    seeds (a least-squares fit of seed-averaged data in a fixed window is one), the
+    bootstrap variance is (R - 1) / R times the squared classical standard error, and
+    this interval is the Student-t interval: nominal coverage with few seeds, where the
+    percentile bootstrap covers too rarely (~80% for R = 5 instead of 95%).
+    Resamples that gave no value (NaN) are ignored.
+    """
+    spread = np.nanstd(replicates, axis=0, ddof=1) * math.sqrt(replicas / max(replicas - 1, 1))
+    quantile = stats.t.ppf(0.5 + confidence / 2, df=max(replicas - 1, 1))
+    return estimate - quantile * spread, estimate + quantile * spread
+
+
+def fixed_parameters_text(summary: xr.Dataset, keys: tuple[str, ...]) -> str:
+    """'name=value' of config entries not swept (for titles), e.g. keys ('model.alpha',)."""
+    config = study_config(summary)
+    swept = set(json.loads(summary.attrs.get("grid_axes", "{}")).values())
+    parts = []
+    for path in keys:
+        if path in swept:
+            continue
+        node = config
+        for key in path.split("."):
+            node = node.get(key) if isinstance(node, dict) else None
+        if node is not None:
+            parts.append(
+                f"{path.split('.')[-1]}={node:g}"
+                if isinstance(node, float)
+                else f"{path.split('.')[-1]}={node}"
+            )
+    return ", ".join(parts)
