@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import os
 import time as clock
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
