@@ -23,6 +23,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/observables.smk"
 include: "workflow/rules/fit.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/study_fits.smk"
 include: "workflow/rules/plots.smk"
 
 

@@ -34,3 +34,12 @@ def test_gardner_capacity_decreases_like_one_over_kappa_squared():
 def test_gardner_capacity_rejects_kappa_outside_its_domain(kappa):
     with pytest.raises(ValueError, match="kappa"):
         gardner_capacity(kappa)
+
+
+def test_gardner_docstring_examples_hold():
+    import doctest
+
+    import sgdnoise.theory.gardner as module
+
+    failures, tried = doctest.testmod(module)
+    assert tried >= 2 and failures == 0

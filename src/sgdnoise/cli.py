@@ -5,7 +5,8 @@
     sgdnoise show X.nc                                             JSON summary of an artifact
     sgdnoise validate CONFIG.yaml                                  check a study config, list points
     sgdnoise aggregate --grid grid.tsv --out summary.nc RUN.nc...  assemble a study
-    sgdnoise render FIGURE summary.nc --out fig.png                draw one figure
+    sgdnoise study-fits summary.nc --analyses A... --out fits.nc  study-level fits
+    sgdnoise render FIGURE summary.nc --out fig.png [--fits F.nc]  draw one figure
 
 Errors in the input (invalid config, unusable artifact) print one clear line to stderr
 and exit with status 2; nothing is written.
@@ -151,10 +152,21 @@ def cmd_aggregate(args: argparse.Namespace) -> None:
     write_artifact(aggregate(args.grid, args.runs, args.fits or []), args.out, "summary")
 
 
+def cmd_study_fits(args: argparse.Namespace) -> None:
+    from sgdnoise.stages.study_fits import study_fits
+
+    summary = read_artifact(args.summary, "summary")
+    try:
+        fits = study_fits(summary, args.analyses)
+    except ValueError as error:
+        raise ArtifactError(f"{args.summary}: {error}") from None
+    write_artifact(fits, args.out, "fit")
+
+
 def cmd_render(args: argparse.Namespace) -> None:
     from sgdnoise.plots import render
 
-    render(args.figure, args.summary, args.out)
+    render(args.figure, args.summary, args.out, args.fits)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -207,10 +219,24 @@ def build_parser() -> argparse.ArgumentParser:
     aggregate.add_argument("runs", nargs="+")
     aggregate.set_defaults(handler=cmd_aggregate)
 
+    study = commands.add_parser(
+        "study-fits", help="study-level fits of a summary: power laws, critical temperature"
+    )
+    study.add_argument("summary", help="the study's summary.nc")
+    study.add_argument(
+        "--analyses",
+        nargs="+",
+        required=True,
+        help="study-level analyses: power_laws, critical_temperature",
+    )
+    study.add_argument("--out", required=True, help="fits artifact to write (fits.nc)")
+    study.set_defaults(handler=cmd_study_fits)
+
     render = commands.add_parser("render", help="draw one figure of a study")
     render.add_argument("figure")
     render.add_argument("summary")
     render.add_argument("--out", required=True)
+    render.add_argument("--fits", help="the study's fits.nc (figures of study-level fits)")
     render.set_defaults(handler=cmd_render)
     return parser
 

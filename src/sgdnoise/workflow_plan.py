@@ -9,7 +9,17 @@ FIGURES_OF_ANALYSIS: dict[str, tuple[str, ...]] = {
     "replica_distance": ("replica_distance_vs_b", "teff_vs_distance"),
     "margins": ("margins",),
     "phase_diagram": ("phase_diagram", "test_error_vs_temperature"),
+    "power_laws": ("scaling_observables", "exponents_vs_chi"),
+    "critical_temperature": ("critical_temperature_vs_P", "scaling_collapse"),
 }
+
+# Figures drawn from the study-level fits (results/<study>/fits.nc, rule study_fits).
+FIGURES_WITH_STUDY_FITS = (
+    "scaling_observables",
+    "exponents_vs_chi",
+    "critical_temperature_vs_P",
+    "scaling_collapse",
+)
 
 
 def figures_of(analyses: list[str]) -> list[str]:

@@ -1,0 +1,351 @@
+"""Figures of the scaling analyses (power_laws, critical_temperature), from summary + fits.
+
+- scaling_observables: each observable at stopping against T, one curve per P (log-log),
+  filled markers inside the power-law window, the fitted power law drawn over it;
+- exponents_vs_chi: measured exponents in P and in T against chi, with the predicted
+  curves gamma = 1/(1+chi), b = (3+chi)/(1+chi) and the T exponents;
+- critical_temperature_vs_P: T_c against P (log-log) with intervals and the fit
+  T_c ~ P^-a;
+- scaling_collapse: <y>/y_0 against T P^a at the collapse exponent a.
+
+Each takes the study summary and, optionally, its fits.nc (computed here when absent).
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import xarray as xr
+
+from sgdnoise.analysis.critical_temperature import critical_temperature
+from sgdnoise.analysis.power_laws import power_laws, predicted_exponent
+from sgdnoise.analysis.scaling_data import (
+    REPLICA,
+    TEMPERATURE,
+    complete_points,
+    fixed_parameters_text,
+    group_dims,
+    observables_at_stop,
+)
+from sgdnoise.plots.common import save
+
+NAMES = {
+    "signal": "signal $u_1$ at stop",
+    "noise": r"noise $|u_\perp|^2/(d-1)$ at stop",
+    "t_star": "training time $t^*$ (lr x steps)",
+    "weight_change": r"weight change $|w^*-w_0|/|w_0|$",
+    "test_error": "test error at stop",
+}
+SYMBOLS = {TEMPERATURE: "T", "P": "P", "N": "d"}
+FIXED = (
+    "data.kind",
+    "model.kind",
+    "model.alpha",
+    "optimizer.batch_size",
+    "data.N",
+    "data.chi",
+    "run.replicas",
+)
+
+
+def _fits(summary: xr.Dataset, fits: xr.Dataset | None, variable: str) -> xr.Dataset:
+    """The study fits holding ``variable`` (computed from the summary if not given)."""
+    if fits is not None and variable in fits:
+        return fits
+    return (
+        critical_temperature(summary)
+        if variable.startswith(("critical", "collapse"))
+        else (power_laws(summary))
+    )
+
+
+def _groups(values: xr.DataArray) -> list[dict]:
+    """Selections of every group (fixed values of the dims other than T, P, N, replica)."""
+    dims = group_dims(values)
+    if not dims:
+        return [{}]
+    stacked = values.stack(group=dims)
+    return [dict(zip(dims, np.atleast_1d(key), strict=True)) for key in stacked["group"].values]
+
+
+def _shown_n(values: xr.DataArray) -> dict:
+    """The N shown when N is swept: the median value (the fits use all of them)."""
+    if "N" not in values.dims:
+        return {}
+    sizes = values["N"].values
+    return {"N": sizes[len(sizes) // 2]}
+
+
+def _group_text(group: dict) -> str:
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in group.items())
+
+
+def _title(summary: xr.Dataset, what: str, shown: dict) -> str:
+    fixed = fixed_parameters_text(summary, FIXED)
+    extra = f", shown at d={shown['N']}" if shown else ""
+    return f"{what}\n{fixed}{extra}"
+
+
+def scaling_observables(summary: xr.Dataset, out: str, fits: xr.Dataset | None = None) -> None:
+    """Observables at stopping against T, per P, with the fitted power laws."""
+    fits = _fits(summary, fits, "exponent")
+    observed = observables_at_stop(summary)
+    names = list(observed)
+    groups = _groups(observed[names[0]])
+    shown = _shown_n(observed[names[0]])
+    figure, axes = plt.subplots(
+        len(groups), len(names), figsize=(4.2 * len(names), 3.6 * len(groups)), squeeze=False
+    )
+    for row, group in enumerate(groups):
+        for column, name in enumerate(names):
+            axis = axes[row, column]
+            values = observed[name].sel(group).sel(shown)
+            fit = fits.sel(observable=name).sel(group).sel(shown)
+            _draw_curves(axis, values, fit, shown)
+            axis.set_xscale("log")
+            axis.set_yscale(
+                "log" if np.nanmin(values.values) > 0 else "symlog",
+                **({} if np.nanmin(values.values) > 0 else {"linthresh": 1e-3}),
+            )
+            axis.set_xlabel("temperature T = lr / (h B)")
+            axis.set_ylabel(NAMES.get(name, name))
+            exponents = ", ".join(
+                f"{SYMBOLS.get(r, r)}^{fit['exponent'].sel(regressor=r).item():.2f}"
+                for r in fit["regressor"].values
+                if np.isfinite(fit["exponent"].sel(regressor=r).item())
+            )
+            axis.set_title(f"{_group_text(group)}  fit: {exponents or 'no window'}", fontsize=9)
+            if row == 0 and column == 0:
+                axis.legend(fontsize=7, title="P (filled: in fit window)", title_fontsize=7)
+    figure.suptitle(
+        _title(summary, "Observables at stopping against temperature", shown), fontsize=10
+    )
+    figure.tight_layout()
+    save(figure, out)
+
+
+def _draw_curves(axis, values: xr.DataArray, fit: xr.Dataset, shown: dict) -> None:
+    """One curve per P: seed mean +- standard error, window points filled, fit line."""
+    sizes = values["P"].values if "P" in values.dims else [None]
+    colours = plt.cm.viridis(np.linspace(0, 0.9, len(sizes)))
+    temperatures = values[TEMPERATURE].values
+    for colour, size in zip(colours, sizes, strict=True):
+        curve = values.sel(P=size) if size is not None else values
+        data = curve.transpose(TEMPERATURE, REPLICA).values
+        complete = complete_points(data)
+        mean = np.nanmean(data, axis=1)
+        error = np.nanstd(data, axis=1, ddof=1) / np.sqrt(np.isfinite(data).sum(1).clip(1))
+        window = (
+            fit["power_law_window"].sel(P=size).values
+            if size is not None
+            else (fit["power_law_window"].values)
+        )
+        label = f"P={size:g}" if size is not None else None
+        axis.errorbar(
+            temperatures,
+            mean,
+            yerr=error,
+            color=colour,
+            ls="-",
+            lw=0.8,
+            marker="o",
+            ms=3.5,
+            mfc="white",
+            label=label,
+        )
+        inside = window & complete
+        axis.plot(temperatures[inside], mean[inside], "o", color=colour, ms=4.5)
+        if inside.any() and np.isfinite(fit["log_amplitude"].item()):
+            line_t = temperatures[inside]
+            at = {TEMPERATURE: line_t, "P": size, **shown}
+            log_y = fit["log_amplitude"].item() + sum(
+                fit["exponent"].sel(regressor=r).item() * np.log(at[r])
+                for r in fit["regressor"].values
+                if np.isfinite(fit["exponent"].sel(regressor=r).item())
+            )
+            axis.plot(line_t, np.exp(log_y) * np.ones(line_t.size), color="black", lw=1.0, ls="--")
+        excluded = ~complete
+        if excluded.any():
+            axis.plot(
+                temperatures[excluded], np.nanmean(data[excluded], axis=1), "x", color=colour, ms=6
+            )
+
+
+def exponents_vs_chi(summary: xr.Dataset, out: str, fits: xr.Dataset | None = None) -> None:
+    """Measured exponents in P and T against chi, with paper B's predicted curves."""
+    fits = _fits(summary, fits, "exponent")
+    names = [
+        n
+        for n in ("signal", "noise", "t_star", "weight_change", "test_error")
+        if n in fits["observable"].values
+    ]
+    regressors = [r for r in ("P", TEMPERATURE, "N") if r in fits["regressor"].values]
+    figure, axes = plt.subplots(
+        len(regressors),
+        len(names),
+        figsize=(3.8 * len(names), 3.3 * len(regressors)),
+        squeeze=False,
+    )
+    if "chi" in fits.dims:
+        chis = fits["chi"].values.astype(float)
+    else:
+        fixed = fixed_parameters_text(summary, ("data.chi",))
+        chis = np.array([float(fixed.split("=")[1])]) if fixed else np.array([np.nan])
+    curve_chi = np.linspace(0.0, max(3.0, np.nanmax(chis)) if np.isfinite(chis).any() else 3.0, 100)
+    others = [d for d in fits["exponent"].dims if d not in ("observable", "regressor", "chi")]
+    for row, regressor in enumerate(regressors):
+        for column, name in enumerate(names):
+            axis = axes[row, column]
+            pick = fits.sel(observable=name, regressor=regressor)
+            for index, rest in enumerate(_selections(pick, others)):
+                part = pick.sel(rest)
+                measured = np.atleast_1d(part["exponent"].values)
+                low = np.atleast_1d(part["exponent_low"].values)
+                high = np.atleast_1d(part["exponent_high"].values)
+                axis.errorbar(
+                    chis + 0.04 * index,
+                    measured,
+                    yerr=[measured - low, high - measured],
+                    fmt="o",
+                    capsize=3,
+                    label=("measured " + _group_text(rest)).strip(),
+                )
+            predicted = [predicted_exponent(name, regressor, c) for c in curve_chi]
+            if (
+                np.isfinite(predicted).any()
+                and np.isfinite(
+                    fits["exponent_predicted"].sel(observable=name, regressor=regressor).values
+                ).any()
+            ):
+                axis.plot(curve_chi, predicted, "k--", lw=1, label="scaling prediction")
+            axis.set_xlabel(r"depletion exponent $\chi$")
+            axis.set_ylabel(f"exponent of {SYMBOLS.get(regressor, regressor)}")
+            axis.set_title(NAMES.get(name, name), fontsize=9)
+            if row == 0 and column == 0:
+                axis.legend(fontsize=7)
+    figure.suptitle(
+        "Power-law exponents in the noise-dominated regime (95% intervals, stat + window)\n"
+        + fixed_parameters_text(summary, FIXED),
+        fontsize=10,
+    )
+    figure.tight_layout()
+    save(figure, out)
+
+
+def _selections(data: xr.Dataset, dims: list[str]) -> list[dict]:
+    if not dims:
+        return [{}]
+    stacked = data.stack(rest=dims)
+    return [dict(zip(dims, np.atleast_1d(key), strict=True)) for key in stacked["rest"].values]
+
+
+def critical_temperature_vs_p(
+    summary: xr.Dataset, out: str, fits: xr.Dataset | None = None
+) -> None:
+    """T_c against P (log-log) for every observable, with the fitted T_c ~ P^-a."""
+    fits = _fits(summary, fits, "critical_temperature")
+    names = [
+        n
+        for n in fits["observable"].values
+        if np.isfinite(fits["critical_temperature"].sel(observable=n).values).any()
+    ]
+    names = names or list(fits["observable"].values)
+    figure, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.8), squeeze=False)
+    others = [d for d in fits["critical_temperature"].dims if d not in ("observable", "P")]
+    for axis, name in zip(axes[0], names, strict=True):
+        pick = fits.sel(observable=name)
+        for rest in _selections(pick, others):
+            part = pick.sel(rest)
+            sizes = part["P"].values.astype(float)
+            tc = part["critical_temperature"].values
+            low, high = (
+                part["critical_temperature_low"].values,
+                part["critical_temperature_high"].values,
+            )
+            a_text = ""
+            if "a" in part and np.isfinite(part["a"].item()):
+                a = part["a"].item()
+                a_text = f": a={a:.2f} [{part['a_low'].item():.2f}, {part['a_high'].item():.2f}]"
+                known = np.isfinite(tc)
+                if known.sum() >= 2:
+                    amplitude = np.mean(np.log(tc[known]) + a * np.log(sizes[known]))
+                    axis.plot(
+                        sizes, np.exp(amplitude - a * np.log(sizes)), "--", lw=0.8, color="grey"
+                    )
+            axis.errorbar(
+                sizes,
+                tc,
+                yerr=[tc - low, high - tc],
+                fmt="o-",
+                capsize=3,
+                label=(_group_text(rest) + a_text).strip(": "),
+            )
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.set_xlabel("training set size P")
+        axis.set_ylabel("crossover temperature $T_c$")
+        axis.set_title(f"from {NAMES.get(name, name)}", fontsize=9)
+        axis.legend(fontsize=7)
+    threshold = fits.attrs.get("critical_temperature_threshold", "")
+    figure.suptitle(
+        f"Crossover temperature: first T where |<y>/y(T_min) - 1| reaches {threshold} "
+        "(95% intervals)\n" + fixed_parameters_text(summary, FIXED),
+        fontsize=10,
+    )
+    figure.tight_layout()
+    save(figure, out)
+
+
+def scaling_collapse(summary: xr.Dataset, out: str, fits: xr.Dataset | None = None) -> None:
+    """<y>/y_0 against T P^a at the collapse exponent a, one curve per P."""
+    fits = _fits(summary, fits, "collapse_exponent")
+    observed = observables_at_stop(summary)
+    names = [
+        n for n in observed if np.isfinite(fits["collapse_exponent"].sel(observable=n).values).any()
+    ] or list(observed)
+    groups = _groups(observed[names[0]])
+    shown = _shown_n(observed[names[0]])
+    figure, axes = plt.subplots(
+        len(groups), len(names), figsize=(4.2 * len(names), 3.6 * len(groups)), squeeze=False
+    )
+    for row, group in enumerate(groups):
+        for column, name in enumerate(names):
+            axis = axes[row, column]
+            values = observed[name].sel(group).sel(shown)
+            part = fits.sel(observable=name).sel(group).sel(shown)
+            a = float(part["collapse_exponent"].item())
+            sizes = values["P"].values if "P" in values.dims else []
+            colours = plt.cm.viridis(np.linspace(0, 0.9, max(len(sizes), 1)))
+            for colour, size in zip(colours, sizes, strict=False):
+                data = values.sel(P=size).transpose(TEMPERATURE, REPLICA).values
+                keep = complete_points(data)
+                mean = data[keep].mean(axis=1)
+                if mean.size == 0 or mean[0] == 0:
+                    continue
+                scale = float(size) ** (a if np.isfinite(a) else 0.0)
+                axis.plot(
+                    values[TEMPERATURE].values[keep] * scale,
+                    mean / mean[0],
+                    "o-",
+                    ms=3.5,
+                    lw=0.8,
+                    color=colour,
+                    label=f"P={size:g}",
+                )
+            axis.set_xscale("log")
+            axis.set_yscale("log")
+            interval = (
+                f"[{part['collapse_exponent_low'].item():.2f}, "
+                f"{part['collapse_exponent_high'].item():.2f}]"
+            )
+            axis.set_xlabel(f"$T P^a$, a = {a:.2f} {interval}")
+            axis.set_ylabel(f"{NAMES.get(name, name)} / plateau")
+            axis.set_title(_group_text(group), fontsize=9)
+            if row == 0 and column == 0:
+                axis.legend(fontsize=7)
+    figure.suptitle(
+        _title(summary, "Collapse of the departure from the T -> 0 plateau in T P^a", shown),
+        fontsize=10,
+    )
+    figure.tight_layout()
+    save(figure, out)
