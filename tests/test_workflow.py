@@ -90,6 +90,10 @@ def test_tiny_study_end_to_end(tmp_path):
     # nothing to do the second time; a new grid value trains only the new points
     again = snakemake(tmp_path, "--cores", "2", "--configfile", str(config))
     assert "Nothing to be done" in again.stdout + again.stderr
+    # the HTML report holds every figure with its caption
+    snakemake(tmp_path, "--configfile", str(config), "--report", "report.html")
+    report = (tmp_path / "report.html").read_text(errors="replace")
+    assert "training_curves" in report and "Training curves of study" in report
     grown = yaml.safe_load(config.read_text())
     grown["studies"]["tiny"]["grid"]["data.P_over_N"].append(2.0)
     write_config(tmp_path, grown)

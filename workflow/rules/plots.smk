@@ -1,20 +1,50 @@
-# Stage render: the figures of a study, each with a caption for the report.
+# Stage render: the figures of a study, each with its own caption for the report.
+# One rule per figure (a report caption cannot be chosen by a wildcard); figures of
+# study-level fits also read results/<study>/fits.nc.
+from sgdnoise.workflow_plan import FIGURES_OF_ANALYSIS, FIGURES_WITH_STUDY_FITS
+
+ALL_FIGURES = sorted({f for figures in FIGURES_OF_ANALYSIS.values() for f in figures})
 
 
-rule render:
-    input:
-        f"{RESULTS}/{{study}}/summary.nc",
-    output:
-        report(
-            f"{RESULTS}/{{study}}/figures/{{figure}}.png",
-            caption="../report/{figure}.rst",
-            category="{study}",
-            labels={"study": "{study}", "figure": "{figure}"},
-        ),
-    log:
-        f"{RESULTS}/{{study}}/logs/render/{{figure}}.log",
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    shell:
-        "sgdnoise render {wildcards.figure} {input} --out {output} > {log} 2>&1"
+def figure_inputs(figure):
+    """Input function of one figure's rule: the summary, and fits.nc where needed."""
+
+    def inputs(wildcards):
+        files = {"summary": f"{RESULTS}/{wildcards.study}/summary.nc"}
+        if figure in FIGURES_WITH_STUDY_FITS:
+            files["fits"] = f"{RESULTS}/{wildcards.study}/fits.nc"
+        return files
+
+    return inputs
+
+
+def fits_option(wildcards, input):
+    """The --fits option of `sgdnoise render` (empty for figures of the summary alone)."""
+    return f"--fits {input.fits}" if "fits" in input.keys() else ""
+
+
+for figure_name in ALL_FIGURES:
+
+    rule:
+        name:
+            f"render_{figure_name}"
+        input:
+            unpack(figure_inputs(figure_name)),
+        output:
+            report(
+                f"{RESULTS}/{{study}}/figures/{figure_name}.png",
+                caption=f"../report/{figure_name}.rst",
+                category="{study}",
+                labels={"study": "{study}", "figure": figure_name},
+            ),
+        log:
+            f"{RESULTS}/{{study}}/logs/render/{figure_name}.log",
+        params:
+            fits=fits_option,
+            figure=figure_name,
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        shell:
+            "sgdnoise render {params.figure} {input.summary} {params.fits} --out {output}"
+            " > {log} 2>&1"
