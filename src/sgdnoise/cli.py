@@ -24,7 +24,13 @@ import numpy as np
 import yaml
 
 from sgdnoise.config import ConfigError, expand_study, load_point, resolve_point
-from sgdnoise.io.artifact import ArtifactError, artifact_config, read_artifact, write_artifact
+from sgdnoise.io.artifact import (
+    ArtifactError,
+    artifact_config,
+    provenance,
+    read_artifact,
+    write_artifact,
+)
 
 
 def _set_threads(threads: int | None) -> None:
@@ -138,6 +144,18 @@ def cmd_two_time(args: argparse.Namespace) -> None:
     write_artifact(measure_two_time(run, datasets), args.out, "two_time")
 
 
+def cmd_dmft(args: argparse.Namespace) -> None:
+    from sgdnoise.theory import UnsupportedPointError, solve_dmft
+
+    point = _point_of(args)
+    try:
+        theory = solve_dmft(point, paths=args.paths, seed=args.seed, solver_seeds=args.solver_seeds)
+    except UnsupportedPointError as error:
+        raise ConfigError(f"the DMFT does not cover this point: {error}") from None
+    theory.attrs.update(provenance("dmft", point))
+    write_artifact(theory, args.out, "dmft")
+
+
 def cmd_fit(args: argparse.Namespace) -> None:
     from sgdnoise.stages.fit import fit_point
 
@@ -205,6 +223,17 @@ def build_parser() -> argparse.ArgumentParser:
     two_time.add_argument("--data", help="data artifact (else rebuilt from the config)")
     two_time.add_argument("--out", required=True, help="two-time artifact to write (.nc)")
     two_time.set_defaults(handler=cmd_two_time)
+
+    dmft = commands.add_parser("dmft", help="solve the DMFT of a grid point (same vocabulary)")
+    dmft.add_argument("point", nargs="?", help="grid point YAML")
+    dmft.add_argument("--json", help="the grid point as JSON text (instead of a file)")
+    dmft.add_argument("--paths", type=int, default=10000, help="effective-process paths")
+    dmft.add_argument("--seed", type=int, default=0, help="solver seed")
+    dmft.add_argument(
+        "--solver-seeds", type=int, default=1, help="independent solver seeds (error bars)"
+    )
+    dmft.add_argument("--out", required=True, help="dmft artifact to write (.nc)")
+    dmft.set_defaults(handler=cmd_dmft)
 
     fit = commands.add_parser("fit", help="per-point analyses: T_eff, replica distance, margins")
     fit.add_argument("run", help="run artifact")
