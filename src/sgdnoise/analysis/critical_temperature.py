@@ -50,7 +50,7 @@ DEPARTURE_THRESHOLD = 0.5
 RESAMPLES = 400
 CONFIDENCE = 0.95
 COLLAPSE_RANGE = (-3.0, 3.0)
-COLLAPSE_GRID = 61
+COLLAPSE_GRID = 31
 MIN_OVERLAP = 3  # comparisons needed for a collapse cost
 
 
@@ -112,7 +112,7 @@ def collapse_cost(
 def collapse_exponent(curves: list[tuple[np.ndarray, np.ndarray, float]]) -> tuple[float, float]:
     """The exponent a that best collapses the curves, and the cost there (NaN if none).
 
-    A grid over COLLAPSE_RANGE, then a grid 40 times finer around the best point, then
+    A grid over COLLAPSE_RANGE, then a grid 20 times finer around the best point, then
     the vertex of the parabola through the best fine point and its neighbours.
     """
     if len(curves) < 2:
@@ -123,7 +123,7 @@ def collapse_exponent(curves: list[tuple[np.ndarray, np.ndarray, float]]) -> tup
         return np.nan, np.nan
     best = grid[int(np.argmin(costs))]
     step = grid[1] - grid[0]
-    fine = np.linspace(best - step, best + step, 81)
+    fine = np.linspace(best - step, best + step, 41)
     costs = collapse_cost(curves, fine)
     k = int(np.argmin(costs))
     if 0 < k < fine.size - 1 and np.isfinite(costs[k - 1 : k + 2]).all():

@@ -22,24 +22,25 @@ points inside the power-law window, with a regressor for each of T, P, N that va
 
 Window rule (stated, applied by code, never by hand). Each curve y(T) at fixed (P, N)
 gets a window of consecutive temperatures ENDING AT THE HIGHEST ONE (the
-noise-dominated regime is T >> T_c), grown downwards from its top ``min_points``
-temperatures while the curve stays straight in log-log: the change of the local slope
-across the window, 2 c2 (log T_max - log T_min) with c2 the quadratic coefficient of a
-least-squares fit of the seed-averaged log y on (log T, log^2 T), is either below
-``tolerance`` (0.02) or not significant (two-sided Student-t test at ``level`` 0.05 on
-the per-seed values); the growth stops at the first temperature that breaks this. A
-curve whose top temperatures already curve contributes nothing. Points where a replica
-did not complete, or where the observable is not positive, are left out of the curve
-(counted in ``points_excluded``).
+noise-dominated regime is T >> T_c), grown downwards one temperature at a time from
+the top ``min_points`` (3) while each new point lies on the power law of the points
+above it: the deviation of its seed-averaged log y from the least-squares line through
+the window above, divided by the log T step (a slope error), is below ``tolerance``
+(0.01) or not significant (two-sided Student-t test at ``level`` 0.05 on the per-seed
+deviations). The growth stops at the first point that breaks this; a curve whose top
+points already break it contributes nothing. Points where a replica did not complete,
+or where the observable is not positive, are left out of the curve (counted in
+``points_excluded``).
 
 Confidence intervals, two parts added in quadrature:
 - statistical: bootstrap over seeds (replica indices resampled jointly for all points
   of the study, the window rule re-applied in every resample), as the Student-t
   interval t_{R-1} sqrt(R / (R - 1)) sd_bootstrap, which has nominal coverage for a fit
   linear in the seed averages (it is one for a fixed window);
-- systematic (finite window): twice the change of the exponent when every window is
-  cut to its upper half. A window still inside the slow approach to the asymptote
-  gives a finite-window exponent; this term measures that drift.
+- systematic (finite window): WINDOW_FACTOR = 2 times the drift d of the exponent when
+  every window is cut to its upper half, net of the drift's own seed noise s_d:
+  2 sqrt(max(d^2 - s_d^2, 0)). A window still inside the slow approach to the
+  asymptote gives a finite-window exponent; this term measures that drift.
 Tests (tests/test_power_laws.py) check coverage on synthetic power laws with and
 without crossovers.
 """
@@ -53,6 +54,7 @@ from scipy import stats
 from sgdnoise.analysis.scaling_data import (
     REPLICA,
     TEMPERATURE,
+    bootstrap_spread,
     complete_points,
     group_dims,
     observables_at_stop,
@@ -62,8 +64,8 @@ from sgdnoise.analysis.scaling_data import (
     study_config,
 )
 
-SLOPE_TOLERANCE = 0.02
-CURVATURE_LEVEL = 0.05
+SLOPE_TOLERANCE = 0.01
+DEVIATION_LEVEL = 0.05
 MIN_POINTS = 3
 RESAMPLES = 1000
 CONFIDENCE = 0.95
@@ -95,18 +97,19 @@ def window_start(
     log_temperature: np.ndarray,
     per_seed: np.ndarray,
     tolerance: float = SLOPE_TOLERANCE,
-    level: float = CURVATURE_LEVEL,
+    level: float = DEVIATION_LEVEL,
     min_points: int = MIN_POINTS,
 ) -> np.ndarray:
     """Index of the lowest temperature of the power-law window, per resample (-1: none).
 
     log_mean (resamples, n): seed-averaged log y of one curve at increasing temperatures
     log_temperature (n,); per_seed (n, R): log y of each seed (for standard errors).
-    The window [start, n) is grown downwards from the top ``min_points`` temperatures
-    while the curve stays straight in log-log: the change of slope across the window,
-    2 c2 (log T_max - log T_min) with c2 the quadratic coefficient of a least-squares
-    fit of log y on (log T, log^2 T), is below ``tolerance`` in magnitude or not
-    significant (two-sided Student-t test at ``level`` on the per-seed values).
+    The window [start, n) is grown downwards from the top ``min_points`` temperatures,
+    one temperature T_j at a time, while the new point lies on the power law of the
+    points above it: the deviation of log y(T_j) from the least-squares line through
+    the points j + 1 .. n - 1, divided by log T_(j+1) - log T_j (a slope error), is
+    below ``tolerance`` in magnitude or not significant (two-sided Student-t test at
+    ``level`` on the per-seed deviations). It stops at the first point that breaks this.
     """
     resamples, n = log_mean.shape
     start = np.full(resamples, -1)
@@ -116,14 +119,14 @@ def window_start(
     critical = stats.t.ppf(1 - level / 2, df=max(replicas - 1, 1))
     growing = np.ones(resamples, dtype=bool)
     for first in range(n - min_points, -1, -1):
-        x = log_temperature[first:] - log_temperature[first:].mean()
-        design = np.stack([np.ones_like(x), x, x * x], axis=1)
-        curvature_row = np.linalg.pinv(design)[2]
-        span = 2.0 * (x[-1] - x[0])
-        change = span * (log_mean[:, first:] @ curvature_row)
-        seed_changes = span * (curvature_row @ per_seed[first:])
-        error = seed_changes.std(ddof=1) / np.sqrt(replicas) if replicas > 1 else 0.0
-        growing &= np.abs(change) <= max(tolerance, critical * error)
+        above = log_temperature[first + 1 :]
+        line = np.polyfit(above - above.mean(), np.eye(above.size), 1)  # (2, points)
+        weights = line[0] * (log_temperature[first] - above.mean()) + line[1]
+        gap = log_temperature[first + 1] - log_temperature[first]
+        deviation = (log_mean[:, first] - log_mean[:, first + 1 :] @ weights) / gap
+        seed_deviation = (per_seed[first] - weights @ per_seed[first + 1 :]) / gap
+        error = seed_deviation.std(ddof=1) / np.sqrt(replicas) if replicas > 1 else 0.0
+        growing &= np.abs(deviation) <= max(tolerance, critical * error)
         start[growing] = first
     return start
 
@@ -131,7 +134,7 @@ def window_start(
 def fit_power_law(
     values: xr.DataArray,
     tolerance: float = SLOPE_TOLERANCE,
-    level: float = CURVATURE_LEVEL,
+    level: float = DEVIATION_LEVEL,
     min_points: int = MIN_POINTS,
     resamples: int = RESAMPLES,
     confidence: float = CONFIDENCE,
@@ -192,12 +195,16 @@ def fit_power_law(
         design, window.reshape(counts.shape[0], -1).astype(float), targets
     )
     upper_coefficients = _weighted_least_squares(
-        design, _upper_half(window[:1], min_points).reshape(1, -1).astype(float), targets[:1]
+        design,
+        _upper_half(window, min_points).reshape(counts.shape[0], -1).astype(float),
+        targets,
     )
     exponents = np.full((counts.shape[0], len(regressors)), np.nan)
     exponents[:, varying] = coefficients[:, 1:]
-    systematic = np.full(len(regressors), np.nan)
-    systematic[varying] = WINDOW_FACTOR * np.abs(coefficients[0, 1:] - upper_coefficients[0, 1:])
+    drift = np.full((counts.shape[0], len(regressors)), np.nan)
+    drift[:, varying] = coefficients[:, 1:] - upper_coefficients[:, 1:]
+    drift_noise = bootstrap_spread(drift[1:], replicas)
+    systematic = WINDOW_FACTOR * np.sqrt(np.clip(drift[0] ** 2 - drift_noise**2, 0.0, None))
     low, high = student_interval(exponents[0], exponents[1:], replicas, confidence)
     statistical = (high - low) / 2
     half_width = np.hypot(statistical, systematic)
@@ -249,7 +256,7 @@ def _weighted_least_squares(
 def power_laws(
     summary: xr.Dataset,
     tolerance: float = SLOPE_TOLERANCE,
-    level: float = CURVATURE_LEVEL,
+    level: float = DEVIATION_LEVEL,
     min_points: int = MIN_POINTS,
     resamples: int = RESAMPLES,
     confidence: float = CONFIDENCE,
@@ -313,17 +320,19 @@ def power_laws(
             "least squares of the seed-averaged log y on log T, log P, log N (those swept) "
             "over the points of the power-law window; interval = statistical (Student-t "
             f"bootstrap over seeds, {resamples} joint resamples of the replica index, window "
-            f"rule re-applied) and systematic ({WINDOW_FACTOR:g} x the exponent's change when "
-            f"each window is cut to its upper half) in quadrature; confidence {confidence}"
+            f"rule re-applied) and systematic ({WINDOW_FACTOR:g} x the exponent's drift when "
+            "each window is cut to its upper half, net of the drift's seed noise) in "
+            f"quadrature; confidence {confidence}"
         ),
         power_law_window_rule=(
             "per curve y(T) at fixed P, N: consecutive temperatures ending at the highest T, "
-            "grown downwards from the top min_points while the change of log-log slope across "
-            "the window (quadratic fit) is below tolerance or not significant at level "
-            "(Student t over seeds); points with a non-completed replica or y <= 0 excluded"
+            "grown downwards from the top min_points while each new point's deviation from "
+            "the log-log line through the points above, per unit log T, is below tolerance "
+            "or not significant at level (Student t over seeds); points with a "
+            "non-completed replica or y <= 0 excluded"
         ),
         power_law_slope_tolerance=tolerance,
-        power_law_curvature_level=level,
+        power_law_deviation_level=level,
         power_law_min_points=min_points,
         power_law_bootstrap_seed=seed,
     )

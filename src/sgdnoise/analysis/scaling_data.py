@@ -127,6 +127,20 @@ def resample_counts(replicas: int, resamples: int, rng: np.random.Generator) -> 
     return counts
 
 
+def bootstrap_spread(replicates: np.ndarray, replicas: int) -> np.ndarray:
+    """sqrt(R / (R - 1)) x the standard deviation of the bootstrap replicates (axis 0).
+
+    The factor turns the bootstrap variance of a mean over R seeds into the classical
+    squared standard error. NaN where fewer than two resamples gave a value.
+    """
+    finite = np.isfinite(replicates)
+    count = finite.sum(axis=0)
+    mean = np.where(finite, replicates, 0.0).sum(axis=0) / np.maximum(count, 1)
+    squares = np.where(finite, (replicates - mean) ** 2, 0.0).sum(axis=0)
+    variance = np.where(count >= 2, squares / np.maximum(count - 1, 1), np.nan)
+    return np.sqrt(variance) * math.sqrt(replicas / max(replicas - 1, 1))
+
+
 def student_interval(
     estimate: np.ndarray, replicates: np.ndarray, replicas: int, confidence: float = 0.95
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -139,7 +153,7 @@ def student_interval(
     percentile bootstrap covers too rarely (~80% for R = 5 instead of 95%).
     Resamples that gave no value (NaN) are ignored.
     """
-    spread = np.nanstd(replicates, axis=0, ddof=1) * math.sqrt(replicas / max(replicas - 1, 1))
+    spread = bootstrap_spread(replicates, replicas)
     quantile = stats.t.ppf(0.5 + confidence / 2, df=max(replicas - 1, 1))
     return estimate - quantile * spread, estimate + quantile * spread
 
