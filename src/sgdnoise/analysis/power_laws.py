@@ -64,6 +64,7 @@ from sgdnoise.analysis.scaling_data import (
     study_config,
 )
 
+OBSERVABLES = ("signal", "noise", "t_star", "weight_change")  # test error: not a power law
 SLOPE_TOLERANCE = 0.01
 DEVIATION_LEVEL = 0.05
 MIN_POINTS = 3
@@ -270,7 +271,9 @@ def power_laws(
     points each fit used. Named copies of the paper's exponents: gamma (signal vs P),
     b (t* vs P), delta (weight change vs T), each with _low, _high, _predicted.
     """
-    observed = observables_at_stop(summary)
+    observed = {
+        name: values for name, values in observables_at_stop(summary).items() if name in OBSERVABLES
+    }
     config = study_config(summary)
     depleted = config.get("data", {}).get("kind") == "depleted_sign"
     fixed_chi = config.get("data", {}).get("chi", np.nan)

@@ -158,21 +158,17 @@ def student_interval(
     return estimate - quantile * spread, estimate + quantile * spread
 
 
-def fixed_parameters_text(summary: xr.Dataset, keys: tuple[str, ...]) -> str:
-    """'name=value' of config entries not swept (for titles), e.g. keys ('model.alpha',)."""
+def fixed_parameters_text(summary: xr.Dataset, keys: dict[str, str]) -> str:
+    """'label=value' of the config entries (path -> label) not swept, for figure titles."""
     config = study_config(summary)
     swept = set(json.loads(summary.attrs.get("grid_axes", "{}")).values())
     parts = []
-    for path in keys:
+    for path, label in keys.items():
         if path in swept:
             continue
         node = config
         for key in path.split("."):
             node = node.get(key) if isinstance(node, dict) else None
         if node is not None:
-            parts.append(
-                f"{path.split('.')[-1]}={node:g}"
-                if isinstance(node, float)
-                else f"{path.split('.')[-1]}={node}"
-            )
+            parts.append(f"{label}={node:g}" if isinstance(node, float) else f"{label}={node}")
     return ", ".join(parts)

@@ -26,6 +26,7 @@ from sgdnoise.analysis.scaling_data import (
     fixed_parameters_text,
     group_dims,
     observables_at_stop,
+    study_config,
 )
 from sgdnoise.plots.common import save
 
@@ -37,15 +38,20 @@ NAMES = {
     "test_error": "test error at stop",
 }
 SYMBOLS = {TEMPERATURE: "T", "P": "P", "N": "d"}
-FIXED = (
-    "data.kind",
-    "model.kind",
-    "model.alpha",
-    "optimizer.batch_size",
-    "data.N",
-    "data.chi",
-    "run.replicas",
-)
+COMMON_FIXED = {
+    "data.kind": "data",
+    "model.kind": "model",
+    "model.alpha": "alpha",
+    "optimizer.batch_size": "B",
+    "run.replicas": "seeds",
+}
+
+
+def _fixed(summary: xr.Dataset) -> dict[str, str]:
+    """Config entries a title states (path -> label): the model's own besides the common."""
+    if study_config(summary).get("model", {}).get("kind", "perceptron") == "perceptron":
+        return {**COMMON_FIXED, "data.N": "d", "data.chi": "chi"}
+    return {**COMMON_FIXED, "model.depth": "depth", "model.width": "h"}
 
 
 def _fits(summary: xr.Dataset, fits: xr.Dataset | None, variable: str) -> xr.Dataset:
@@ -81,7 +87,7 @@ def _group_text(group: dict) -> str:
 
 
 def _title(summary: xr.Dataset, what: str, shown: dict) -> str:
-    fixed = fixed_parameters_text(summary, FIXED)
+    fixed = fixed_parameters_text(summary, _fixed(summary))
     extra = f", shown at d={shown['N']}" if shown else ""
     return f"{what}\n{fixed}{extra}"
 
@@ -89,7 +95,11 @@ def _title(summary: xr.Dataset, what: str, shown: dict) -> str:
 def scaling_observables(summary: xr.Dataset, out: str, fits: xr.Dataset | None = None) -> None:
     """Observables at stopping against T, per P, with the fitted power laws."""
     fits = _fits(summary, fits, "exponent")
-    observed = observables_at_stop(summary)
+    observed = {
+        name: values
+        for name, values in observables_at_stop(summary).items()
+        if name in fits["observable"].values
+    }
     names = list(observed)
     groups = _groups(observed[names[0]])
     shown = _shown_n(observed[names[0]])
@@ -133,8 +143,7 @@ def _draw_curves(axis, values: xr.DataArray, fit: xr.Dataset, shown: dict) -> No
         curve = values.sel(P=size) if size is not None else values
         data = curve.transpose(TEMPERATURE, REPLICA).values
         complete = complete_points(data)
-        mean = np.nanmean(data, axis=1)
-        error = np.nanstd(data, axis=1, ddof=1) / np.sqrt(np.isfinite(data).sum(1).clip(1))
+        mean, error = _seed_mean(data)
         window = (
             fit["power_law_window"].sel(P=size).values
             if size is not None
@@ -149,12 +158,12 @@ def _draw_curves(axis, values: xr.DataArray, fit: xr.Dataset, shown: dict) -> No
             ls="-",
             lw=0.8,
             marker="o",
-            ms=3.5,
+            ms=5,
             mfc="white",
             label=label,
         )
-        inside = window & complete
-        axis.plot(temperatures[inside], mean[inside], "o", color=colour, ms=4.5)
+        inside = (np.nan_to_num(np.asarray(window, dtype=float)) > 0) & complete
+        axis.plot(temperatures[inside], mean[inside], "o", color=colour, ms=5, zorder=4)
         if inside.any() and np.isfinite(fit["log_amplitude"].item()):
             line_t = temperatures[inside]
             at = {TEMPERATURE: line_t, "P": size, **shown}
@@ -169,6 +178,21 @@ def _draw_curves(axis, values: xr.DataArray, fit: xr.Dataset, shown: dict) -> No
             axis.plot(
                 temperatures[excluded], np.nanmean(data[excluded], axis=1), "x", color=colour, ms=6
             )
+
+
+def _seed_mean(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over seeds (axis 1) and its error bars (2, n): geometric when every value is
+    positive (the fits average log y), else arithmetic with the standard error."""
+    counts = np.isfinite(data).sum(axis=1).clip(1)
+    if (data[np.isfinite(data)] > 0).all():
+        logs = np.log(data)
+        centre = np.nanmean(logs, axis=1)
+        spread = np.nanstd(logs, axis=1, ddof=1) / np.sqrt(counts)
+        mean = np.exp(centre)
+        return mean, np.stack([mean - np.exp(centre - spread), np.exp(centre + spread) - mean])
+    mean = np.nanmean(data, axis=1)
+    error = np.nanstd(data, axis=1, ddof=1) / np.sqrt(counts)
+    return mean, np.stack([error, error])
 
 
 def exponents_vs_chi(summary: xr.Dataset, out: str, fits: xr.Dataset | None = None) -> None:
@@ -186,11 +210,13 @@ def exponents_vs_chi(summary: xr.Dataset, out: str, fits: xr.Dataset | None = No
         figsize=(3.8 * len(names), 3.3 * len(regressors)),
         squeeze=False,
     )
+    depleted = study_config(summary).get("data", {}).get("kind") == "depleted_sign"
     if "chi" in fits.dims:
         chis = fits["chi"].values.astype(float)
-    else:
-        fixed = fixed_parameters_text(summary, ("data.chi",))
-        chis = np.array([float(fixed.split("=")[1])]) if fixed else np.array([np.nan])
+    elif depleted:
+        chis = np.array([float(study_config(summary)["data"].get("chi", 0.0))])
+    else:  # no chi: one position per group of the other swept axes
+        chis = np.array([0.0])
     curve_chi = np.linspace(0.0, max(3.0, np.nanmax(chis)) if np.isfinite(chis).any() else 3.0, 100)
     others = [d for d in fits["exponent"].dims if d not in ("observable", "regressor", "chi")]
     for row, regressor in enumerate(regressors):
@@ -218,14 +244,17 @@ def exponents_vs_chi(summary: xr.Dataset, out: str, fits: xr.Dataset | None = No
                 ).any()
             ):
                 axis.plot(curve_chi, predicted, "k--", lw=1, label="scaling prediction")
-            axis.set_xlabel(r"depletion exponent $\chi$")
+            if depleted:
+                axis.set_xlabel(r"depletion exponent $\chi$")
+            else:
+                axis.set_xticks([])
             axis.set_ylabel(f"exponent of {SYMBOLS.get(regressor, regressor)}")
             axis.set_title(NAMES.get(name, name), fontsize=9)
             if row == 0 and column == 0:
                 axis.legend(fontsize=7)
     figure.suptitle(
         "Power-law exponents in the noise-dominated regime (95% intervals, stat + window)\n"
-        + fixed_parameters_text(summary, FIXED),
+        + fixed_parameters_text(summary, _fixed(summary)),
         fontsize=10,
     )
     figure.tight_layout()
@@ -278,10 +307,22 @@ def critical_temperature_vs_p(
                 yerr=[tc - low, high - tc],
                 fmt="o-",
                 capsize=3,
-                label=(_group_text(rest) + a_text).strip(": "),
+                label=(_group_text(rest) + a_text).strip(": ") or "T_c",
             )
         axis.set_xscale("log")
-        axis.set_yscale("log")
+        measured = pick["critical_temperature"].values
+        if (np.isfinite(measured) & (measured > 0)).any():
+            axis.set_yscale("log")
+        else:
+            axis.text(
+                0.5,
+                0.5,
+                "no T_c in the temperature range\n(no plateau or no departure)",
+                transform=axis.transAxes,
+                ha="center",
+                va="center",
+                fontsize=8,
+            )
         axis.set_xlabel("training set size P")
         axis.set_ylabel("crossover temperature $T_c$")
         axis.set_title(f"from {NAMES.get(name, name)}", fontsize=9)
@@ -289,7 +330,7 @@ def critical_temperature_vs_p(
     threshold = fits.attrs.get("critical_temperature_threshold", "")
     figure.suptitle(
         f"Crossover temperature: first T where |<y>/y(T_min) - 1| reaches {threshold} "
-        "(95% intervals)\n" + fixed_parameters_text(summary, FIXED),
+        "(95% intervals)\n" + fixed_parameters_text(summary, _fixed(summary)),
         fontsize=10,
     )
     figure.tight_layout()

@@ -86,6 +86,7 @@ def train_skipping_idle_steps(
     selection = MinibatchSelection(
         optimizer["batch_size"], problem.P, run["seed"], state.weights.device
     )
+    patterns = problem.patterns.detach().cpu().numpy()  # the scan runs on the host
     stop_on_zero = run["stop"] == "zero_loss"
     tolerance, check_every = run["tolerance"], run["check_every"]
     step = first_step
@@ -115,13 +116,14 @@ def train_skipping_idle_steps(
             stop = min(stop, int(record_steps[next_record]))
         if stop_on_zero:
             stop = min(stop, _next_multiple(step, check_every))
-        state = _advance(problem, state, selection, lr, book, step, stop)
+        state = _advance(problem, patterns, state, selection, lr, book, step, stop)
         bar.update(stop - step)
         step = stop
 
 
 def _advance(
     problem: PerceptronProblem,
+    patterns: np.ndarray,
     state: PerceptronState,
     selection: MinibatchSelection,
     lr: float,
@@ -129,10 +131,12 @@ def _advance(
     start: int,
     stop: int,
 ) -> PerceptronState:
-    """Take steps start .. stop - 1 for every replica; freeze replicas that diverge."""
+    """Take steps start .. stop - 1 for every replica; freeze replicas that diverge.
+
+    ``patterns``: the training patterns y x / sqrt(N) as a host array (problem.patterns).
+    """
     ids = state.replica_ids
     batches = selection.draw_range(start, stop, ids.tolist()).cpu().numpy()  # (R, L, B)
-    patterns = problem.patterns.detach().cpu().numpy()
     rows_of = (lambda r: patterns[r]) if problem.per_replica else (lambda r: patterns)
     weights = state.weights.clone()
     alive = torch.ones(ids.numel(), dtype=torch.bool)

@@ -41,6 +41,8 @@ def study_fits(summary: xr.Dataset, analyses: list[str]) -> xr.Dataset:
         parts.append(critical_temperature.critical_temperature(summary))
         units.update(critical_temperature.UNITS)
     fits = xr.merge(parts, combine_attrs="drop_conflicts", join="outer")
+    if "power_law_window" in fits:  # observables without a power law: never in a window
+        fits["power_law_window"] = fits["power_law_window"].fillna(False).astype(bool)
     for part in parts:
         fits.attrs.update(part.attrs)
     fits.attrs.update(provenance("fit"))

@@ -1,0 +1,162 @@
+"""Power-law fits recover known exponents, with honest intervals (analysis.power_laws).
+
+Synthetic observables (tests/synthetic_scaling.py) follow a crossover from a T -> 0
+plateau to y = A T^e_T P^e_P at T >> T_c(P), with log-normal noise shared by a seed
+across points and independent per point. The window rule must keep the crossover out,
+the exponents must come back, and the 95% intervals must cover the truth in about 95%
+of independent synthetic studies without being uselessly wide.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from sgdnoise.analysis.power_laws import fit_power_law, power_laws, window_start
+from sgdnoise.stages.study_fits import study_fits
+from tests.synthetic_scaling import SIZES, TEMPERATURES, crossover, perceptron_summary
+
+
+def test_noiseless_power_law_is_recovered_exactly_over_the_whole_range():
+    values = crossover(
+        np.random.default_rng(0),
+        e_t=1.5,
+        e_p=-0.25,
+        tc0=1e-9,
+        seed_noise=0.0,
+        point_noise=0.0,
+        replicas=3,
+    )
+    fit = fit_power_law(values, resamples=50)
+    np.testing.assert_allclose(fit["exponent"].values, [1.5, -0.25], atol=1e-9)
+    assert bool(fit["window"].all())
+    assert fit["exponent_high"].values - fit["exponent_low"].values == pytest.approx(0, abs=1e-8)
+
+
+def test_window_keeps_the_crossover_out():
+    """Noise-free crossover: the window starts well above T_c, the exponents are right."""
+    values = crossover(np.random.default_rng(1), n=2.0, a=0.5, seed_noise=0.05, point_noise=0.0)
+    fit = fit_power_law(values, resamples=100)
+    tc = 1.0 * (SIZES / SIZES[0]) ** -0.5
+    for p, critical in zip(SIZES, tc, strict=True):
+        inside = fit["window"].sel(P=p).values
+        assert inside.sum() >= 3
+        assert TEMPERATURES[inside].min() >= 3 * critical  # where the local slope is 0.9
+    assert fit["exponent"].sel(regressor="temperature").item() == pytest.approx(1.0, abs=0.01)
+    assert fit["exponent"].sel(regressor="P").item() == pytest.approx(0.5, abs=0.01)
+    for regressor, truth in (("temperature", 1.0), ("P", 0.5)):
+        assert fit["exponent_low"].sel(regressor=regressor) <= truth
+        assert fit["exponent_high"].sel(regressor=regressor) >= truth
+
+
+def test_window_rule_stops_at_curvature_and_needs_min_points():
+    log_t = np.log(TEMPERATURES)
+    straight = 2.0 * log_t
+    bent = np.where(log_t > 0, 2.0 * log_t, 0.5 * log_t)  # slope 0.5 below T = 1
+    per_seed = np.zeros((log_t.size, 4))
+    start = window_start(np.stack([straight, bent]), log_t, per_seed)
+    assert start[0] == 0
+    assert log_t[start[1]] >= 0 and log_t[start[1] - 1] < 0
+    assert window_start(straight[None, -2:], log_t[-2:], per_seed[-2:])[0] == -1
+
+
+def _coverage(trials: int, **law) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Coverage of the truth, mean half-width and spread of the estimates over trials."""
+    rng = np.random.default_rng(2024)
+    truth = np.array([law.get("e_t", 1.0), law.get("e_p", 0.5)])
+    covered, half_widths, estimates = [], [], []
+    for trial in range(trials):
+        fit = fit_power_law(crossover(rng, **law), resamples=100, seed=trial)
+        low, high = fit["exponent_low"].values, fit["exponent_high"].values
+        covered.append((low <= truth) & (truth <= high))
+        half_widths.append((high - low) / 2)
+        estimates.append(fit["exponent"].values)
+    return np.mean(covered, 0), np.mean(half_widths, 0), np.std(estimates, 0, ddof=1)
+
+
+@pytest.mark.parametrize(
+    "law",
+    [
+        {"tc0": 1e-9, "point_noise": 0.05},  # pure power law, independent noise per point
+        {"n": 2.0, "point_noise": 0.05},  # crossover, noisy
+        {"n": 2.0, "point_noise": 0.01, "replicas": 3},  # crossover, precise, three seeds
+    ],
+    ids=["power-law", "crossover", "crossover-precise"],
+)
+def test_intervals_cover_the_true_exponents(law):
+    coverage, half_width, spread = _coverage(50, **law)
+    assert (coverage >= 0.86).all(), coverage  # nominal 0.95; 50 trials
+    # not vacuous: the Student-t half-width is t_{R-1} ~ 2.8-4.3 standard errors
+    t_quantile = stats.t.ppf(0.975, df=law.get("replicas", 5) - 1)
+    assert (half_width <= 2.5 * t_quantile * spread + 1e-3).all(), (half_width, spread)
+
+
+def test_non_completed_replicas_exclude_their_point():
+    values = crossover(np.random.default_rng(3), n=2.0)
+    values[2, -1, 0] = np.nan  # a replica out of budget at P = 4096, highest T
+    fit = fit_power_law(values, resamples=100)
+    assert fit["points_excluded"].item() == 1
+    assert not fit["window"].values[2, -1]
+    assert fit["exponent_low"].sel(regressor="P") <= 0.5 <= fit["exponent_high"].sel(regressor="P")
+
+
+def test_study_power_laws_measure_the_perceptron_predictions():
+    """A summary obeying paper B's scaling: gamma, b and the noise exponents come back."""
+    summary = perceptron_summary(np.random.default_rng(4), replicas=4)
+    fits = power_laws(summary, resamples=200)
+    assert set(fits["regressor"].values) == {"temperature", "P", "N"}
+    for chi in (0.0, 1.0, 3.0):
+        at = fits.sel(chi=chi)
+        assert at["gamma_predicted"].item() == pytest.approx(1 / (1 + chi))
+        assert at["b_predicted"].item() == pytest.approx((3 + chi) / (1 + chi))
+        for name in ("gamma", "b", "delta"):
+            assert at[f"{name}_low"] <= at[f"{name}_predicted"] <= at[f"{name}_high"], name
+        noise = at.sel(observable="noise")
+        for regressor in ("temperature", "P", "N"):
+            pick = noise.sel(regressor=regressor)
+            assert pick["exponent_low"] <= pick["exponent_predicted"] <= pick["exponent_high"]
+    assert fits["power_law_window"].sel(observable="signal").any()
+    assert "highest T" in fits.attrs["power_law_window_rule"]
+
+
+def test_study_fits_artifact_has_units_and_both_analyses(tmp_path):
+    from sgdnoise.io.artifact import read_artifact, write_artifact
+
+    summary = perceptron_summary(np.random.default_rng(5), chis=(1.0,), dims=(32.0,))
+    fits = study_fits(summary, ["power_laws", "critical_temperature", "training_curves"])
+    write_artifact(fits, tmp_path / "fits.nc", "fit")
+    back = read_artifact(tmp_path / "fits.nc", "fit")
+    for name in (
+        "gamma",
+        "gamma_low",
+        "gamma_high",
+        "a",
+        "a_low",
+        "a_high",
+        "critical_temperature",
+        "collapse_exponent",
+        "power_law_window",
+    ):
+        assert name in back, name
+        assert back[name].attrs["units"]
+    assert back["power_law_window"].dtype == bool
+    assert not back["power_law_window"].sel(observable="test_error").any()  # not a power law
+    assert back.attrs["study_analyses"] == "power_laws, critical_temperature"
+    with pytest.raises(ValueError, match="study-level"):
+        study_fits(summary, ["training_curves"])
+
+
+def test_scaling_figures_render_from_summary_and_fits(tmp_path):
+    from sgdnoise.io.artifact import write_artifact
+    from sgdnoise.plots import render
+    from sgdnoise.workflow_plan import FIGURES_WITH_STUDY_FITS
+
+    summary = perceptron_summary(np.random.default_rng(6), chis=(1.0, 3.0), dims=(16.0,))
+    write_artifact(summary, tmp_path / "summary.nc", "summary")
+    fits = study_fits(summary, ["power_laws", "critical_temperature"])
+    write_artifact(fits, tmp_path / "fits.nc", "fit")
+    for figure in FIGURES_WITH_STUDY_FITS:
+        out = tmp_path / f"{figure}.png"
+        render(figure, str(tmp_path / "summary.nc"), str(out), str(tmp_path / "fits.nc"))
+        assert out.stat().st_size > 10_000, figure
