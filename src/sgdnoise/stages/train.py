@@ -288,24 +288,16 @@ def train_point(
         mininterval=1,
     )
 
+    def save(step: int, state: PerceptronState, next_record: int) -> None:
+        """Checkpoint before ``step`` when run.checkpoint_seconds have passed since the last."""
+        nonlocal last_save
+        if checkpoint is not None and interval and clock.perf_counter() - last_save > interval:
+            save_checkpoint(
+                checkpoint, config, step, state, book, recorder, next_record, start, gd_init_loss
+            )
+            last_save = clock.perf_counter()
+
     if idle_skipping.applies(config):
-
-        def save(step: int, state: PerceptronState, next_record: int) -> None:
-            nonlocal last_save
-            if checkpoint is not None and interval and clock.perf_counter() - last_save > interval:
-                save_checkpoint(
-                    checkpoint,
-                    config,
-                    step,
-                    state,
-                    book,
-                    recorder,
-                    next_record,
-                    start,
-                    gd_init_loss,
-                )
-                last_save = clock.perf_counter()
-
         state, next_record = idle_skipping.train_skipping_idle_steps(
             config,
             problem,
@@ -321,19 +313,7 @@ def train_point(
         )
     else:
         for step in range(first_step, total_steps + 1):
-            if checkpoint is not None and interval and clock.perf_counter() - last_save > interval:
-                save_checkpoint(
-                    checkpoint,
-                    config,
-                    step,
-                    state,
-                    book,
-                    recorder,
-                    next_record,
-                    start,
-                    gd_init_loss,
-                )
-                last_save = clock.perf_counter()
+            save(step, state, next_record)
             while next_record < len(record_steps) and record_steps[next_record] == step:
                 recorder.record(_snapshot(book, state))
                 next_record += 1
