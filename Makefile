@@ -23,7 +23,7 @@ report: install
 	snakemake --cores $(CORES) --report report.html
 
 benchmarks: install
-	python benchmarks/run_all.py
+	for bench in benchmarks/bench_*.py; do python $$bench || exit 1; done
 
 lint: install-test
 	ruff check src tests benchmarks

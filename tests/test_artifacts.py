@@ -10,12 +10,14 @@ import time
 
 import numpy as np
 import pytest
+import torch
 import xarray as xr
 import yaml
 
 from sgdnoise.config import resolve_point
 from sgdnoise.io.artifact import ArtifactError, read_artifact, write_artifact
 from sgdnoise.stages.train import train_point
+from sgdnoise.stages.train_network import train_network_point
 
 
 @pytest.fixture
@@ -135,22 +137,71 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, sgdnoise_com
     point.write_text(yaml.safe_dump(config))
     out = tmp_path / "resumed.nc"
     checkpoint = tmp_path / "resumed.nc.ckpt"
-    process = subprocess.Popen(
-        [*sgdnoise_command, "point", str(point), "--out", str(out), "--quiet"]
-    )
-    deadline = time.time() + 120
-    while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.2)
-    time.sleep(0.5)
-    assert process.poll() is None, "the run ended before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    command = [*sgdnoise_command, "point", str(point), "--out", str(out), "--quiet"]
+    _kill_once_checkpointed(command, checkpoint, 0.5)
     assert checkpoint.exists() and not out.exists()
-    subprocess.run(
-        [*sgdnoise_command, "point", str(point), "--out", str(out), "--quiet"], check=True
-    )
+    subprocess.run(command, check=True)
     assert not checkpoint.exists()
     uninterrupted = train_point(resolve_point(config))
     resumed = read_artifact(out)
     for name in ("final_weights", "train_loss", "violated_fraction"):
         np.testing.assert_array_equal(resumed[name].values, uninterrupted[name].values)
+
+
+def _kill_once_checkpointed(command: list[str], checkpoint, after: float) -> None:
+    """Start ``command``, SIGKILL it ``after`` seconds past its first checkpoint."""
+    process = subprocess.Popen(command)
+    deadline = time.time() + 120
+    while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    time.sleep(after)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def test_a_killed_network_run_resumes_to_the_uninterrupted_result(tmp_path, sgdnoise_command):
+    """Killed after a checkpoint and before any replica stops, the rerun resumes: its
+    artifact (stop times, records, final stabilities) is the uninterrupted run's."""
+    config = resolve_point(
+        {
+            "model": {"kind": "fcn", "depth": 2, "width": 16, "activation": "gelu", "alpha": 1.0},
+            "loss": {"kind": "hinge", "kappa": None},
+            "data": {"kind": "mnist_parity", "P": 256, "P_test": 64},
+            "optimizer": {"kind": "minibatch_sgd", "batch_size": 8, "temperature": 2.0**-8},
+            "run": {
+                "replicas": 3,
+                "max_time": 1e5,
+                "max_steps": 20_000,
+                "stop": "zero_loss",
+                "check_every": 8,
+                "dtype": "float64",
+                "seed": 5,
+                "checkpoint_seconds": 0.2,
+                "record": {"count": 20},
+            },
+        }
+    )
+    point = tmp_path / "point.yaml"
+    point.write_text(yaml.safe_dump(config))
+    out = tmp_path / "resumed.nc"
+    checkpoint = tmp_path / "resumed.nc.ckpt"
+    command = [*sgdnoise_command, "--threads", "1", "point", str(point), "--out", str(out)]
+    command.append("--quiet")
+    _kill_once_checkpointed(command, checkpoint, 0.2)
+    assert not out.exists()
+    killed_at = torch.load(checkpoint, weights_only=False)["step"]
+    subprocess.run(command, check=True)
+    assert not checkpoint.exists()
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the subprocess: same reductions, same bits
+    try:
+        uninterrupted = train_network_point(config)
+    finally:
+        torch.set_num_threads(threads)
+    resumed = read_artifact(out)
+    assert 0 < killed_at < resumed["steps_taken"].min()  # the stops happened after resuming
+    assert set(resumed["replica_status"].values) == {"completed"}
+    for name, variable in uninterrupted.data_vars.items():
+        np.testing.assert_array_equal(resumed[name].values, variable.values, err_msg=name)

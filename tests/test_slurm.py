@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ import xarray as xr
 import yaml
 
 from tests.conftest import REPO
+from tests.workflow_runner import snakemake
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -51,25 +51,7 @@ def cluster():
 def _run(workdir: Path, *extra: str) -> None:
     config = workdir / "study.yaml"
     config.write_text(yaml.safe_dump(STUDY))
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    command = [
-        "timeout",
-        "-s",
-        "KILL",
-        "600",
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(config),
-        *extra,
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=workdir)
-    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    snakemake(workdir, "--configfile", str(config), *extra, timeout=600)
 
 
 def test_study_through_the_slurm_profile_equals_a_local_run(cluster, tmp_path):

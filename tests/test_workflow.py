@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +10,7 @@ import xarray as xr
 import yaml
 
 from tests.conftest import REPO
+from tests.workflow_runner import snakemake
 
 TINY_STUDY = {
     "results": "results",
@@ -35,24 +33,6 @@ TINY_STUDY = {
         }
     },
 }
-
-
-def snakemake(workdir: Path, *arguments: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        *arguments,
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=workdir)
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake failed:\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 def write_config(workdir: Path, config: dict) -> Path:

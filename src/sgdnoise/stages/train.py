@@ -19,7 +19,6 @@ stop: never), ``budget_exhausted`` (stop: zero_loss not reached), ``diverged``
 from __future__ import annotations
 
 import math
-import os
 import time as clock
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,6 @@ import torch
 import xarray as xr
 from tqdm import tqdm
 
-from sgdnoise.config import config_sha256
 from sgdnoise.data import Dataset, make_dataset
 from sgdnoise.dynamics.perceptron import (
     PerceptronProblem,
@@ -45,6 +43,7 @@ from sgdnoise.observables.perceptron import (
     weight_change,
 )
 from sgdnoise.stages import idle_skipping
+from sgdnoise.stages.checkpoint import Checkpointer
 from sgdnoise.stages.recording import (
     choose_device,
     data_fingerprint,
@@ -175,48 +174,6 @@ def _snapshot(book: ReplicaBook, state: PerceptronState) -> torch.Tensor:
     return weights
 
 
-def save_checkpoint(
-    path: Path,
-    config: dict,
-    step: int,
-    state: PerceptronState,
-    book: ReplicaBook,
-    recorder: Recorder,
-    next_record: int,
-    start: torch.Tensor,
-    gd_init_loss: float,
-) -> None:
-    """Write everything the loop needs to continue at ``step`` (atomically).
-
-    The randomness is counter-based (a function of seed, replica and step), so the state
-    tensors, the per-replica book and the records so far are the whole state of a run.
-    """
-    content = {
-        "config_sha256": config_sha256(config),
-        "step": step,
-        "state": (state.weights, state.reference, state.selection, state.replica_ids),
-        "book": book,
-        "records": recorder.records,
-        "next_record": next_record,
-        "start": start,
-        "gd_init_loss": gd_init_loss,
-    }
-    temporary = path.with_name(path.name + ".part")
-    torch.save(content, temporary)
-    os.replace(temporary, path)
-
-
-def load_checkpoint(path: Path | None, config: dict) -> dict | None:
-    """A checkpoint of this exact config, or None (absent, other config, unreadable)."""
-    if path is None or not path.exists():
-        return None
-    try:
-        content = torch.load(path, weights_only=False)
-    except Exception:  # a checkpoint torn by a kill is only a lost shortcut
-        return None
-    return content if content.get("config_sha256") == config_sha256(config) else None
-
-
 def train_point(
     config: dict,
     datasets: list[Dataset] | None = None,
@@ -243,8 +200,8 @@ def train_point(
     problem, test_problem, teacher = build_problems(config, datasets, device, dtype)
     N = problem.N
 
-    checkpoint = Path(checkpoint) if checkpoint is not None else None
-    resumed = load_checkpoint(checkpoint, config)
+    checkpointer = Checkpointer(checkpoint, config)
+    resumed = checkpointer.resume()
     start = initial_weights(config, N, device, dtype)
     gd_init_loss = math.nan
     if resumed is not None:
@@ -277,8 +234,6 @@ def train_point(
         state = PerceptronState(weights, saved_reference, selection, replica_ids, resumed["step"])
         book, next_record, first_step = resumed["book"], resumed["next_record"], resumed["step"]
         recorder.records = resumed["records"]
-    interval = run["checkpoint_seconds"]
-    last_save = clock.perf_counter()
     bar = tqdm(
         total=total_steps,
         initial=first_step,
@@ -290,12 +245,17 @@ def train_point(
 
     def save(step: int, state: PerceptronState, next_record: int) -> None:
         """Checkpoint before ``step`` when run.checkpoint_seconds have passed since the last."""
-        nonlocal last_save
-        if checkpoint is not None and interval and clock.perf_counter() - last_save > interval:
-            save_checkpoint(
-                checkpoint, config, step, state, book, recorder, next_record, start, gd_init_loss
-            )
-            last_save = clock.perf_counter()
+        checkpointer.offer(
+            lambda: {
+                "step": step,
+                "state": (state.weights, state.reference, state.selection, state.replica_ids),
+                "book": book,
+                "records": recorder.records,
+                "next_record": next_record,
+                "start": start,
+                "gd_init_loss": gd_init_loss,
+            }
+        )
 
     if idle_skipping.applies(config):
         state, next_record = idle_skipping.train_skipping_idle_steps(
@@ -361,8 +321,7 @@ def train_point(
             state = new_state.subset(~finished) if bool(finished.any()) else new_state
             bar.update(1)
     bar.close()
-    if checkpoint is not None:
-        checkpoint.unlink(missing_ok=True)
+    checkpointer.remove()
 
     final_status = "budget_exhausted" if stop_on_zero else "completed"
     book.freeze(state.replica_ids, state.weights, final_status, total_steps, lr, None)

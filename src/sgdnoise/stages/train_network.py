@@ -22,6 +22,12 @@ f0 = f(w0, x) is computed once for the training and test sets with the same chun
 as every later evaluation, so F = alpha (f - f0) is exactly 0 at initialisation: the
 first record has train_error = test_error = 1 (F = 0 counts as an error) and
 train_loss = 1/alpha.
+
+Checkpoints (stages.checkpoint): every run.checkpoint_seconds of wall time the loop
+saves, before a step, the parameters and ids of the replicas still training, the
+ledger, the stop bookkeeping and the records so far. The batches are counter-based
+(dynamics.networks: a function of seed, replica and step), and w0, f0 follow from the
+seed, so the resumed run is the uninterrupted one, bit for bit.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from __future__ import annotations
 import math
 import time as clock
 from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -55,6 +63,7 @@ from sgdnoise.observables.networks import (
     training_observables,
     weight_change,
 )
+from sgdnoise.stages.checkpoint import Checkpointer
 from sgdnoise.stages.recording import (
     choose_device,
     data_fingerprint,
@@ -211,12 +220,17 @@ class ReplicaLedger:
 
 
 def train_network_point(
-    config: dict, datasets: list[Dataset] | None = None, progress: bool = False
+    config: dict,
+    datasets: list[Dataset] | None = None,
+    progress: bool = False,
+    checkpoint: str | Path | None = None,
 ) -> xr.Dataset:
     """Train the replicas of a resolved fcn / cnn grid point; return the run artifact.
 
     ``datasets``: one shared Dataset, or one per replica (data.per_replica); built from
-    the config when None. Time is t = lr x steps with lr = T h B.
+    the config when None. Time is t = lr x steps with lr = T h B. ``checkpoint``: a file
+    to save the run to every run.checkpoint_seconds of wall time and to resume from (a
+    resumed run is identical to an uninterrupted one); removed once training is done.
     """
     from sgdnoise.stages.generate_data import build_datasets
 
@@ -271,9 +285,40 @@ def train_network_point(
                     finished |= reached
         return state.subset(~finished) if bool(finished.any()) else state
 
-    next_record = 0
-    bar = tqdm(total=total_steps, disable=not progress, desc="train", unit="step", mininterval=1)
-    for step in range(total_steps + 1):
+    next_record, first_step = 0, 0
+    checkpointer = Checkpointer(checkpoint, config)
+    resumed = checkpointer.resume()
+    if resumed is not None:
+        state = _resumed_state(state, resumed)
+        ledger, recorder.records = resumed["ledger"], resumed["records"]
+        last_moved, first_nonfinite = resumed["last_moved"], resumed["first_nonfinite"]
+        next_record, first_step = resumed["next_record"], resumed["step"]
+
+    def save(step: int, state: NetworkState, next_record: int) -> None:
+        """Checkpoint before ``step`` when run.checkpoint_seconds have passed since the last."""
+        checkpointer.offer(
+            lambda: {
+                "step": step,
+                "parameters": state.parameters,
+                "replica_ids": state.replica_ids,
+                "ledger": ledger,
+                "records": recorder.records,
+                "next_record": next_record,
+                "last_moved": last_moved,
+                "first_nonfinite": first_nonfinite,
+            }
+        )
+
+    bar = tqdm(
+        total=total_steps,
+        initial=first_step,
+        disable=not progress,
+        desc="train",
+        unit="step",
+        mininterval=1,
+    )
+    for step in range(first_step, total_steps + 1):
+        save(step, state, next_record)
         while next_record < len(record_steps) and record_steps[next_record] == step:
             recorder.record(ledger.with_active(state))
             next_record += 1
@@ -291,6 +336,7 @@ def train_network_point(
         )
         bar.update(1)
     bar.close()
+    checkpointer.remove()
 
     if state.replica_ids.numel():
         state = check(state, total_steps, final=True)
@@ -306,6 +352,20 @@ def train_network_point(
     return _assemble(
         config, recorder, ledger, kernel, times, record_steps, datasets, device, network, started
     )
+
+
+def _resumed_state(initial: NetworkState, saved: dict) -> NetworkState:
+    """The state saved in a checkpoint, from the initial state of every replica.
+
+    The run's state only ever loses replicas (``subset`` keeps their order), so its w0
+    and f0 are the rows of the initial state's: only the current parameters and the step
+    are read from the checkpoint.
+    """
+    ids = saved["replica_ids"].to(initial.replica_ids.device)
+    state = initial.subset(torch.isin(initial.replica_ids, ids))
+    if not torch.equal(state.replica_ids, ids):
+        raise ValueError("checkpoint replica ids are not an ordered subset of the run's")
+    return replace(state, parameters=saved["parameters"], step=saved["step"])
 
 
 def _kernel_samples(problem: NetworkProblem, replicas: int) -> Tensor:
