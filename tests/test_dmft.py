@@ -477,3 +477,62 @@ def test_dmft_agrees_with_the_simulation_on_the_gaussian_mixture():
     )
     overlap = np.einsum("rtf,rf->rt", weights, weights[:, 0])[:, 1:] / SIMULATION_N
     assert_agree("C(t, 0)", overlap, at.C.values[1:, 0], at.C_stderr.values[1:, 0])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind, tau", [("sgd", None), ("persistent_sgd", 1.0)])
+def test_dmft_effective_temperature_by_the_simulation_fit_agrees_with_the_simulation(kind, tau):
+    """The theory's T_eff, fitted by the simulation's own FDT code with solver seeds in the
+    place of replicas (analysis.dmft_fits), is the simulation's within their combined 95%
+    intervals; both are stationary (ridge, kappa = 1 relaxes in a few time units), the
+    FDT curves agree lag by lag, and a DMFT solved for another config is refused."""
+    from sgdnoise.data import make_dataset
+    from sgdnoise.io.artifact import ArtifactError
+    from sgdnoise.stages.correlation_response import measure_two_time
+    from sgdnoise.stages.fit import fit_point
+    from sgdnoise.stages.train import train_point
+
+    point = make_point(
+        kind,
+        "ridge",
+        1.0,
+        max_time=7.0,
+        b=0.5,
+        tau=tau,
+        ridge=1.0,
+        N=SIMULATION_N,
+        data={"per_replica": True},
+        run={
+            "replicas": REPLICAS,
+            "dtype": "float64",
+            "record": {"times": "linear", "count": 8},
+            "response": {"waiting_times": [3.0, 4.0, 5.0], "max_lag": 2.0, "lag_count": 11},
+        },
+    )
+    theory = quiet_solve(point, paths=2000, solver_seeds=4, seed=2)
+    simulation = train_point(point)
+    datasets = [make_dataset(point["data"], r) for r in range(REPLICAS)]
+    two_time = measure_two_time(simulation, datasets)
+    fits = fit_point(simulation, two_time, theory).sel(window="s<=1")
+
+    assert int(fits.stationary) == 1 and int(fits.dmft_stationary) == 1
+    simulated, theoretical = float(fits.T_eff), float(fits.dmft_T_eff)
+    assert theoretical > 0.01  # a real temperature, not the trivial 0 of GD
+    half_widths = [
+        (float(fits[f"{p}T_eff_high"]) - float(fits[f"{p}T_eff_low"])) / 2 for p in ("", "dmft_")
+    ]
+    assert abs(simulated - theoretical) < math.hypot(*half_widths), (simulated, theoretical)
+
+    later = two_time.isel(lag=slice(1, None))  # both vanish at s = 0
+    for name, values, theory_name in (
+        ("chi", later.chi.values, "dmft_fdt_chi"),
+        ("Delta C", (later.self_correlation - later.correlation).values, "dmft_fdt_delta_c"),
+    ):
+        per_replica = values.mean(axis=1)  # mean over t_w: (replica, lag)
+        curve = fits[theory_name].isel(lag=slice(1, None)).values
+        stderr = fits[f"{theory_name}_stderr"].isel(lag=slice(1, None)).values
+        assert_agree(name, per_replica, curve, stderr)
+
+    theory.attrs["config"] = theory.attrs["config"].replace('"lr":0.1', '"lr":0.2')
+    with pytest.raises(ArtifactError, match="another config"):
+        fit_point(simulation, two_time, theory)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import xarray as xr
 import yaml
@@ -96,6 +97,13 @@ def test_configfile_runs_only_its_own_studies(tmp_path):
         (lambda s: s["grid"].update({"optimizer.bb": [1]}), ["optimizer.bb", "allowed axes"]),
         (lambda s: s["grid"].update({"optimizer.b": []}), ["optimizer.b"]),
         (lambda s: s.update(analyses=["magic"]), ["magic"]),
+        (lambda s: s.update(dmft={"solver_seeds": 1}), ["solver_seeds"]),
+        (
+            lambda s: s.update(
+                analyses=["dmft"], base={**s["base"], "run": {"init": "gd_minimum"}}
+            ),
+            ["analysis dmft", "run.init", "allowed: random"],
+        ),
     ],
 )
 def test_invalid_config_is_rejected_before_any_job(tmp_path, edit, fragments):
@@ -107,3 +115,47 @@ def test_invalid_config_is_rejected_before_any_job(tmp_path, edit, fragments):
     for fragment in fragments:
         assert fragment in result.stdout + result.stderr
     assert not (tmp_path / "results").exists()
+
+
+DMFT_STUDY = {
+    "results": "results",
+    "studies": {
+        "theory": {
+            "base": {
+                "model": {"kind": "perceptron", "constraint": "ridge", "ridge": 1.0},
+                "loss": {"kind": "square_hinge", "kappa": 1.0},
+                "data": {"kind": "random_patterns", "N": 100, "P_over_N": 3.0},
+                "optimizer": {"kind": "sgd", "lr": 0.1},
+                "run": {
+                    "replicas": 3,
+                    "max_time": 5.0,
+                    "dtype": "float64",
+                    "record": {"times": "linear", "count": 6},
+                    "response": {"waiting_times": [2.0, 3.0], "max_lag": 2.0, "lag_count": 5},
+                },
+            },
+            "grid": {"optimizer.b": [0.3, 0.6]},
+            "dmft": {"paths": 300, "solver_seeds": 2},
+            "analyses": ["teff", "dmft"],
+        }
+    },
+}
+
+
+@pytest.mark.slow
+def test_a_study_asks_for_the_dmft_beside_its_simulations(tmp_path):
+    """The dmft rule solves every point; the summary holds the theory's T_eff, FDT curve and
+    loss beside the simulation's; the three figures of the analysis are drawn."""
+    config = write_config(tmp_path, DMFT_STUDY)
+    snakemake(tmp_path, "--cores", "2", "--configfile", str(config))
+    results = tmp_path / "results" / "theory"
+    assert len(list((results / "dmft").glob("*.nc"))) == 2
+    for figure in ("fdt_parametric", "teff_vs_b", "dmft_vs_simulation"):
+        assert (results / "figures" / f"{figure}.png").stat().st_size > 10_000, figure
+    with xr.open_dataset(results / "summary.nc") as summary:
+        assert summary["dmft_T_eff"].dims == ("b", "window")
+        assert summary["dmft_train_loss"].dims == ("b", "time")
+        assert set(summary["dmft_status"].values) == {"converged"}
+        assert np.isfinite(summary["dmft_T_eff"].sel(window="s<=1")).all()
+        loss = summary["train_loss"].mean("replica")
+        np.testing.assert_allclose(summary["dmft_train_loss"], loss, rtol=0.15)

@@ -58,16 +58,18 @@ def cmd_point(args: argparse.Namespace) -> None:
 
     point = _point_of(args)
     datasets = load_datasets(args.data, point) if args.data else None
+    # a killed run resumes from <out>.ckpt when rerun (same result as uninterrupted)
+    checkpoint = Path(args.out).with_name(Path(args.out).name + ".ckpt")
     if point["model"]["kind"] == "perceptron":
         from sgdnoise.stages.train import train_point
 
-        # a killed run resumes from <out>.ckpt when rerun (same result as uninterrupted)
-        checkpoint = Path(args.out).with_name(Path(args.out).name + ".ckpt")
         dataset = train_point(point, datasets, progress=not args.quiet, checkpoint=checkpoint)
     else:
         from sgdnoise.stages.train_network import train_network_point
 
-        dataset = train_network_point(point, datasets, progress=not args.quiet)
+        dataset = train_network_point(
+            point, datasets, progress=not args.quiet, checkpoint=checkpoint
+        )
     write_artifact(dataset, args.out, "run")
 
 
@@ -149,7 +151,14 @@ def cmd_dmft(args: argparse.Namespace) -> None:
 
     point = _point_of(args)
     try:
-        theory = solve_dmft(point, paths=args.paths, seed=args.seed, solver_seeds=args.solver_seeds)
+        theory = solve_dmft(
+            point,
+            paths=args.paths,
+            seed=args.seed,
+            solver_seeds=args.solver_seeds,
+            tolerance=args.tolerance,
+            max_iterations=args.max_iterations,
+        )
     except UnsupportedPointError as error:
         raise ConfigError(f"the DMFT does not cover this point: {error}") from None
     theory.attrs.update(provenance("dmft", point))
@@ -161,7 +170,8 @@ def cmd_fit(args: argparse.Namespace) -> None:
 
     run = read_artifact(args.run, "run")
     two_time = read_artifact(args.two_time, "two_time") if args.two_time else None
-    write_artifact(fit_point(run, two_time), args.out, "fit")
+    dmft = read_artifact(args.dmft, "dmft") if args.dmft else None
+    write_artifact(fit_point(run, two_time, dmft), args.out, "fit")
 
 
 def cmd_aggregate(args: argparse.Namespace) -> None:
@@ -232,12 +242,17 @@ def build_parser() -> argparse.ArgumentParser:
     dmft.add_argument(
         "--solver-seeds", type=int, default=1, help="independent solver seeds (error bars)"
     )
+    dmft.add_argument(
+        "--tolerance", type=float, default=1e-6, help="stop when the change per iteration is below"
+    )
+    dmft.add_argument("--max-iterations", type=int, default=100, help="iteration cap")
     dmft.add_argument("--out", required=True, help="dmft artifact to write (.nc)")
     dmft.set_defaults(handler=cmd_dmft)
 
     fit = commands.add_parser("fit", help="per-point analyses: T_eff, replica distance, margins")
     fit.add_argument("run", help="run artifact")
     fit.add_argument("--two-time", help="two-time artifact (for T_eff)")
+    fit.add_argument("--dmft", help="dmft artifact of the same point (theory side by side)")
     fit.add_argument("--out", required=True, help="fits artifact to write (.nc)")
     fit.set_defaults(handler=cmd_fit)
 

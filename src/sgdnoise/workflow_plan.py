@@ -8,6 +8,7 @@ FIGURES_OF_ANALYSIS: dict[str, tuple[str, ...]] = {
     "langevin_calibration": ("fdt_parametric", "langevin_calibration"),
     "replica_distance": ("replica_distance_vs_b", "teff_vs_distance"),
     "margins": ("margins",),
+    "dmft": ("fdt_parametric", "teff_vs_b", "dmft_vs_simulation"),
     "phase_diagram": ("phase_diagram", "test_error_vs_temperature"),
     "power_laws": ("scaling_observables", "exponents_vs_chi"),
     "critical_temperature": ("critical_temperature_vs_P", "scaling_collapse"),

@@ -98,17 +98,59 @@ def two_time_needed(wildcards) -> bool:
     return bool(point_of(wildcards).config["run"]["response"]["waiting_times"])
 
 
+def dmft_asked(study: str) -> bool:
+    """Whether a study asks for the DMFT beside its simulations (analysis `dmft`)."""
+    return "dmft" in config["studies"][study].get("analyses", [])
+
+
+def check_dmft_studies():
+    """Refuse, before any job runs, a `dmft` study with a point outside the theory."""
+    from sgdnoise.theory.problem import UnsupportedPointError, problem_from_point
+
+    for study, points in STUDIES.items():
+        if not dmft_asked(study):
+            continue
+        for point_id, point in points.items():
+            try:
+                problem_from_point(point.config)
+            except UnsupportedPointError as error:
+                raise WorkflowError(
+                    f"invalid configuration: study {study!r} asks for the analysis dmft, but "
+                    f"its point {point_id} is outside the theory: {error}"
+                ) from None
+
+
+if any(dmft_asked(study) for study in STUDIES):
+    check_dmft_studies()
+
+
+def dmft_solver_options(wildcards):
+    """The solver options of `sgdnoise dmft` (the study's `dmft` settings; seed = run.seed)."""
+    settings = config["studies"][wildcards.study]["dmft"]
+    seed = point_of(wildcards).config["run"]["seed"]
+    return (
+        f"--paths {settings['paths']} --solver-seeds {settings['solver_seeds']}"
+        f" --tolerance {settings['tolerance']} --max-iterations {settings['max_iterations']}"
+        f" --seed {seed}"
+    )
+
+
 def fit_inputs(wildcards):
-    """The run of a point, and its two-time artifact when it measures the response."""
-    inputs = {"run": f"{RESULTS}/{wildcards.study}/runs/{wildcards.point}.nc"}
+    """The run of a point, its two-time artifact when it measures the response, and its
+    DMFT solve when the study asks for the theory."""
+    directory = f"{RESULTS}/{wildcards.study}"
+    inputs = {"run": f"{directory}/runs/{wildcards.point}.nc"}
     if two_time_needed(wildcards):
-        inputs["two_time"] = f"{RESULTS}/{wildcards.study}/two_time/{wildcards.point}.nc"
+        inputs["two_time"] = f"{directory}/two_time/{wildcards.point}.nc"
+    if dmft_asked(wildcards.study):
+        inputs["dmft"] = f"{directory}/dmft/{wildcards.point}.nc"
     return inputs
 
 
-def two_time_option(wildcards, input):
-    """The --two-time option of `sgdnoise fit` (empty without a response measurement)."""
-    return f"--two-time {input.two_time}" if "two_time" in input.keys() else ""
+def fit_options(wildcards, input):
+    """The --two-time and --dmft options of `sgdnoise fit` (for the inputs it has)."""
+    names = [name for name in ("two_time", "dmft") if name in input.keys()]
+    return " ".join(f"--{name.replace('_', '-')} {getattr(input, name)}" for name in names)
 
 
 PER_POINT_ANALYSES = {"teff", "langevin_calibration", "replica_distance", "margins", "dmft"}

@@ -1,4 +1,4 @@
-# Stage fit: per-point analyses (T_eff with CI, replica distance, margins).
+# Stage fit: per-point analyses (T_eff with CI, replica distance, margins, the DMFT beside).
 
 
 rule fit:
@@ -9,9 +9,9 @@ rule fit:
     log:
         f"{RESULTS}/{{study}}/logs/fit/{{point}}.log",
     params:
-        two_time=two_time_option,
+        options=fit_options,
     resources:
         mem_mb=2000,
         runtime=20,
     shell:
-        "sgdnoise fit {input.run} {params.two_time} --out {output} > {log} 2>&1"
+        "sgdnoise fit {input.run} {params.options} --out {output} > {log} 2>&1"

@@ -15,7 +15,8 @@ answer is exact). Averaging before fitting removes the remaining quadratic noise
 SGD's curve is not a straight line (noise in the stiff directions of violated patterns),
 so T_eff depends on the window: it is reported for windows fixed in units of 1/b
 (s <= 1, 3/b, 10/b) and of tau (s <= tau, 3 tau; persistent SGD only), together with the
-local slopes and the whole curve. Confidence intervals: percentile bootstrap over
+local slopes and the whole curve. A window longer than the measured lags is left NaN
+(never fitted on a shorter range under its name). Confidence intervals: percentile bootstrap over
 replicas (each replica its own noise, and its own data draw with data.per_replica).
 
 Stationarity (no T_eff is reported without it): with at least two waiting times, the
@@ -46,6 +47,21 @@ def window_lengths(optimizer: dict) -> dict[str, float]:
         "s<=tau": tau,
         "s<=3tau": 3.0 * tau,
     }
+
+
+def lag_grid(run_config: dict, lr: float, waiting_time: float) -> tuple[np.ndarray, np.ndarray]:
+    """Time differences s (lr x steps) and their step counts for a waiting time.
+
+    The grid on which the simulation (stages.correlation_response) and the DMFT
+    (analysis.dmft_fits) measure C(t_w + s, t_w) and chi(t_w + s, t_w): run.response.lag_count
+    points from 0 to min(run.response.max_lag, run.max_time - t_w).
+    """
+    response = run_config["response"]
+    longest = run_config["max_time"] - waiting_time
+    if response["max_lag"] is not None:
+        longest = min(longest, response["max_lag"])
+    lags = np.linspace(0.0, longest, response["lag_count"])
+    return lags, np.rint(lags / lr).astype(np.int64)
 
 
 def fdt_arrays(two_time: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -121,7 +137,8 @@ def fit_effective_temperature(
     for index, window in enumerate(WINDOWS):
         length = lengths[window]
         inside = lags <= length + 1e-12
-        if not np.isfinite(length) or inside.sum() < 2 or not stationary:
+        reached = np.isfinite(length) and lags[-1] >= length - 1e-9
+        if not reached or inside.sum() < 2 or not stationary:
             continue
         estimates[index] = bootstrap_temperature(
             delta_c[..., inside], chi[..., inside], resamples, rng

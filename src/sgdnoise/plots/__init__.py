@@ -11,6 +11,7 @@ FIGURES = {
     "training_curves": training_curves,
     "fdt_parametric": noise.fdt_parametric,
     "teff_vs_b": noise.teff_vs_b,
+    "dmft_vs_simulation": noise.dmft_vs_simulation,
     "replica_distance_vs_b": noise.replica_distance_vs_b,
     "teff_vs_distance": noise.teff_vs_distance,
     "margins": noise.margins,

@@ -63,6 +63,9 @@ def fixed_parameters(summary: xr.Dataset) -> str:
         show("loss.kind", "loss"),
         show("loss.kappa", "kappa"),
         show("model.constraint", "constraint"),
+        show("model.ridge", "ridge")
+        if config.get("model", {}).get("constraint") == "ridge"
+        else None,
         show("optimizer.lr", "lr"),
         show("run.replicas", "replicas"),
     ]

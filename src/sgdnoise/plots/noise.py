@@ -15,6 +15,7 @@ import json
 import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
+from matplotlib.ticker import NullFormatter
 
 from sgdnoise.plots.common import fixed_parameters, grid_axes, label, save
 
@@ -44,7 +45,8 @@ def _title(summary: xr.Dataset, what: str) -> str:
 
 
 def fdt_parametric(summary: xr.Dataset, out: str) -> None:
-    """chi against C(t,t) - C(t,t_w) per point, with the fitted line chi = Delta C / T_eff."""
+    """chi against C(t,t) - C(t,t_w) per point, with the fitted line chi = Delta C / T_eff
+    (the longest fit window that has a value) and the DMFT's curve where the study has it."""
     points = [p for p in _points(summary) if np.isfinite(summary["fdt_chi"].sel(p)).any()]
     columns = min(4, max(1, len(points)))
     rows = max(1, int(np.ceil(len(points) / columns)))
@@ -54,12 +56,16 @@ def fdt_parametric(summary: xr.Dataset, out: str) -> None:
         part = summary.sel(point)
         delta_c, chi = part["fdt_delta_c"].values, part["fdt_chi"].values
         axis.plot(delta_c, chi, "o", ms=3, label="measured")
-        temperature = float(part["T_eff"].sel(window=MAIN_WINDOW))
+        if _has(part, "dmft_fdt_chi"):
+            axis.plot(
+                part["dmft_fdt_delta_c"].values, part["dmft_fdt_chi"].values, "-", label="DMFT"
+            )
+        fitted = [w for w in FIT_WINDOWS if np.isfinite(part["T_eff"].sel(window=w))]
+        window = fitted[-1] if fitted else MAIN_WINDOW
+        temperature = float(part["T_eff"].sel(window=window))
         span = np.linspace(0, np.nanmax(delta_c), 20)
         if np.isfinite(temperature):
-            axis.plot(
-                span, span / temperature, "-", label=f"fit {MAIN_WINDOW}: T_eff={temperature:.3g}"
-            )
+            axis.plot(span, span / temperature, ":", label=f"fit {window}: T_eff={temperature:.3g}")
         imposed = point.get("temperature", config.get("optimizer", {}).get("temperature"))
         if imposed and "langevin" in str(point.get("optimizer", "langevin")):
             axis.plot(span, span / float(imposed), "k--", lw=1, label=f"slope 1/T, T={imposed}")
@@ -88,36 +94,113 @@ def _errorbar(axis, x, centre, low, high, **style) -> None:
         )
 
 
+def _has(part: xr.Dataset, name: str) -> bool:
+    """Whether the summary holds a variable with some finite value (e.g. the DMFT's)."""
+    return name in part and bool(np.isfinite(part[name]).any())
+
+
 def teff_vs_b(summary: xr.Dataset, out: str) -> None:
-    """T_eff against b for each optimizer variant, one panel per fit window (log scales)."""
-    figure, axes = plt.subplots(
-        1, len(FIT_WINDOWS), figsize=(4.6 * len(FIT_WINDOWS), 4), squeeze=False
-    )
-    for axis, window in zip(axes[0], FIT_WINDOWS, strict=True):
-        for curve in _hue_axis(summary, "b"):
+    """T_eff against b for each optimizer variant, one panel per fit window (log scales);
+    the DMFT's T_eff (line, band: 95% interval over solver seeds) where the study has it."""
+    windows = [w for w in FIT_WINDOWS if _has(summary.sel(window=w), "T_eff")] or [MAIN_WINDOW]
+    figure, axes = plt.subplots(1, len(windows), figsize=(4.6 * len(windows), 4), squeeze=False)
+    for axis, window in zip(axes[0], windows, strict=True):
+        for index, curve in enumerate(_hue_axis(summary, "b")):
             part = summary.sel(curve).sel(window=window)
-            if not np.isfinite(part["T_eff"]).any():
-                continue
-            _errorbar(
-                axis,
-                part["b"].values,
-                part["T_eff"],
-                part["T_eff_low"],
-                part["T_eff_high"],
-                label=_describe(curve),
-            )
-            if "dmft_T_eff" in part:
-                axis.plot(part["b"].values, part["dmft_T_eff"].values, "--", color="gray")
+            color = f"C{index % 10}"
+            if _has(part, "T_eff"):
+                _errorbar(
+                    axis,
+                    part["b"].values,
+                    part["T_eff"],
+                    part["T_eff_low"],
+                    part["T_eff_high"],
+                    label=f"simulation {_describe(curve)}",
+                    color=color,
+                    linestyle="none",
+                )
+            if _has(part, "dmft_T_eff"):
+                b = part["b"].values
+                axis.plot(
+                    b, part["dmft_T_eff"].values, "-", color=color, label=f"DMFT {_describe(curve)}"
+                )
+                axis.fill_between(
+                    b,
+                    part["dmft_T_eff_low"].values,
+                    part["dmft_T_eff_high"].values,
+                    color=color,
+                    alpha=0.2,
+                    lw=0,
+                )
         axis.set_xscale("log")
         axis.set_yscale("log")
+        axis.set_xticks(summary["b"].values, [f"{b:g}" for b in summary["b"].values])
+        axis.xaxis.set_minor_formatter(NullFormatter())
         axis.set_xlabel(label("b"))
         axis.set_ylabel("effective temperature T_eff")
         axis.set_title(f"fit window {window}")
         axis.grid(True, which="both", alpha=0.3)
     axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+    theory = " and DMFT (lines)" if _has(summary, "dmft_T_eff") else ""
     figure.suptitle(
-        _title(summary, "Effective temperature from the FDT (95% CI; stationary points only)"),
+        _title(
+            summary,
+            f"T_eff from the FDT: simulation (95% CI){theory}; stationary points only",
+        ),
         fontsize=10,
+    )
+    figure.tight_layout()
+    save(figure, out)
+
+
+def dmft_vs_simulation(summary: xr.Dataset, out: str) -> None:
+    """Theory and simulation at the same parameters: the loss against t, and the FDT's two
+    ingredients C(t,t) - C(t,t_w) and chi(t,t_w) against s = t - t_w (mean over t_w).
+
+    Simulation: markers (the loss with its standard error over replicas); DMFT: lines with
+    a band of two standard errors over solver seeds.
+    """
+    figure, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4.4))
+    for index, point in enumerate(
+        p for p in _points(summary) if _has(summary.sel(p), "dmft_train_loss")
+    ):
+        part = summary.sel(point)
+        color, name = f"C{index % 10}", _describe(point)
+        loss = part["train_loss"]
+        stderr = loss.std("replica", ddof=1) / np.sqrt(loss.sizes["replica"])
+        left.errorbar(
+            part["time"].values,
+            loss.mean("replica").values,
+            yerr=stderr.values,
+            fmt="o",
+            ms=3,
+            color=color,
+            label=f"simulation {name}",
+        )
+        panels = (
+            (left, "time", "dmft_train_loss"),
+            (middle, "lag", "dmft_fdt_delta_c"),
+            (right, "lag", "dmft_fdt_chi"),
+        )
+        for axis, x_name, theory in panels:
+            x, centre = part[x_name].values, part[theory].values
+            axis.plot(x, centre, "-", color=color, label=f"DMFT {name}")
+            if f"{theory}_stderr" in part:
+                band = 2 * part[f"{theory}_stderr"].values
+                axis.fill_between(x, centre - band, centre + band, color=color, alpha=0.2, lw=0)
+        middle.plot(part["lag"].values, part["fdt_delta_c"].values, "o", ms=3, color=color)
+        right.plot(part["lag"].values, part["fdt_chi"].values, "o", ms=3, color=color)
+    left.set_xlabel(label("time"))
+    left.set_ylabel(label("train_loss"))
+    left.set_yscale("log")
+    for axis, name in ((middle, "C(t,t) - C(t,t_w)"), (right, "chi(t, t_w)")):
+        axis.set_xlabel("time difference s = t - t_w (lr x steps)")
+        axis.set_ylabel(f"{name}, mean over t_w")
+    for axis in (left, middle, right):
+        axis.grid(True, alpha=0.3)
+    right.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1))
+    figure.suptitle(
+        _title(summary, "DMFT (lines, 2 s.e. bands) against simulation (markers)"), fontsize=10
     )
     figure.tight_layout()
     save(figure, out)

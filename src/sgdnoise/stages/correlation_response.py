@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from sgdnoise.analysis.fdt import lag_grid
 from sgdnoise.data import Dataset
 from sgdnoise.dynamics.perceptron import make_perceptron_dynamics
 from sgdnoise.dynamics.random import ReplicaStream
@@ -43,16 +44,6 @@ REPLAY_TOLERANCE = 1e-8
 
 class ReplayError(RuntimeError):
     """The replayed trajectory differs from the recorded one (non-deterministic run)."""
-
-
-def lag_grid(run_config: dict, lr: float, waiting_time: float) -> tuple[np.ndarray, np.ndarray]:
-    """Time differences s (lr x steps) and their step counts for a waiting time."""
-    response = run_config["response"]
-    longest = run_config["max_time"] - waiting_time
-    if response["max_lag"] is not None:
-        longest = min(longest, response["max_lag"])
-    lags = np.linspace(0.0, longest, response["lag_count"])
-    return lags, np.rint(lags / lr).astype(np.int64)
 
 
 def correlation_matrix(run: xr.Dataset) -> xr.DataArray:

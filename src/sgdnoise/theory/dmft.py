@@ -43,6 +43,10 @@ VARIABLE_METADATA = {
     "m": ("1", "magnetisation m(t) = w(t) . v / N along the mixture centre v"),
     "M_C": ("1 / time", "noise kernel M_C[k, l] = Delta (P/N) E[f^k f^l], f = scale s v'(h)"),
     "M_R": ("1 / time", "memory kernel M_R[k, l] = Delta (P/N) E[d f^k / dP^l] (exact per path)"),
+    "seed_loss": ("1", "loss of each solver seed (for fits that resample seeds)"),
+    "seed_C_diagonal": ("1", "C(t, t) of each solver seed"),
+    "seed_C_waiting": ("1", "C(t, t_w) of each solver seed"),
+    "seed_chi": ("1", "chi(t, t_w) of each solver seed"),
 }
 
 
@@ -91,7 +95,21 @@ DIMS = {
     "m": ("step",),
     "M_C": ("step", "step2"),
     "M_R": ("step", "step2"),
+    "seed_loss": ("solver_seed", "step"),
+    "seed_C_diagonal": ("solver_seed", "step"),
+    "seed_C_waiting": ("solver_seed", "step", "t_w"),
+    "seed_chi": ("solver_seed", "step", "t_w"),
 }
+
+
+def _fdt_variables_of_seed(problem: DmftProblem, variables: dict) -> dict[str, np.ndarray]:
+    """Per-seed copies of what an FDT fit needs (it resamples seeds as it does replicas)."""
+    return {
+        "seed_loss": variables["loss"],
+        "seed_C_diagonal": np.diag(variables["C"]),
+        "seed_C_waiting": variables["C"][:, list(problem.waiting_steps)],
+        "seed_chi": variables["chi"],
+    }
 
 
 def _overall_status(statuses: list[str]) -> str:
@@ -126,7 +144,9 @@ def solve_dmft(
 
     Dims: ``step`` k = 0..T (coordinate ``time`` = lr k), ``step2`` (second time of C, R,
     M_C, M_R; ``time2``), ``t_w`` (waiting times of chi; ``waiting_step`` k_w), and
-    ``solver_seed`` / ``iteration`` for the diagnostics ``change`` and ``iterations``.
+    ``solver_seed`` / ``iteration`` for the diagnostics ``change`` and ``iterations`` and
+    for the per-seed ``seed_loss``, ``seed_C_diagonal`` (C(t, t)), ``seed_C_waiting``
+    (C(t, t_w)) and ``seed_chi`` that the FDT fit resamples (analysis.dmft_fits).
     Time is in units of lr x steps; C, chi, m and the loss per sample are dimensionless;
     R, nu and the discrete kernels M_C, M_R (which enter the equations multiplied by lr)
     are per unit time. Attributes: status, iterations, paths, seeds, tolerance,
@@ -187,6 +207,11 @@ def solve_dmft(
                 stderr,
                 {"units": units, "long_name": f"standard error over solver seeds of {name}"},
             )
+    per_seed_fdt = [_fdt_variables_of_seed(problem, variables) for variables in per_seed]
+    for name in per_seed_fdt[0]:
+        units, long_name = VARIABLE_METADATA[name]
+        stack = np.stack([variables[name] for variables in per_seed_fdt])
+        data_vars[name] = (DIMS[name], stack, {"units": units, "long_name": long_name})
     longest = max(len(solution.changes) for solution in solutions)
     changes = np.full((solver_seeds, max(longest, 1)), np.nan)
     for index, solution in enumerate(solutions):

@@ -1,0 +1,109 @@
+"""The DMFT read on the simulation's grids, and its T_eff by the simulation's own FDT fit.
+
+A dmft artifact (theory.solve_dmft) holds, per solver seed, the loss, C(t, t), C(t, t_w)
+and chi(t, t_w) on the step grid k = 0..T. Here they are read at the run's recorded steps
+and on the lag grid of the two-time stage (fdt.lag_grid), so that theory and simulation
+are compared at identical times, and the theory's effective temperature is fitted by
+fdt.fit_effective_temperature with the solver seeds in the place of the replicas: the
+same windows, the same stationarity check, and a bootstrap interval that measures the
+solver's Monte Carlo error. Every variable is the simulation's name with a ``dmft_``
+prefix, so that a fits artifact (and the study summary) holds both side by side.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import xarray as xr
+
+from sgdnoise.analysis import fdt
+from sgdnoise.io.artifact import ArtifactError, artifact_config
+
+PREFIX = "dmft_"
+
+
+def dmft_two_time(dmft: xr.Dataset, config: dict) -> xr.Dataset:
+    """The DMFT's C(t_w + s, t_w), C(t, t), chi and loss on the two-time stage's lag grid.
+
+    Shaped like a two-time artifact (dims replica, t_w, lag), with the solver seeds as
+    replicas, so that fdt.fit_effective_temperature applies unchanged.
+    """
+    lr = float(config["optimizer"]["lr"])
+    waiting_times = dmft["t_w"].values
+    lags, lag_steps = fdt.lag_grid(config["run"], lr, float(waiting_times.max()))
+    later = dmft["waiting_step"].values[:, None] + lag_steps[None, :]  # (t_w, lag)
+    columns = np.arange(waiting_times.size)[:, None]
+
+    def at_waiting_times(name: str) -> np.ndarray:  # (seed, step, t_w) -> (seed, t_w, lag)
+        return dmft[name].values[:, later, columns]
+
+    dims = ("replica", "t_w", "lag")
+    return xr.Dataset(
+        {
+            "correlation": (dims, at_waiting_times("seed_C_waiting")),
+            "self_correlation": (dims, dmft["seed_C_diagonal"].values[:, later]),
+            "chi": (dims, at_waiting_times("seed_chi")),
+            "lag_train_loss": (dims, dmft["seed_loss"].values[:, later]),
+        },
+        coords={
+            "replica": np.arange(dmft.sizes["solver_seed"]),
+            "t_w": waiting_times,
+            "lag": lags,
+        },
+    )
+
+
+def _at_recorded_steps(dmft: xr.Dataset, name: str, run: xr.Dataset) -> xr.DataArray:
+    """A (step,) DMFT variable at the run's recorded steps, on the run's time axis."""
+    values = dmft[name].reindex(step=run["step"].values).values
+    return xr.DataArray(values, dims=("time",), coords={"time": run["time"].values})
+
+
+def dmft_fits(dmft: xr.Dataset, run: xr.Dataset) -> xr.Dataset:
+    """The DMFT's T_eff (per window, with the stationarity check), its FDT curve with
+    standard errors over seeds, and its loss and violated fraction at the run's times.
+
+    Refuses (ArtifactError, naming the file) a DMFT solved for another config than the run's.
+    """
+    config = artifact_config(run)
+    if artifact_config(dmft) != config:
+        raise ArtifactError(
+            f"{dmft.encoding.get('source', 'dmft artifact')}: solved for another config than "
+            "the run's; it is stale: rerun the dmft rule"
+        )
+    two_time = dmft_two_time(dmft, config)
+    fits = fdt.fit_effective_temperature(two_time, config["optimizer"], seed=config["run"]["seed"])
+    seeds = two_time.sizes["replica"]
+    delta_c, chi = fdt.fdt_arrays(two_time)
+    for name, values in (("fdt_delta_c", delta_c), ("fdt_chi", chi)):
+        per_seed = np.nanmean(values, axis=1)  # mean over t_w: (seed, lag)
+        fits[f"{name}_stderr"] = ("lag", per_seed.std(axis=0, ddof=1) / math.sqrt(seeds))
+    fits = fits.rename({name: PREFIX + name for name in fits.data_vars})
+    for name in ("loss", "violated_fraction"):
+        target = "train_loss" if name == "loss" else name
+        fits[PREFIX + target] = _at_recorded_steps(dmft, name, run)
+        if f"{name}_stderr" in dmft:
+            fits[f"{PREFIX}{target}_stderr"] = _at_recorded_steps(dmft, f"{name}_stderr", run)
+    fits[PREFIX + "status"] = xr.DataArray(dmft.attrs.get("status", "unknown"))
+    fits.attrs = {
+        "dmft_teff_method": fits.attrs.get("teff_method", "").replace("replicas", "solver seeds"),
+        "dmft_paths": int(dmft.attrs.get("paths", -1)),
+    }
+    return fits
+
+
+UNITS = {
+    **{
+        PREFIX + name: (units, f"DMFT: {text}")
+        for name, (units, text) in fdt.UNITS.items()
+        if name != "window"
+    },
+    PREFIX + "fdt_delta_c_stderr": ("1", "DMFT: standard error over solver seeds of Delta C"),
+    PREFIX + "fdt_chi_stderr": ("1", "DMFT: standard error over solver seeds of chi"),
+    PREFIX + "train_loss": ("1", "DMFT: training loss per sample at the run's recorded times"),
+    PREFIX + "train_loss_stderr": ("1", "DMFT: standard error over solver seeds of the loss"),
+    PREFIX + "violated_fraction": ("1", "DMFT: fraction of violated samples at the run's times"),
+    PREFIX + "violated_fraction_stderr": ("1", "DMFT: standard error of the violated fraction"),
+    PREFIX + "status": ("1", "DMFT solver status: converged, not_converged or diverged"),
+}
