@@ -128,14 +128,14 @@ DMFT_STUDY = {
                 "optimizer": {"kind": "sgd", "lr": 0.1},
                 "run": {
                     "replicas": 3,
-                    "max_time": 5.0,
+                    "max_time": 6.0,
                     "dtype": "float64",
-                    "record": {"times": "linear", "count": 6},
-                    "response": {"waiting_times": [2.0, 3.0], "max_lag": 2.0, "lag_count": 5},
+                    "record": {"times": "linear", "count": 7},
+                    "response": {"waiting_times": [3.0, 4.0], "max_lag": 2.0, "lag_count": 5},
                 },
             },
             "grid": {"optimizer.b": [0.3, 0.6]},
-            "dmft": {"paths": 300, "solver_seeds": 2},
+            "dmft": {"paths": 500, "solver_seeds": 3},
             "analyses": ["teff", "dmft"],
         }
     },
