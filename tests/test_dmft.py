@@ -314,6 +314,15 @@ def test_dataset_vocabulary_units_and_seed_errors():
     relative = ds.loss_stderr.values[-1] / ds.loss.values[-1]
     assert 1e-3 < relative < 0.1
     assert ds.C_stderr.values[0, 0] == 0.0 and ds.chi_stderr.values[-1, 0] > 0
+    # the per-seed copies the FDT fit resamples average to the means
+    np.testing.assert_allclose(ds.seed_chi.mean("solver_seed"), ds.chi, rtol=1e-12)
+    np.testing.assert_allclose(ds.seed_C_waiting[:, :, 0].mean("solver_seed"), ds.C[:, 10])
+    # `sgdnoise show` reads the last step of a solve
+    from sgdnoise.cli import summarize
+
+    shown = summarize(ds)
+    assert shown["loss"] == pytest.approx(float(ds.loss[-1]))
+    assert shown["status"] == "converged"
 
 
 def test_gd_solve_converges_to_the_stated_tolerance():

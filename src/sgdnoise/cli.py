@@ -88,22 +88,27 @@ def _scalar(value) -> object:
 
 
 def summarize(dataset) -> dict:
-    """Scalars of an artifact: attributes plus final, replica-averaged observables."""
+    """Scalars of an artifact: attributes plus final, replica-averaged observables (at the
+    last recorded time of a run, the last step of a DMFT solve)."""
     summary: dict[str, object] = {
         key: _scalar(value)
         for key, value in dataset.attrs.items()
         if key not in ("config",) and np.ndim(value) == 0
     }
-    if "time" in dataset.dims:
-        final = dataset.isel(time=-1)
+    time_axis = next((dim for dim in ("time", "step") if dim in dataset.dims), None)  # dmft: step
+    if time_axis is not None:
+        final = dataset.isel({time_axis: -1})
         for name in (
             "train_loss",
+            "loss",
             "train_error",
             "violated_fraction",
             "test_error",
             "weight_change",
             "signal",
             "noise",
+            "nu",
+            "m",
         ):
             if name in final:
                 summary[name] = _scalar(final[name].mean())
