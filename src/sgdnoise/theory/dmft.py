@@ -2,7 +2,7 @@
 
 Theory (PHYSICS.md A8): in the limit N, P -> infinity at fixed P/N, the training dynamics
 of the perceptron (square hinge at margin kappa; sphere in multiplier form or ridge;
-random patterns or the Gaussian mixture; gd, sgd, persistent_sgd) reduces to one
+random patterns or the Gaussian mixture; gd, sgd, persistent_sgd, langevin) reduces to one
 effective sample driven by a Gaussian field of covariance C plus a memory term through
 the response R, and one effective weight driven by the kernels M_C, M_R. The discrete
 equations are the simulator's own discretisation, exact at finite lr. They are solved by
@@ -41,7 +41,11 @@ VARIABLE_METADATA = {
     "chi": ("1", "integrated response chi(t, t_w) = lr sum_{l = k_w}^{k - 1} R[k, l]"),
     "nu": ("1 / time", "spherical multiplier nu = (1 - c) / lr of the step from t"),
     "m": ("1", "magnetisation m(t) = w(t) . v / N along the mixture centre v"),
-    "M_C": ("1 / time", "noise kernel M_C[k, l] = Delta (P/N) E[f^k f^l], f = scale s v'(h)"),
+    "M_C": (
+        "1 / time",
+        "noise kernel M_C[k, l] = Delta (P/N) E[f^k f^l], f = scale s v'(h) (+ 2 T / lr on the "
+        "diagonal for langevin)",
+    ),
     "M_R": ("1 / time", "memory kernel M_R[k, l] = Delta (P/N) E[d f^k / dP^l] (exact per path)"),
     "seed_loss": ("1", "loss of each solver seed (for fits that resample seeds)"),
     "seed_C_diagonal": ("1", "C(t, t) of each solver seed"),

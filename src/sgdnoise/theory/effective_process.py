@@ -105,10 +105,14 @@ def violated_fraction(paths: EffectivePaths, kappa: float, tolerance: float) -> 
 
 
 def noise_kernel(problem: DmftProblem, paths: EffectivePaths) -> np.ndarray:
-    """M_C[k, k'] = Delta (P/N) E[f^k f^k'] (its diagonal carries E[s^2] = b), (T+1, T+1)."""
+    """M_C[k, k'] = Delta (P/N) E[f^k f^k'] (its diagonal carries E[s^2] = b), (T+1, T+1),
+    plus the Langevin noise 2 T / lr on the diagonal (langevin at temperature T)."""
     force = paths.force
     factor = problem.noise_variance * problem.sample_ratio / force.shape[1]
-    return factor * (force @ force.T)
+    kernel = factor * (force @ force.T)
+    if problem.temperature:
+        kernel[np.diag_indices_from(kernel)] += 2.0 * problem.temperature / problem.lr
+    return kernel
 
 
 def mean_force(problem: DmftProblem, paths: EffectivePaths) -> np.ndarray:

@@ -9,14 +9,17 @@ through the numbers collected here. Conventions are the simulator's:
 - random patterns: h = u - lr sum R f; Gaussian mixture of noise variance Delta:
   h = m + sqrt(Delta) u - lr Delta sum R f (m the magnetisation w . v / N); the kernels
   carry the factor Delta, the "coupling" Delta x scale;
-- sphere (multiplier form, C[k, k] = 1) or ridge / none (c = 1 - lr lambda, w(0) ~ N(0, I)).
+- sphere (multiplier form, C[k, k] = 1) or ridge / none (c = 1 - lr lambda, w(0) ~ N(0, I));
+- langevin: gd plus sqrt(2 T lr) xi per component and step, i.e. 2 T / lr added to the
+  diagonal of M_C (the equations carry lr^2 M_C).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-SELECTION_KINDS = ("gd", "sgd", "persistent_sgd")
+SELECTION_KINDS = ("gd", "sgd", "persistent_sgd", "langevin")
+FULL_BATCH_KINDS = ("gd", "langevin")
 
 
 class UnsupportedPointError(ValueError):
@@ -35,7 +38,8 @@ class DmftProblem:
     (True) or random patterns;
     noise_variance: Delta (1 for random patterns); waiting_steps: k_w = round(t_w / lr);
     waiting_times: the t_w of the point; error_tolerance: h < kappa - tolerance counts as
-    violated (run.error_tolerance, as the simulator counts errors).
+    violated (run.error_tolerance, as the simulator counts errors); temperature: T of
+    langevin (0 otherwise).
     """
 
     lr: float
@@ -53,6 +57,7 @@ class DmftProblem:
     waiting_times: tuple[float, ...]
     waiting_steps: tuple[int, ...]
     error_tolerance: float
+    temperature: float = 0.0
 
     @property
     def coupling(self) -> float:
@@ -105,7 +110,7 @@ def problem_from_point(point: dict) -> DmftProblem:
     else:
         sample_ratio = data["P"] / data["N"]
     kind = optimizer["kind"]
-    b = 1.0 if kind == "gd" else float(optimizer["b"])
+    b = 1.0 if kind in FULL_BATCH_KINDS else float(optimizer["b"])
     scale = 1.0 / b if optimizer["batch_normalization"] == "mean" else 1.0
     mixture = data["kind"] == "gaussian_mixture"
     waiting_times = tuple(float(t) for t in run["response"]["waiting_times"])
@@ -126,4 +131,5 @@ def problem_from_point(point: dict) -> DmftProblem:
         waiting_times=waiting_times,
         waiting_steps=waiting_steps,
         error_tolerance=float(run["error_tolerance"]),
+        temperature=float(optimizer["temperature"]) if kind == "langevin" else 0.0,
     )

@@ -20,7 +20,7 @@ from sgdnoise.theory.problem import DmftProblem
 def draw_selection_paths(problem: DmftProblem, paths: int, rng: np.random.Generator) -> np.ndarray:
     """Boolean selections of shape (T + 1, paths): entry [k, p] is s^k of path p."""
     shape = (problem.steps + 1, paths)
-    if problem.selection == "gd":
+    if problem.batch_fraction == 1.0:  # gd, langevin (and sgd at b = 1)
         return np.ones(shape, dtype=bool)
     uniforms = rng.random(shape)
     b = problem.batch_fraction
