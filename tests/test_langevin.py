@@ -63,3 +63,17 @@ def test_langevin_without_constraints_from_any_data_is_stationary_in_the_ridge(
     samples = run["weights"].sel(time=run.time >= 10).values.reshape(-1, 5)
     expected = 2 * temperature * lr / (1 - (1 - lr * ridge) ** 2)
     assert samples.var() == pytest.approx(expected, rel=0.03)
+
+
+def test_zero_step_extrapolation_is_exact_for_one_mode():
+    """One mode of curvature k: T_eff(lr) = T / (1 - lr k / 2) exactly (discrete OU), so the
+    extrapolation linear in 1 / T_eff returns T and the slope -k / (2 T); NaN without data."""
+    from sgdnoise.analysis.fdt import zero_step_fit
+
+    temperature, curvature = 0.3, 3.7
+    learning_rates = np.array([0.02, 0.05, 0.1, 0.2])
+    measured = temperature / (1 - learning_rates * curvature / 2)
+    limit, slope = zero_step_fit(learning_rates, measured)
+    assert limit == pytest.approx(temperature, rel=1e-12)
+    assert slope == pytest.approx(-curvature / (2 * temperature), rel=1e-12)
+    assert np.isnan(zero_step_fit(learning_rates, np.full(4, np.nan))[0])

@@ -153,7 +153,14 @@ def fit_options(wildcards, input):
     return " ".join(f"--{name.replace('_', '-')} {getattr(input, name)}" for name in names)
 
 
-PER_POINT_ANALYSES = {"teff", "langevin_calibration", "replica_distance", "margins", "dmft"}
+PER_POINT_ANALYSES = {
+    "teff",
+    "langevin_calibration",
+    "discretisation",
+    "replica_distance",
+    "margins",
+    "dmft",
+}
 
 
 def study_fits(wildcards):

@@ -169,6 +169,24 @@ def fit_effective_temperature(
     return fits
 
 
+def zero_step_fit(learning_rates: np.ndarray, temperatures: np.ndarray) -> tuple[float, float]:
+    """T_eff extrapolated to lr -> 0, linearly in 1 / T_eff (least squares over the points),
+    and the slope d(1 / T_eff) / d lr: T_eff(lr) = 1 / (1 / T_0 + slope lr).
+
+    At finite lr a discrete Langevin dynamics violates the FDT by itself: one mode of
+    curvature k, x' = (1 - lr k) x + sqrt(2 T lr) xi, has Delta C / chi = T / (1 - lr k / 2),
+    so 1 / T_eff is linear in lr (exactly for one mode, to first order for many). NaNs
+    with fewer than two finite points.
+    """
+    learning_rates = np.asarray(learning_rates, dtype=float)
+    temperatures = np.asarray(temperatures, dtype=float)
+    keep = np.isfinite(temperatures) & (temperatures > 0)
+    if keep.sum() < 2:
+        return math.nan, math.nan
+    slope, intercept = np.polyfit(learning_rates[keep], 1.0 / temperatures[keep], 1)
+    return (1.0 / intercept if intercept > 0 else math.nan), float(slope)
+
+
 UNITS = {
     "T_eff": ("1", "effective temperature: slope of C(t,t) - C(t,t_w) against chi in the window"),
     "T_eff_low": ("1", "lower end of the 95% bootstrap interval of T_eff"),

@@ -21,19 +21,10 @@ from sgdnoise.config.schema import (
     section_paths,
     set_path,
 )
+from sgdnoise.workflow_plan import FIGURES_OF_ANALYSIS
 
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
-ANALYSES = (
-    "training_curves",
-    "teff",
-    "langevin_calibration",
-    "replica_distance",
-    "margins",
-    "dmft",
-    "phase_diagram",
-    "critical_temperature",
-    "power_laws",
-)
+ANALYSES = tuple(FIGURES_OF_ANALYSIS)  # every analysis a study may ask for
 
 
 @dataclass(frozen=True)

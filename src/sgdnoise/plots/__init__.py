@@ -16,6 +16,7 @@ FIGURES = {
     "teff_vs_distance": noise.teff_vs_distance,
     "margins": noise.margins,
     "langevin_calibration": noise.langevin_calibration,
+    "teff_vs_lr": noise.teff_vs_lr,
     "phase_diagram": phase_diagram_figure,
     "test_error_vs_temperature": test_error_vs_temperature,
     "scaling_observables": scaling.scaling_observables,

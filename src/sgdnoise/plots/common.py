@@ -67,6 +67,7 @@ def fixed_parameters(summary: xr.Dataset) -> str:
         if config.get("model", {}).get("constraint") == "ridge"
         else None,
         show("optimizer.lr", "lr"),
+        show("optimizer.temperature", "T"),
         show("run.replicas", "replicas"),
     ]
     return ", ".join(item for item in items if item)

@@ -17,6 +17,7 @@ import numpy as np
 import xarray as xr
 from matplotlib.ticker import NullFormatter
 
+from sgdnoise.analysis import fdt
 from sgdnoise.plots.common import fixed_parameters, grid_axes, label, save
 
 MAIN_WINDOW = "s<=10/b"
@@ -201,6 +202,65 @@ def dmft_vs_simulation(summary: xr.Dataset, out: str) -> None:
     right.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1))
     figure.suptitle(
         _title(summary, "DMFT (lines, 2 s.e. bands) against simulation (markers)"), fontsize=10
+    )
+    figure.tight_layout()
+    save(figure, out)
+
+
+def teff_vs_lr(summary: xr.Dataset, out: str) -> None:
+    """T_eff / T of Langevin dynamics against the step lr, one panel per fit window:
+    simulation (95% CI) and, where the study has it, the DMFT (line, band), each with its
+    extrapolation to lr -> 0 linear in 1 / T_eff (fdt.zero_step_fit, dashed)."""
+    config = json.loads(summary.attrs.get("example_config", "{}"))
+    windows = [w for w in FIT_WINDOWS if _has(summary.sel(window=w), "T_eff")] or [MAIN_WINDOW]
+    figure, axes = plt.subplots(1, len(windows), figsize=(5 * len(windows), 4.2), squeeze=False)
+    for axis, window in zip(axes[0], windows, strict=True):
+        for index, curve in enumerate(_points(summary, exclude=("lr",))):
+            part = summary.sel(curve).sel(window=window)
+            temperature = float(curve.get("temperature", config["optimizer"]["temperature"]))
+            lr, color = part["lr"].values, f"C{index % 10}"
+            span = np.linspace(0.0, lr.max(), 50)
+            for source, style, fit_style in (("", "o", ":"), ("dmft_", "-", "--")):
+                if not _has(part, f"{source}T_eff"):
+                    continue
+                centre = part[f"{source}T_eff"].values / temperature
+                low = part[f"{source}T_eff_low"].values / temperature
+                high = part[f"{source}T_eff_high"].values / temperature
+                name = "DMFT" if source else "simulation"
+                if source:
+                    axis.plot(lr, centre, style, color=color, label=f"{name} {_describe(curve)}")
+                    axis.fill_between(lr, low, high, color=color, alpha=0.2, lw=0)
+                else:
+                    _errorbar(
+                        axis,
+                        lr,
+                        centre,
+                        low,
+                        high,
+                        color=color,
+                        linestyle="none",
+                        label=f"{name} {_describe(curve)}",
+                    )
+                limit, slope = fdt.zero_step_fit(lr, centre)
+                if np.isfinite(limit):
+                    axis.plot(
+                        span,
+                        1.0 / (1.0 / limit + slope * span),
+                        fit_style,
+                        color=color,
+                        lw=1,
+                        label=f"{name} at lr -> 0: T_eff / T = {limit:.3f}",
+                    )
+        axis.axhline(1.0, color="black", lw=1, label="T_eff = T (the FDT)")
+        axis.set_xlim(left=0.0)
+        axis.set_xlabel("step lr (time per step)")
+        axis.set_ylabel("T_eff / T (95% CI)")
+        axis.set_title(f"fit window {window}")
+        axis.grid(True, alpha=0.3)
+    axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+    figure.suptitle(
+        _title(summary, "Langevin dynamics: the FDT holds as lr -> 0 (finite lr biases T_eff)"),
+        fontsize=10,
     )
     figure.tight_layout()
     save(figure, out)
