@@ -133,11 +133,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, sgdnoise_com
             "record": {"count": 30},
         },
     }
-    point = tmp_path / "point.yaml"
-    point.write_text(yaml.safe_dump(config))
-    out = tmp_path / "resumed.nc"
-    checkpoint = tmp_path / "resumed.nc.ckpt"
-    command = [*sgdnoise_command, "point", str(point), "--out", str(out), "--quiet"]
+    command, out, checkpoint = _point_command(tmp_path, config, sgdnoise_command)
     _kill_once_checkpointed(command, checkpoint, 0.5)
     assert checkpoint.exists() and not out.exists()
     subprocess.run(command, check=True)
@@ -146,6 +142,16 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, sgdnoise_com
     resumed = read_artifact(out)
     for name in ("final_weights", "train_loss", "violated_fraction"):
         np.testing.assert_array_equal(resumed[name].values, uninterrupted[name].values)
+
+
+def _point_command(tmp_path, config: dict, sgdnoise_command, *options: str):
+    """``sgdnoise [options] point`` of ``config`` (written to a file), its artifact and
+    its checkpoint file."""
+    point = tmp_path / "point.yaml"
+    point.write_text(yaml.safe_dump(config))
+    out = tmp_path / "resumed.nc"
+    command = [*sgdnoise_command, *options, "point", str(point), "--out", str(out), "--quiet"]
+    return command, out, tmp_path / "resumed.nc.ckpt"
 
 
 def _kill_once_checkpointed(command: list[str], checkpoint, after: float) -> None:
@@ -182,12 +188,7 @@ def test_a_killed_network_run_resumes_to_the_uninterrupted_result(tmp_path, sgdn
             },
         }
     )
-    point = tmp_path / "point.yaml"
-    point.write_text(yaml.safe_dump(config))
-    out = tmp_path / "resumed.nc"
-    checkpoint = tmp_path / "resumed.nc.ckpt"
-    command = [*sgdnoise_command, "--threads", "1", "point", str(point), "--out", str(out)]
-    command.append("--quiet")
+    command, out, checkpoint = _point_command(tmp_path, config, sgdnoise_command, "--threads", "1")
     _kill_once_checkpointed(command, checkpoint, 0.2)
     assert not out.exists()
     killed_at = torch.load(checkpoint, weights_only=False)["step"]

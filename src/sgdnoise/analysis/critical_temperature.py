@@ -37,13 +37,13 @@ import xarray as xr
 
 from sgdnoise.analysis.scaling_data import (
     REPLICA,
-    TEMPERATURE,
+    bootstrap_means,
     complete_points,
-    group_dims,
+    fit_groups,
+    log_axes,
     observables_at_stop,
-    resample_counts,
-    size_dims,
     student_interval,
+    temperature_curves,
 )
 
 DEPARTURE_THRESHOLD = 0.5
@@ -135,11 +135,6 @@ def collapse_exponent(curves: list[tuple[np.ndarray, np.ndarray, float]]) -> tup
     return float(fine[k]), float(costs[k])
 
 
-def _curve_means(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Seed means (resamples, C, nT) of values (C, nT, R) weighted by bootstrap counts."""
-    return np.einsum("br,ctr->bct", counts, np.nan_to_num(values)) / values.shape[-1]
-
-
 def fit_critical_temperature(
     values: xr.DataArray,
     threshold: float = DEPARTURE_THRESHOLD,
@@ -152,19 +147,14 @@ def fit_critical_temperature(
     ``values``: one group's observable at stopping, dims (P?, N?, temperature, replica),
     NaN where a replica did not complete.
     """
-    sizes = size_dims(values)
-    values = values.transpose(*sizes, TEMPERATURE, REPLICA)
+    values, sizes, data = temperature_curves(values)
     replicas = values.sizes[REPLICA]
     curve_shape = values.shape[:-2]
-    data = values.values.reshape(-1, values.sizes[TEMPERATURE], replicas)
     usable = complete_points(data)
-    log_temperature = np.log(values[TEMPERATURE].values.astype(float))
-    counts = np.vstack(
-        [np.ones((1, replicas)), resample_counts(replicas, resamples, np.random.default_rng(seed))]
-    )
-    means = _curve_means(data, counts)
-    curves = data.shape[0]
-    log_tc = np.full((counts.shape[0], curves), np.nan)
+    log_temperature, log_sizes = log_axes(values, sizes)
+    means = bootstrap_means(data, resamples, seed)
+    draws, curves = means.shape[:2]
+    log_tc = np.full((draws, curves), np.nan)
     plateau = np.zeros(curves, dtype=bool)
     plateau_value = np.full(curves, np.nan)
     for c in range(curves):
@@ -177,11 +167,9 @@ def fit_critical_temperature(
         plateau[c], plateau_value[c] = ok[0], means[0, c, valid[0]]
     tc_low, tc_high = student_interval(log_tc[0], log_tc[1:], replicas, confidence)
 
-    grids = np.meshgrid(*[np.log(values[d].values.astype(float)) for d in sizes], indexing="ij")
-    log_sizes = np.stack([g.ravel() for g in grids], -1) if sizes else np.zeros((1, 0))
-    slopes = np.full((counts.shape[0], len(sizes)), np.nan)
+    slopes = np.full((draws, len(sizes)), np.nan)
     varying = [j for j in range(len(sizes)) if np.ptp(log_sizes[:, j]) > 0]
-    for b in range(counts.shape[0]):
+    for b in range(draws):
         known = np.isfinite(log_tc[b])
         design = np.concatenate([np.ones((curves, 1)), log_sizes[:, varying]], axis=1)[known]
         if known.sum() > design.shape[1] and np.linalg.matrix_rank(design) == design.shape[1]:
@@ -263,22 +251,12 @@ def critical_temperature(
     ``a`` = -d log T_c / d log P with _low/_high, and ``collapse_exponent`` (the a of
     the collapse in T P^a) with _low/_high.
     """
-    parts = []
-    for name, values in observables_at_stop(summary).items():
-        groups = group_dims(values)
-        stacked = values.stack(group=groups) if groups else values.expand_dims(group=[0])
-        fits = [
-            fit_critical_temperature(stacked.isel(group=i), threshold, resamples, confidence, seed)
-            for i in range(stacked.sizes["group"])
-        ]
-        merged = xr.concat(fits, dim="group", coords="minimal", compat="override")
-        merged = (
-            merged.assign_coords(group=stacked["group"]).unstack("group")
-            if groups
-            else (merged.isel(group=0))
-        )
-        parts.append(merged.expand_dims(observable=[name]))
-    result = xr.concat(parts, dim="observable", join="outer")
+    result = fit_groups(
+        observables_at_stop(summary),
+        lambda name, values: fit_critical_temperature(
+            values, threshold, resamples, confidence, seed
+        ),
+    )
     if "P" in result["size"].values:  # a = -slope: the interval's ends swap
         for name, source in (("a", ""), ("a_low", "_high"), ("a_high", "_low")):
             slope = result["critical_temperature_slope" + source]

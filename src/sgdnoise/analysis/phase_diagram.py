@@ -26,6 +26,7 @@ linear interpolation between neighbouring grid values:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import numpy as np
 import xarray as xr
@@ -79,6 +80,26 @@ def _log_crossing(x: np.ndarray, y: np.ndarray, level: float) -> float:
     return float(x[0] + (x[1] - x[0]) * (ll - ly) / (np.log(y[1]) - ly))
 
 
+def _boundary(
+    statistics: xr.Dataset,
+    variable: str,
+    dim: str,
+    locate: Callable[[np.ndarray, np.ndarray], float],
+    long_name: str,
+) -> xr.DataArray:
+    """``locate(values, log2 coordinate)`` of a variable along ``dim``, at every other
+    coordinate."""
+    log_coordinate = np.log2(statistics[dim].values.astype(float))
+    boundary = xr.apply_ufunc(
+        lambda values: locate(values, log_coordinate),
+        statistics[variable],
+        input_core_dims=[[dim]],
+        vectorize=True,
+    )
+    boundary.attrs.update(units="1", long_name=long_name)
+    return boundary
+
+
 def lazy_feature_boundary(statistics: xr.Dataset, alpha_dim: str) -> xr.DataArray:
     """log2 alpha of the lazy/feature crossover at every other coordinate (NaN if none).
 
@@ -95,19 +116,8 @@ def lazy_feature_boundary(statistics: xr.Dataset, alpha_dim: str) -> xr.DataArra
                 return _log_crossing(log_alpha[i : i + 2], pair, LAZY_KERNEL_CHANGE)
         return np.nan
 
-    log_alpha = np.log2(statistics[alpha_dim].values.astype(float))
-    boundary = xr.apply_ufunc(
-        locate,
-        statistics["kernel_change"],
-        kwargs={"log_alpha": log_alpha},
-        input_core_dims=[[alpha_dim]],
-        vectorize=True,
-    )
-    boundary.attrs.update(
-        units="1",
-        long_name=f"log2 alpha where the kernel change crosses {LAZY_KERNEL_CHANGE:g}",
-    )
-    return boundary
+    long_name = f"log2 alpha where the kernel change crosses {LAZY_KERNEL_CHANGE:g}"
+    return _boundary(statistics, "kernel_change", alpha_dim, locate, long_name)
 
 
 def noise_boundary(statistics: xr.Dataset, temperature_dim: str) -> xr.DataArray:
@@ -131,19 +141,8 @@ def noise_boundary(statistics: xr.Dataset, temperature_dim: str) -> xr.DataArray
                 return _log_crossing(log_temperature[i : i + 2], pair, level)
         return np.nan
 
-    log_temperature = np.log2(statistics[temperature_dim].values.astype(float))
-    boundary = xr.apply_ufunc(
-        locate,
-        statistics["weight_change"],
-        kwargs={"log_temperature": log_temperature},
-        input_core_dims=[[temperature_dim]],
-        vectorize=True,
-    )
-    boundary.attrs.update(
-        units="1",
-        long_name=f"log2 T where the weight change reaches {NOISE_FACTOR:g} x its lowest-T value",
-    )
-    return boundary
+    long_name = f"log2 T where the weight change reaches {NOISE_FACTOR:g} x its lowest-T value"
+    return _boundary(statistics, "weight_change", temperature_dim, locate, long_name)
 
 
 def best_temperature(statistics: xr.Dataset, temperature_dim: str) -> xr.DataArray:

@@ -54,14 +54,15 @@ from scipy import stats
 from sgdnoise.analysis.scaling_data import (
     REPLICA,
     TEMPERATURE,
+    bootstrap_means,
     bootstrap_spread,
     complete_points,
-    group_dims,
+    fit_groups,
+    log_axes,
     observables_at_stop,
-    resample_counts,
-    size_dims,
     student_interval,
     study_config,
+    temperature_curves,
 )
 
 OBSERVABLES = ("signal", "noise", "t_star", "weight_change")  # test error: not a power law
@@ -148,24 +149,16 @@ def fit_power_law(
     (dim ``regressor``), log_amplitude, the window mask (dims of values without the
     replica), points_in_window, points_excluded and resamples_failed.
     """
-    sizes = size_dims(values)
-    values = values.transpose(*sizes, TEMPERATURE, REPLICA)
+    values, sizes, data = temperature_curves(values)
     shape = values.shape[:-1]
     replicas = values.sizes[REPLICA]
     with np.errstate(divide="ignore", invalid="ignore"):
-        logs = np.log(np.where(values.values > 0, values.values, np.nan))
-    curves = logs.reshape(-1, values.sizes[TEMPERATURE], replicas)  # (C, nT, R)
+        curves = np.log(np.where(data > 0, data, np.nan))  # (C, nT, R)
     usable = complete_points(curves)
-    log_temperature = np.log(values[TEMPERATURE].values.astype(float))
-    size_grid = np.meshgrid(*[np.log(values[d].values.astype(float)) for d in sizes], indexing="ij")
-    log_sizes = np.stack([g.ravel() for g in size_grid], -1) if sizes else np.zeros((1, 0))
-
-    counts = np.vstack(
-        [np.ones((1, replicas)), resample_counts(replicas, resamples, np.random.default_rng(seed))]
-    )
-    filled = np.nan_to_num(curves)
-    means = np.einsum("br,ctr->bct", counts, filled) / replicas  # (1 + resamples, C, nT)
-    window = np.zeros((counts.shape[0],) + usable.shape, dtype=bool)
+    log_temperature, log_sizes = log_axes(values, sizes)
+    means = bootstrap_means(curves, resamples, seed)  # (1 + resamples, C, nT)
+    draws = means.shape[0]
+    window = np.zeros((draws,) + usable.shape, dtype=bool)
     for c in range(curves.shape[0]):
         valid = np.flatnonzero(usable[c])
         if valid.size < min_points:
@@ -191,18 +184,16 @@ def fit_power_law(
     ).reshape(-1, len(regressors))
     varying = [j for j in range(len(regressors)) if np.ptp(columns[usable.ravel(), j]) > 0]
     design = np.concatenate([np.ones((columns.shape[0], 1)), columns[:, varying]], axis=1)
-    targets = means.reshape(counts.shape[0], -1)
-    coefficients = _weighted_least_squares(
-        design, window.reshape(counts.shape[0], -1).astype(float), targets
-    )
+    targets = means.reshape(draws, -1)
+    coefficients = _weighted_least_squares(design, window.reshape(draws, -1).astype(float), targets)
     upper_coefficients = _weighted_least_squares(
         design,
-        _upper_half(window, min_points).reshape(counts.shape[0], -1).astype(float),
+        _upper_half(window, min_points).reshape(draws, -1).astype(float),
         targets,
     )
-    exponents = np.full((counts.shape[0], len(regressors)), np.nan)
+    exponents = np.full((draws, len(regressors)), np.nan)
     exponents[:, varying] = coefficients[:, 1:]
-    drift = np.full((counts.shape[0], len(regressors)), np.nan)
+    drift = np.full((draws, len(regressors)), np.nan)
     drift[:, varying] = coefficients[:, 1:] - upper_coefficients[:, 1:]
     drift_noise = bootstrap_spread(drift[1:], replicas)
     systematic = WINDOW_FACTOR * np.sqrt(np.clip(drift[0] ** 2 - drift_noise**2, 0.0, None))
@@ -277,35 +268,20 @@ def power_laws(
     config = study_config(summary)
     depleted = config.get("data", {}).get("kind") == "depleted_sign"
     fixed_chi = config.get("data", {}).get("chi", np.nan)
-    parts = []
-    for name, values in observed.items():
-        groups = group_dims(values)
-        stacked = values.stack(group=groups) if groups else values.expand_dims(group=[0])
-        fits = []
-        for index in range(stacked.sizes["group"]):
-            fit = fit_power_law(
-                stacked.isel(group=index),
-                tolerance,
-                level,
-                min_points,
-                resamples,
-                confidence,
-                seed,
-            )
-            chi = float(stacked["chi"].values[index]) if "chi" in groups else fixed_chi
-            fit["exponent_predicted"] = (
-                ("regressor",),
-                [
-                    predicted_exponent(name, r, chi) if depleted else np.nan
-                    for r in fit["regressor"].values
-                ],
-            )
-            fits.append(fit)
-        merged = xr.concat(fits, dim="group", coords="minimal", compat="override")
-        merged = merged.assign_coords(group=stacked["group"]) if groups else merged.isel(group=0)
-        merged = merged.unstack("group") if groups else merged
-        parts.append(merged.expand_dims(observable=[name]))
-    result = xr.concat(parts, dim="observable", join="outer")
+
+    def fit(name: str, values: xr.DataArray) -> xr.Dataset:
+        result = fit_power_law(values, tolerance, level, min_points, resamples, confidence, seed)
+        chi = float(values["chi"]) if "chi" in values.coords else fixed_chi
+        result["exponent_predicted"] = (
+            ("regressor",),
+            [
+                predicted_exponent(name, r, chi) if depleted else np.nan
+                for r in result["regressor"].values
+            ],
+        )
+        return result
+
+    result = fit_groups(observed, fit)
     result = result.rename(window="power_law_window")
     result["power_law_window"] = result["power_law_window"].fillna(False).astype(bool)
     for symbol, observable, regressor in (

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 
 import numpy as np
 import xarray as xr
@@ -102,6 +103,30 @@ def observables_at_stop(summary: xr.Dataset) -> dict[str, xr.DataArray]:
     return result
 
 
+def fit_groups(
+    observed: dict[str, xr.DataArray], fit: Callable[[str, xr.DataArray], xr.Dataset]
+) -> xr.Dataset:
+    """``fit(name, values)`` for every observable and every group, merged into one Dataset.
+
+    ``values``: one group's observable (dims P?, N?, temperature, replica; the group's
+    values as scalar coords). The result has dims observable, the group dims (if any)
+    and the fits' own.
+    """
+    parts = []
+    for name, values in observed.items():
+        groups = group_dims(values)
+        stacked = values.stack(group=groups) if groups else values.expand_dims(group=[0])
+        fits = [fit(name, stacked.isel(group=i)) for i in range(stacked.sizes["group"])]
+        merged = xr.concat(fits, dim="group", coords="minimal", compat="override")
+        merged = (
+            merged.assign_coords(group=stacked["group"]).unstack("group")
+            if groups
+            else merged.isel(group=0)
+        )
+        parts.append(merged.expand_dims(observable=[name]))
+    return xr.concat(parts, dim="observable", join="outer")
+
+
 def _last_finite(values: xr.DataArray, dim: str) -> xr.DataArray:
     """The last finite entry along ``dim`` (NaN where there is none)."""
     axis = values.get_axis_num(dim)
@@ -117,6 +142,39 @@ def _last_finite(values: xr.DataArray, dim: str) -> xr.DataArray:
 def complete_points(values: np.ndarray) -> np.ndarray:
     """Mask of points (all axes but the last, the replica) where every replica has a value."""
     return np.isfinite(values).all(axis=-1)
+
+
+def temperature_curves(values: xr.DataArray) -> tuple[xr.DataArray, list[str], np.ndarray]:
+    """One group's observable as curves y(T): (values, sizes, data).
+
+    ``values`` (dims P?, N?, temperature, replica) transposed to (*sizes, temperature,
+    replica); ``data`` its array as (C, nT, R), one curve per point of the size grid
+    (row-major: P-major when both sizes are swept).
+    """
+    sizes = size_dims(values)
+    values = values.transpose(*sizes, TEMPERATURE, REPLICA)
+    data = values.values.reshape(-1, values.sizes[TEMPERATURE], values.sizes[REPLICA])
+    return values, sizes, data
+
+
+def log_axes(values: xr.DataArray, sizes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """log T (nT,) and the log sizes of every curve (C, len(sizes)); (1, 0) without sizes."""
+    log_temperature = np.log(values[TEMPERATURE].values.astype(float))
+    grids = np.meshgrid(*[np.log(values[d].values.astype(float)) for d in sizes], indexing="ij")
+    log_sizes = np.stack([g.ravel() for g in grids], -1) if sizes else np.zeros((1, 0))
+    return log_temperature, log_sizes
+
+
+def bootstrap_means(data: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    """Seed means of curves (C, nT, R): (1 + resamples, C, nT), the plain mean first.
+
+    The resamples draw the seeds (replica indices) jointly for every curve
+    (``resample_counts`` from ``np.random.default_rng(seed)``); missing values count 0.
+    """
+    replicas = data.shape[-1]
+    rng = np.random.default_rng(seed)
+    counts = np.vstack([np.ones((1, replicas)), resample_counts(replicas, resamples, rng)])
+    return np.einsum("br,ctr->bct", counts, np.nan_to_num(data)) / replicas
 
 
 def resample_counts(replicas: int, resamples: int, rng: np.random.Generator) -> np.ndarray:

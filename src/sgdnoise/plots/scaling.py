@@ -92,6 +92,33 @@ def _title(summary: xr.Dataset, what: str, shown: dict) -> str:
     return f"{what}\n{fixed}{extra}"
 
 
+def _panels(
+    observed: dict[str, xr.DataArray], names: list[str], fits: xr.Dataset
+) -> tuple[plt.Figure, dict, list[tuple]]:
+    """A figure of panels, one row per group and one column per observable.
+
+    Returns the figure, the N shown (``_shown_n``) and, row by row, every panel's
+    (axis, group, name, values, fit): the observable and its fits at that group and N.
+    """
+    groups = _groups(observed[names[0]])
+    shown = _shown_n(observed[names[0]])
+    figure, axes = plt.subplots(
+        len(groups), len(names), figsize=(4.2 * len(names), 3.6 * len(groups)), squeeze=False
+    )
+    panels = [
+        (
+            axes[row, column],
+            group,
+            name,
+            observed[name].sel(group).sel(shown),
+            fits.sel(observable=name).sel(group).sel(shown),
+        )
+        for row, group in enumerate(groups)
+        for column, name in enumerate(names)
+    ]
+    return figure, shown, panels
+
+
 def scaling_observables(summary: xr.Dataset, out: str, fits: xr.Dataset | None = None) -> None:
     """Observables at stopping against T, per P, with the fitted power laws."""
     fits = _fits(summary, fits, "exponent")
@@ -100,33 +127,23 @@ def scaling_observables(summary: xr.Dataset, out: str, fits: xr.Dataset | None =
         for name, values in observables_at_stop(summary).items()
         if name in fits["observable"].values
     }
-    names = list(observed)
-    groups = _groups(observed[names[0]])
-    shown = _shown_n(observed[names[0]])
-    figure, axes = plt.subplots(
-        len(groups), len(names), figsize=(4.2 * len(names), 3.6 * len(groups)), squeeze=False
-    )
-    for row, group in enumerate(groups):
-        for column, name in enumerate(names):
-            axis = axes[row, column]
-            values = observed[name].sel(group).sel(shown)
-            fit = fits.sel(observable=name).sel(group).sel(shown)
-            _draw_curves(axis, values, fit, shown)
-            axis.set_xscale("log")
-            axis.set_yscale(
-                "log" if np.nanmin(values.values) > 0 else "symlog",
-                **({} if np.nanmin(values.values) > 0 else {"linthresh": 1e-3}),
-            )
-            axis.set_xlabel("temperature T = lr / (h B)")
-            axis.set_ylabel(NAMES.get(name, name))
-            exponents = ", ".join(
-                f"{SYMBOLS.get(r, r)}^{fit['exponent'].sel(regressor=r).item():.2f}"
-                for r in fit["regressor"].values
-                if np.isfinite(fit["exponent"].sel(regressor=r).item())
-            )
-            axis.set_title(f"{_group_text(group)}  fit: {exponents or 'no window'}", fontsize=9)
-            if row == 0 and column == 0:
-                axis.legend(fontsize=7, title="P (filled: in fit window)", title_fontsize=7)
+    figure, shown, panels = _panels(observed, list(observed), fits)
+    for axis, group, name, values, fit in panels:
+        _draw_curves(axis, values, fit, shown)
+        axis.set_xscale("log")
+        axis.set_yscale(
+            "log" if np.nanmin(values.values) > 0 else "symlog",
+            **({} if np.nanmin(values.values) > 0 else {"linthresh": 1e-3}),
+        )
+        axis.set_xlabel("temperature T = lr / (h B)")
+        axis.set_ylabel(NAMES.get(name, name))
+        exponents = ", ".join(
+            f"{SYMBOLS.get(r, r)}^{fit['exponent'].sel(regressor=r).item():.2f}"
+            for r in fit["regressor"].values
+            if np.isfinite(fit["exponent"].sel(regressor=r).item())
+        )
+        axis.set_title(f"{_group_text(group)}  fit: {exponents or 'no window'}", fontsize=9)
+    panels[0][0].legend(fontsize=7, title="P (filled: in fit window)", title_fontsize=7)
     figure.suptitle(
         _title(summary, "Observables at stopping against temperature", shown), fontsize=10
     )
@@ -344,46 +361,37 @@ def scaling_collapse(summary: xr.Dataset, out: str, fits: xr.Dataset | None = No
     names = [
         n for n in observed if np.isfinite(fits["collapse_exponent"].sel(observable=n).values).any()
     ] or list(observed)
-    groups = _groups(observed[names[0]])
-    shown = _shown_n(observed[names[0]])
-    figure, axes = plt.subplots(
-        len(groups), len(names), figsize=(4.2 * len(names), 3.6 * len(groups)), squeeze=False
-    )
-    for row, group in enumerate(groups):
-        for column, name in enumerate(names):
-            axis = axes[row, column]
-            values = observed[name].sel(group).sel(shown)
-            part = fits.sel(observable=name).sel(group).sel(shown)
-            a = float(part["collapse_exponent"].item())
-            sizes = values["P"].values if "P" in values.dims else []
-            colours = plt.cm.viridis(np.linspace(0, 0.9, max(len(sizes), 1)))
-            for colour, size in zip(colours, sizes, strict=False):
-                data = values.sel(P=size).transpose(TEMPERATURE, REPLICA).values
-                keep = complete_points(data)
-                mean = data[keep].mean(axis=1)
-                if mean.size == 0 or mean[0] == 0:
-                    continue
-                scale = float(size) ** (a if np.isfinite(a) else 0.0)
-                axis.plot(
-                    values[TEMPERATURE].values[keep] * scale,
-                    mean / mean[0],
-                    "o-",
-                    ms=3.5,
-                    lw=0.8,
-                    color=colour,
-                    label=f"P={size:g}",
-                )
-            axis.set_xscale("log")
-            axis.set_yscale("log")
-            interval = (
-                f"[{part['collapse_exponent_low'].item():.2f}, "
-                f"{part['collapse_exponent_high'].item():.2f}]"
+    figure, shown, panels = _panels(observed, names, fits)
+    for axis, group, name, values, part in panels:
+        a = float(part["collapse_exponent"].item())
+        sizes = values["P"].values if "P" in values.dims else []
+        colours = plt.cm.viridis(np.linspace(0, 0.9, max(len(sizes), 1)))
+        for colour, size in zip(colours, sizes, strict=False):
+            data = values.sel(P=size).transpose(TEMPERATURE, REPLICA).values
+            keep = complete_points(data)
+            mean = data[keep].mean(axis=1)
+            if mean.size == 0 or mean[0] == 0:
+                continue
+            scale = float(size) ** (a if np.isfinite(a) else 0.0)
+            axis.plot(
+                values[TEMPERATURE].values[keep] * scale,
+                mean / mean[0],
+                "o-",
+                ms=3.5,
+                lw=0.8,
+                color=colour,
+                label=f"P={size:g}",
             )
-            axis.set_xlabel(f"$T P^a$, a = {a:.2f} {interval}")
-            axis.set_ylabel(f"{NAMES.get(name, name)} / plateau")
-            axis.set_title(_group_text(group), fontsize=9)
-            if row == 0 and column == 0:
-                axis.legend(fontsize=7)
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        interval = (
+            f"[{part['collapse_exponent_low'].item():.2f}, "
+            f"{part['collapse_exponent_high'].item():.2f}]"
+        )
+        axis.set_xlabel(f"$T P^a$, a = {a:.2f} {interval}")
+        axis.set_ylabel(f"{NAMES.get(name, name)} / plateau")
+        axis.set_title(_group_text(group), fontsize=9)
+    panels[0][0].legend(fontsize=7)
     figure.suptitle(
         _title(summary, "Collapse of the departure from the T -> 0 plateau in T P^a", shown),
         fontsize=10,

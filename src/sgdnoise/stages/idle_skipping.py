@@ -38,8 +38,6 @@ from tqdm import tqdm
 
 from sgdnoise.dynamics.perceptron import PerceptronProblem, PerceptronState
 from sgdnoise.dynamics.selection import MinibatchSelection
-from sgdnoise.observables.perceptron import margin_observables
-from sgdnoise.stages.recording import stopping_time
 
 LONGEST_WINDOW = 1 << 16  # steps whose batches are drawn at once (bounds memory)
 CACHED_ELEMENTS = 1 << 20  # pattern entries cached per block (span x B x N)
@@ -94,22 +92,14 @@ def train_skipping_idle_steps(
         if save is not None:
             save(step, state, next_record)
         while next_record < len(record_steps) and record_steps[next_record] == step:
-            snapshot = book.weights.clone()
-            snapshot[state.replica_ids] = state.weights
-            recorder.record(snapshot)
+            recorder.record(book.with_active(state))
             next_record += 1
         if state.weights.shape[0] == 0 or step == total_steps:
             return state, next_record
         if stop_on_zero and step % check_every == 0:
-            loss = margin_observables(
-                problem, state.weights, state.reference, state.replica_ids, 0.0
-            )["train_loss"]
-            done = loss <= tolerance
-            if bool(done.any()):
-                ids = state.replica_ids[done]
-                t_star = stopping_time(lr, book.last_moved[ids.cpu().numpy()], step, tolerance)
-                book.freeze(ids, state.weights[done], "completed", step, lr, t_star)
-                state = state.subset(~done)
+            training = state.weights.shape[0]
+            state = book.stop_at_zero_loss(problem, state, step, lr, tolerance)
+            if state.weights.shape[0] < training:  # some stopped: this step again
                 continue
         stop = min(total_steps, step + LONGEST_WINDOW)
         if next_record < len(record_steps):

@@ -17,8 +17,10 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from sgdnoise.data import Dataset
+from sgdnoise.stages.generate_data import build_datasets
 
 STATUSES = ("completed", "budget_exhausted", "diverged")
 
@@ -87,3 +89,25 @@ def overall_status(statuses: Iterable[str]) -> str:
         if status in present:
             return status
     return "completed"
+
+
+def run_setup(
+    config: dict, datasets: list[Dataset] | None
+) -> tuple[torch.device, torch.dtype, list[Dataset]]:
+    """Device, dtype and training data of a point (every runner's); data built when None."""
+    run = config["run"]
+    device = choose_device(run["device"])
+    dtype = torch.float64 if run["dtype"] == "float64" else torch.float32
+    return device, dtype, build_datasets(config) if datasets is None else datasets
+
+
+def progress_bar(total_steps: int, first_step: int, progress: bool) -> tqdm:
+    """The training loop's step counter (shown only with ``progress``)."""
+    return tqdm(
+        total=total_steps,
+        initial=first_step,
+        disable=not progress,
+        desc="train",
+        unit="step",
+        mininterval=1,
+    )

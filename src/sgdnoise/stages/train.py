@@ -26,9 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import xarray as xr
-from tqdm import tqdm
 
-from sgdnoise.data import Dataset, make_dataset
+from sgdnoise.data import Dataset
 from sgdnoise.dynamics.perceptron import (
     PerceptronProblem,
     PerceptronState,
@@ -45,10 +44,11 @@ from sgdnoise.observables.perceptron import (
 from sgdnoise.stages import idle_skipping
 from sgdnoise.stages.checkpoint import Checkpointer
 from sgdnoise.stages.recording import (
-    choose_device,
     data_fingerprint,
     overall_status,
+    progress_bar,
     recording_grid,
+    run_setup,
     stopping_time,
 )
 
@@ -135,6 +135,30 @@ class ReplicaBook:
             if t_star is not None:
                 self.t_star[replica] = t_star[row] if np.ndim(t_star) else t_star
 
+    def with_active(self, state: PerceptronState) -> torch.Tensor:
+        """Weights of every replica: the frozen ones, and the active ones of ``state``."""
+        weights = self.weights.clone()
+        weights[state.replica_ids] = state.weights
+        return weights
+
+    def stop_at_zero_loss(
+        self, problem: PerceptronProblem, state: PerceptronState, step: int, lr, tolerance
+    ) -> PerceptronState:
+        """Freeze as completed the replicas with training loss <= tolerance; return the rest.
+
+        Checked on the weights before ``step``; t* as stages.recording.stopping_time.
+        """
+        observables = margin_observables(
+            problem, state.weights, state.reference, state.replica_ids, 0.0
+        )
+        done = observables["train_loss"] <= tolerance
+        if not bool(done.any()):
+            return state
+        ids = state.replica_ids[done]
+        t_star = stopping_time(lr, self.last_moved[ids.cpu().numpy()], step, tolerance)
+        self.freeze(ids, state.weights[done], "completed", step, lr, t_star)
+        return state.subset(~done)
+
 
 class Recorder:
     """Evaluates the observables of every replica at the recording steps."""
@@ -168,12 +192,6 @@ class Recorder:
         return torch.stack(self.records[name], dim=1).numpy()
 
 
-def _snapshot(book: ReplicaBook, state: PerceptronState) -> torch.Tensor:
-    weights = book.weights.clone()
-    weights[state.replica_ids] = state.weights
-    return weights
-
-
 def train_point(
     config: dict,
     datasets: list[Dataset] | None = None,
@@ -189,14 +207,8 @@ def train_point(
     """
     started = clock.perf_counter()
     run, optimizer = config["run"], config["optimizer"]
-    device = choose_device(run["device"])
-    dtype = torch.float64 if run["dtype"] == "float64" else torch.float32
+    device, dtype, datasets = run_setup(config, datasets)
     replicas, lr = run["replicas"], optimizer["lr"]
-    if datasets is None:
-        if config["data"]["per_replica"]:
-            datasets = [make_dataset(config["data"], r) for r in range(replicas)]
-        else:
-            datasets = [make_dataset(config["data"])]
     problem, test_problem, teacher = build_problems(config, datasets, device, dtype)
     N = problem.N
 
@@ -234,14 +246,7 @@ def train_point(
         state = PerceptronState(weights, saved_reference, selection, replica_ids, resumed["step"])
         book, next_record, first_step = resumed["book"], resumed["next_record"], resumed["step"]
         recorder.records = resumed["records"]
-    bar = tqdm(
-        total=total_steps,
-        initial=first_step,
-        disable=not progress,
-        desc="train",
-        unit="step",
-        mininterval=1,
-    )
+    bar = progress_bar(total_steps, first_step, progress)
 
     def save(step: int, state: PerceptronState, next_record: int) -> None:
         """Checkpoint before ``step`` when run.checkpoint_seconds have passed since the last."""
@@ -275,23 +280,14 @@ def train_point(
         for step in range(first_step, total_steps + 1):
             save(step, state, next_record)
             while next_record < len(record_steps) and record_steps[next_record] == step:
-                recorder.record(_snapshot(book, state))
+                recorder.record(book.with_active(state))
                 next_record += 1
             if state.weights.shape[0] == 0 or step == total_steps:
                 break
             if stop_on_zero and sparse and step % check_every == 0:
-                loss = margin_observables(
-                    problem, state.weights, state.reference, state.replica_ids, 0.0
-                )["train_loss"]
-                done = loss <= tolerance
-                if bool(done.any()):
-                    ids = state.replica_ids[done]
-                    last = book.last_moved[ids.cpu().numpy()]
-                    t_star = stopping_time(lr, last, step, tolerance)
-                    book.freeze(ids, state.weights[done], "completed", step, lr, t_star)
-                    state = state.subset(~done)
-                    if state.weights.shape[0] == 0:
-                        continue
+                state = book.stop_at_zero_loss(problem, state, step, lr, tolerance)
+                if state.weights.shape[0] == 0:
+                    continue
             new_state, info = dynamics.step(state)
             if sparse:
                 moved_ids = state.replica_ids[info.moved].cpu().numpy()
@@ -328,32 +324,24 @@ def train_point(
     while next_record < len(record_steps):  # replicas all stopped early: repeat final state
         recorder.record(book.weights)
         next_record += 1
+    wall_seconds = clock.perf_counter() - started
     return _assemble(
-        config,
-        recorder,
-        book,
-        problem,
-        times,
-        record_steps,
-        datasets,
-        device,
-        gd_init_loss,
-        clock.perf_counter() - started,
+        config, recorder, book, problem, record_steps, datasets, device, gd_init_loss, wall_seconds
     )
 
 
 def _assemble(
-    config,
-    recorder,
-    book,
-    problem,
-    times,
-    record_steps,
-    datasets,
-    device,
-    gd_init_loss,
-    wall_seconds,
+    config: dict,
+    recorder: Recorder,
+    book: ReplicaBook,
+    problem: PerceptronProblem,
+    record_steps: np.ndarray,
+    datasets: list[Dataset],
+    device: torch.device,
+    gd_init_loss: float,
+    wall_seconds: float,
 ) -> xr.Dataset:
+    """The run artifact: the records on ``recorder.times`` and the book's final state."""
     from sgdnoise.io.artifact import provenance
     from sgdnoise.io.metadata import describe
 
@@ -378,7 +366,7 @@ def _assemble(
     )
     dataset = xr.Dataset(
         variables,
-        coords={"replica": np.arange(replicas), "time": times},
+        coords={"replica": np.arange(replicas), "time": recorder.times},
     )
     overall = overall_status(book.status)
     dataset.attrs.update(provenance("run", config))

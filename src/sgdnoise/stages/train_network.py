@@ -42,7 +42,6 @@ import numpy as np
 import torch
 import xarray as xr
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from sgdnoise.data import Dataset
 from sgdnoise.dynamics.networks import (
@@ -65,10 +64,11 @@ from sgdnoise.observables.networks import (
 )
 from sgdnoise.stages.checkpoint import Checkpointer
 from sgdnoise.stages.recording import (
-    choose_device,
     data_fingerprint,
     overall_status,
+    progress_bar,
     recording_grid,
+    run_setup,
     stopping_time,
 )
 
@@ -232,16 +232,12 @@ def train_network_point(
     to save the run to every run.checkpoint_seconds of wall time and to resume from (a
     resumed run is identical to an uninterrupted one); removed once training is done.
     """
-    from sgdnoise.stages.generate_data import build_datasets
-
     started = clock.perf_counter()
     run, optimizer, model = config["run"], config["optimizer"], config["model"]
     if model["alpha"] is None:
         raise ValueError("networks train with the alpha-trick: set model.alpha")
-    device = choose_device(run["device"])
-    dtype = torch.float64 if run["dtype"] == "float64" else torch.float32
+    device, dtype, datasets = run_setup(config, datasets)
     lr, replicas = optimizer["lr"], run["replicas"]
-    datasets = build_datasets(config) if datasets is None else datasets
     network = make_network(model, datasets[0].input_shape).to(device=device, dtype=dtype)
     loss = MarginLoss(config["loss"]["kind"], config["loss"]["kappa"])
     problem = NetworkProblem(samples_of(datasets, False, device, dtype), loss)
@@ -309,14 +305,7 @@ def train_network_point(
             }
         )
 
-    bar = tqdm(
-        total=total_steps,
-        initial=first_step,
-        disable=not progress,
-        desc="train",
-        unit="step",
-        mininterval=1,
-    )
+    bar = progress_bar(total_steps, first_step, progress)
     for step in range(first_step, total_steps + 1):
         save(step, state, next_record)
         while next_record < len(record_steps) and record_steps[next_record] == step:
