@@ -37,7 +37,8 @@ from sgdnoise.dynamics.tangents import step_with_tangents
 from sgdnoise.io.artifact import artifact_config, provenance
 from sgdnoise.io.metadata import describe
 from sgdnoise.observables.perceptron import margin_observables
-from sgdnoise.stages.train import build_problems, choose_device
+from sgdnoise.stages.recording import choose_device
+from sgdnoise.stages.train import build_problems
 
 REPLAY_TOLERANCE = 1e-8
 
