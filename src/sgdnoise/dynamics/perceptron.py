@@ -161,6 +161,31 @@ def sphere_multiplier(weights: torch.Tensor, displacement: torch.Tensor) -> torc
     return (-wd + torch.sqrt(wd * wd - ww * (dd - N))) / ww
 
 
+def project(patterns: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+    """Stabilities of vectors (R, ..., N) on the step's patterns: (R, ..., K).
+
+    Per-replica patterns (R, K, N): one batched matrix product in the layout measured
+    fastest (2x einsum's for one vector per replica, 2.2x for several; see
+    benchmarks/RESULTS.md), the product memory-bound on the patterns.
+    """
+    if patterns.dim() == 2:
+        return vectors @ patterns.T
+    flat = vectors.reshape(vectors.shape[0], -1, vectors.shape[-1])  # (R, M, N)
+    if flat.shape[1] == 1:
+        stabilities = torch.bmm(flat, patterns.transpose(1, 2))
+    else:
+        stabilities = torch.bmm(patterns, flat.transpose(1, 2)).transpose(1, 2)
+    return stabilities.reshape(*vectors.shape[:-1], patterns.shape[1])
+
+
+def combine(patterns: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
+    """sum_mu coefficient_mu pattern_mu: (R, ..., K) -> (R, ..., N)."""
+    if patterns.dim() == 2:
+        return coefficients @ patterns
+    flat = coefficients.reshape(coefficients.shape[0], -1, coefficients.shape[-1])
+    return torch.bmm(flat, patterns).reshape(*coefficients.shape[:-1], patterns.shape[-1])
+
+
 def make_perceptron_dynamics(
     problem: PerceptronProblem, optimizer: dict, seed: int, device: torch.device
 ) -> Dynamics:
@@ -195,29 +220,6 @@ def make_perceptron_dynamics(
             return patterns[selection.indices]
         rows = torch.arange(patterns.shape[0], device=device).unsqueeze(-1)
         return patterns[rows, selection.indices]
-
-    def project(patterns: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
-        """Stabilities of vectors (R, ..., N) on the step's patterns: (R, ..., K).
-
-        Per-replica patterns (R, K, N): one batched matrix product in the layout measured
-        fastest (2x einsum's for one vector per replica, 2.2x for several; see
-        benchmarks/RESULTS.md), the product memory-bound on the patterns.
-        """
-        if patterns.dim() == 2:
-            return vectors @ patterns.T
-        flat = vectors.reshape(vectors.shape[0], -1, vectors.shape[-1])  # (R, M, N)
-        if flat.shape[1] == 1:
-            stabilities = torch.bmm(flat, patterns.transpose(1, 2))
-        else:
-            stabilities = torch.bmm(patterns, flat.transpose(1, 2)).transpose(1, 2)
-        return stabilities.reshape(*vectors.shape[:-1], patterns.shape[1])
-
-    def combine(patterns: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
-        """sum_mu coefficient_mu pattern_mu: (R, ..., K) -> (R, ..., N)."""
-        if patterns.dim() == 2:
-            return coefficients @ patterns
-        flat = coefficients.reshape(coefficients.shape[0], -1, coefficients.shape[-1])
-        return torch.bmm(flat, patterns).reshape(*coefficients.shape[:-1], patterns.shape[-1])
 
     def forward(weights, field, inputs: StepInputs, state: PerceptronState):
         """New weights, step info and the intermediates the linearisation needs."""
