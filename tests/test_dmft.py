@@ -602,3 +602,44 @@ def test_langevin_dmft_extrapolates_to_the_imposed_temperature_and_matches_the_s
         float(fits[0.1][name].sel(window=window)) for name in ("T_eff_low", "T_eff_high")
     )
     assert low < theory_high and theory_low < high  # the two 95% intervals overlap
+
+
+def ridge_minimum(kappa: float, ridge: float, sample_ratio: float) -> tuple[float, float]:
+    """Exact loss per sample and q = |w|^2 / N at the minimum of the ridge square hinge.
+
+    Strongly convex, so the replica-symmetric (cavity) answer is exact: with u ~ N(0, q),
+    h = prox(u) = u for u >= kappa, (u + chi kappa) / (1 + chi) below, and
+    chi = 1 / (ridge + alpha P(u < kappa) / (1 + chi)),
+    q = chi^2 alpha E[(kappa - u)^2 theta(kappa - u)] / (1 + chi)^2,
+    loss = E[(kappa - u)^2 theta(kappa - u)] / (2 (1 + chi)^2).
+    """
+    from scipy import optimize
+
+    def second_moment(q: float) -> tuple[float, float]:
+        scale = math.sqrt(q)
+        below = stats.norm.cdf(kappa / scale)
+        moment = (kappa**2 + q) * below + kappa * scale * stats.norm.pdf(kappa / scale)
+        return below, moment
+
+    def residual(x):
+        q, chi = x
+        below, moment = second_moment(q)
+        return [
+            q - chi**2 * sample_ratio * moment / (1 + chi) ** 2,
+            chi - 1 / (ridge + sample_ratio * below / (1 + chi)),
+        ]
+
+    q, chi = optimize.fsolve(residual, [0.2, 0.5], xtol=1e-13)
+    return 0.5 * second_moment(q)[1] / (1 + chi) ** 2, q
+
+
+def test_gd_dmft_reaches_the_exact_static_minimum_of_the_ridge():
+    """Exact reference: GD's fixed point is the minimum, lr-independent, and for the
+    strongly convex ridge square hinge its loss and norm are the replica-symmetric ones."""
+    point = make_point("gd", "ridge", 1.0, max_time=10.0, ridge=1.0)
+    theory = quiet_solve(point, paths=10000, solver_seeds=4, seed=7)
+    loss, q = ridge_minimum(kappa=1.0, ridge=1.0, sample_ratio=3.0)
+    last = theory.sizes["step"] - 1
+    assert abs(theory.loss.values[last] - loss) < 3 * theory.loss_stderr.values[last] + 1e-4
+    assert abs(theory.C.values[last, last] - q) < 3 * theory.C_stderr.values[last, last] + 1e-4
+    assert abs(theory.C.values[last, 0]) < 0.01  # the memory of w(0) is gone: converged
