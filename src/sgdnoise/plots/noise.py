@@ -356,13 +356,16 @@ def margins(summary: xr.Dataset, out: str) -> None:
 
 
 def langevin_calibration(summary: xr.Dataset, out: str) -> None:
-    """Measured T_eff against the imposed Langevin temperature, with the line T_eff = T."""
+    """Measured T_eff against the imposed Langevin temperature, with the line T_eff = T
+    and, where the study has it, the DMFT's T_eff at the same lr (lines)."""
     figure, axis = plt.subplots(figsize=(5.5, 4.5))
     temperatures = summary["temperature"].values
+    index = 0
     for window in FIT_WINDOWS:
         part = summary.sel(window=window)
         for point in _points(summary, exclude=("temperature",)):
-            selected = part.sel(point)
+            selected, color = part.sel(point), f"C{index % 10}"
+            index += 1
             _errorbar(
                 axis,
                 temperatures,
@@ -371,7 +374,17 @@ def langevin_calibration(summary: xr.Dataset, out: str) -> None:
                 selected["T_eff_high"],
                 label=f"{window} {_describe(point)}",
                 alpha=0.8,
+                color=color,
+                linestyle="none",
             )
+            if _has(selected, "dmft_T_eff"):
+                axis.plot(
+                    temperatures,
+                    selected["dmft_T_eff"].values,
+                    "-",
+                    color=color,
+                    label=f"DMFT {window}",
+                )
     span = np.linspace(0, temperatures.max() * 1.1, 10)
     axis.plot(span, span, "k--", lw=1, label="T_eff = T")
     axis.set_xlabel("imposed Langevin temperature T")
