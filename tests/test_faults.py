@@ -50,6 +50,39 @@ def test_diverged_points_are_marked_cells_of_the_summary(tmp_path):
     assert np.isfinite(summary["train_loss"].sel(lr=0.05)).all()
 
 
+def test_a_diverged_point_measures_and_fits_to_nan_not_to_a_crash():
+    """The response stage replays a diverged run (its diverged replicas left out of the
+    replay check) and reports NaN for them; the fit marks it not stationary, T_eff NaN,
+    and so does the DMFT beside it (status diverged)."""
+    from sgdnoise.config import resolve_point
+    from sgdnoise.data import make_dataset
+    from sgdnoise.stages.correlation_response import measure_two_time
+    from sgdnoise.stages.fit import fit_point
+    from sgdnoise.theory import solve_dmft
+
+    point = resolve_point(
+        {
+            "data": {"P_over_N": 3.0, "N": 60},
+            "optimizer": {"kind": "gd", "lr": 2.0},  # too large a step for the sphere
+            "run": {
+                "replicas": 2,
+                "max_time": 20.0,
+                "response": {"waiting_times": [4.0, 6.0], "max_lag": 2.0},
+            },
+        }
+    )
+    run = train_point(point)
+    assert run.attrs["status"] == "diverged"
+    two_time = measure_two_time(run, [make_dataset(point["data"])])
+    assert two_time.attrs["status"] == "diverged" and np.isnan(two_time["chi"]).all()
+    with pytest.warns(RuntimeWarning, match="diverged"):
+        theory = solve_dmft(point, paths=200, solver_seeds=2)
+    fits = fit_point(run, two_time, theory)
+    assert int(fits["stationary"]) == 0 and int(fits["dmft_stationary"]) == 0
+    assert np.isnan(fits["T_eff"]).all() and np.isnan(fits["dmft_T_eff"]).all()
+    assert str(fits["dmft_status"].values) == "diverged"
+
+
 def test_an_edited_config_never_reuses_stale_runs(tmp_path):
     grid, runs = _write_study(tmp_path, STUDY)
     edited = {**STUDY, "base": {**STUDY["base"], "data": {"N": 30, "P": 41}}}

@@ -103,6 +103,8 @@ def stationarity_deviation(
     window = two_time.sel(lag=two_time.lag <= longest_lag + 1e-12)
     delta_c, chi = fdt_arrays(window)
     loss = window["lag_train_loss"].values[:, :, :1]
+    if not all(np.isfinite(values).any(axis=0).all() for values in (delta_c, chi, loss)):
+        return False, math.inf  # a waiting time or lag without any finite value (diverged)
     worst = 0.0
     for values in (delta_c, chi, loss):
         mean = np.nanmean(values, axis=0)

@@ -135,21 +135,34 @@ def measure_two_time(run: xr.Dataset, datasets: list[Dataset]) -> xr.Dataset:
         )
 
     _check_replay(run, state.weights, total_steps, lr)
+    diverged = _diverged_replicas(run)
+    for values in (correlation, self_correlation, chi, loss, chi_twin):
+        if values is not None:
+            values[diverged] = np.nan  # a diverged replica has no response to report
     return _assemble(
         run, config, waiting_times, lags, correlation, self_correlation, chi, loss, chi_twin
     )
 
 
+def _diverged_replicas(run: xr.Dataset) -> np.ndarray:
+    """Boolean mask of the replicas the run recorded as diverged."""
+    if "replica_status" not in run:
+        return np.zeros(run.sizes["replica"], dtype=bool)
+    return np.asarray(run["replica_status"].values).astype(str) == "diverged"
+
+
 def _check_replay(run: xr.Dataset, weights: torch.Tensor, total_steps: int, lr: float) -> None:
-    """The replay must reproduce the recorded weights at a recorded step."""
+    """The replay must reproduce the recorded weights at a recorded step (replicas that
+    diverged are left out: the run froze them, the replay does not)."""
     if "weights" not in run:
         return
     recorded_steps = run["step"].values
     candidates = np.flatnonzero(recorded_steps == total_steps)
-    if candidates.size == 0:
+    kept = ~_diverged_replicas(run)
+    if candidates.size == 0 or not kept.any():
         return
-    recorded = run["weights"].isel(time=int(candidates[0])).values
-    difference = np.abs(weights.cpu().numpy() - recorded).max()
+    recorded = run["weights"].isel(time=int(candidates[0])).values[kept]
+    difference = np.abs(weights.cpu().numpy()[kept] - recorded).max()
     if not difference <= REPLAY_TOLERANCE * math.sqrt(recorded.shape[-1]):
         raise ReplayError(
             f"replay differs from the recorded trajectory at t = {total_steps * lr} "
