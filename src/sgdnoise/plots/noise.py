@@ -95,6 +95,14 @@ def _errorbar(axis, x, centre, low, high, **style) -> None:
         )
 
 
+def _unconverged(part: xr.Dataset) -> str:
+    """' (DMFT not converged)' when some DMFT solve of ``part`` did not converge, else ''."""
+    if "dmft_status" not in part:
+        return ""
+    statuses = set(np.asarray(part["dmft_status"].values).astype(str).ravel())
+    return "" if statuses <= {"converged"} else " (DMFT not converged)"
+
+
 def _has(part: xr.Dataset, name: str) -> bool:
     """Whether the summary holds a variable with some finite value (e.g. the DMFT's)."""
     return name in part and bool(np.isfinite(part[name]).any())
@@ -123,7 +131,11 @@ def teff_vs_b(summary: xr.Dataset, out: str) -> None:
             if _has(part, "dmft_T_eff"):
                 b = part["b"].values
                 axis.plot(
-                    b, part["dmft_T_eff"].values, "-", color=color, label=f"DMFT {_describe(curve)}"
+                    b,
+                    part["dmft_T_eff"].values,
+                    "-",
+                    color=color,
+                    label=f"DMFT {_describe(curve)}{_unconverged(part)}",
                 )
                 axis.fill_between(
                     b,
@@ -185,7 +197,7 @@ def dmft_vs_simulation(summary: xr.Dataset, out: str) -> None:
         )
         for axis, x_name, theory in panels:
             x, centre = part[x_name].values, part[theory].values
-            axis.plot(x, centre, "-", color=color, label=f"DMFT {name}")
+            axis.plot(x, centre, "-", color=color, label=f"DMFT {name}{_unconverged(part)}")
             if f"{theory}_stderr" in part:
                 band = 2 * part[f"{theory}_stderr"].values
                 axis.fill_between(x, centre - band, centre + band, color=color, alpha=0.2, lw=0)
