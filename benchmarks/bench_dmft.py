@@ -21,7 +21,10 @@ is a reference. The first iterations run on a quarter of the paths (fixed_point.
 so seconds per iteration average cheap and full iterations. The load average of the
 machine is printed with each case. ``--cases sgd:250,gd:250`` selects cases;
 ``--max-iterations`` caps a solve (it then reports its per-iteration time and the status
-not_converged).
+not_converged). ``--sampling`` chooses how the field u is sampled (fixed_point.SAMPLING: auto,
+the default, is response for gd and cholesky otherwise; response is
+gaussian_sampling.response_field, cholesky u = chol(C) z); ``--mixed-forces``
+caps the number of forces each path mixes (fixed_point.MIXED_FORCES).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import warnings
 import torch
 
 from sgdnoise.config import resolve_point
-from sgdnoise.theory import solve_dmft
+from sgdnoise.theory import fixed_point, solve_dmft
 
 REFERENCE_SECONDS = {  # (kind, steps): (per iteration, per solve), one core
     ("sgd", 250): (0.45, 7.0),
@@ -65,9 +68,16 @@ def main() -> None:
     parser.add_argument("--cases", default=DEFAULT_CASES)
     parser.add_argument("--max-iterations", type=int, default=100)
     parser.add_argument("--tolerance", type=float, default=1e-6)
+    parser.add_argument("--sampling", choices=["auto", "response", "cholesky"], default="auto")
+    parser.add_argument("--mixed-forces", type=int, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"threads {args.threads}, paths {args.paths}, tolerance {args.tolerance}")
+    fixed_point.SAMPLING = args.sampling
+    fixed_point.MIXED_FORCES = args.mixed_forces
+    print(
+        f"threads {args.threads}, paths {args.paths}, tolerance {args.tolerance}, "
+        f"sampling {args.sampling}, mixed forces {args.mixed_forces or 'all'}"
+    )
     print(
         f"{'case':>10} {'iter':>5} {'status':>14} {'s/iter':>8} {'s/solve':>9} "
         f"{'cpu s':>9} {'ref/measured':>18}"

@@ -643,3 +643,64 @@ def test_gd_dmft_reaches_the_exact_static_minimum_of_the_ridge():
     assert abs(theory.loss.values[last] - loss) < 3 * theory.loss_stderr.values[last] + 1e-4
     assert abs(theory.C.values[last, last] - q) < 3 * theory.C_stderr.values[last, last] + 1e-4
     assert abs(theory.C.values[last, 0]) < 0.01  # the memory of w(0) is gone: converged
+
+
+# ----------------------------------------------------------------- sampling through the response
+
+
+@pytest.mark.parametrize(
+    "kind, constraint, kappa, data",
+    [
+        ("gd", "sphere", 0.0, None),
+        ("sgd", "sphere", 0.0, None),
+        ("gd", "ridge", 0.5, None),
+        ("sgd", "ridge", 0.5, None),
+        ("sgd", "ridge", 0.5, {"kind": "gaussian_mixture", "delta": 0.5}),
+    ],
+)
+def test_correlation_is_the_response_image_of_the_initial_weight_and_the_noise(
+    kind, constraint, kappa, data
+):
+    """Exact identity of the discrete equations (the weight is linear in w^0 and zeta):
+    C = C00 Phi Phi^T + lr^2 R M_C R^T + m m^T, Phi = C[:, 0] / C00 (c_k in Phi and R alike);
+    the response sampling of the field relies on it."""
+    problem = problem_from_point(make_point(kind, constraint, kappa, max_time=6.0, data=data))
+    solution = solve_seed(problem, 1000, np.random.SeedSequence(3), 60, 1e-8)
+    assert solution.status == "converged"
+    C, R = solution.trajectory.correlation, solution.trajectory.response
+    m = solution.trajectory.magnetisation
+    phi = C[:, 0] / C[0, 0]
+    image = C[0, 0] * np.outer(phi, phi) + problem.lr**2 * R @ solution.noise @ R.T + np.outer(m, m)
+    np.testing.assert_allclose(image, C, rtol=0, atol=1e-12)
+
+
+def test_response_field_has_covariance_c_and_is_causal():
+    from sgdnoise.theory.gaussian_sampling import draw_field_normals, response_field
+
+    problem = problem_from_point(make_point("gd", "sphere", 0.0, max_time=3.0))
+    solution = solve_seed(problem, 1000, np.random.SeedSequence(4), 60, 1e-8)
+    assert solution.status == "converged"
+    C, R = solution.trajectory.correlation, solution.trajectory.response
+    force = solution.paths.force
+    ratio = problem.sample_ratio
+    paths = 40000
+    normals = draw_field_normals(np.random.default_rng(0), problem.steps, paths, 1000, False)
+    u = response_field(C, R, problem.lr, ratio, force, normals, paths)
+    # standard error of a sample covariance entry: sqrt((C_kk C_ll + C_kl^2) / paths) <~ 0.01
+    np.testing.assert_allclose(u @ u.T / paths, C, rtol=0, atol=0.035)
+    # causal: changing the forces of steps >= k or R's rows > k leaves u up to step k alone
+    k = problem.steps // 2
+    force2, R2 = force.copy(), R.copy()
+    force2[k:] += 1.0
+    R2[k + 1 :] += 1.0
+    u2 = response_field(C, R2, problem.lr, ratio, force2, normals, paths)
+    np.testing.assert_array_equal(u2[: k + 1], u[: k + 1])
+
+
+def test_gd_converges_tightly_where_the_cholesky_sampling_stalls():
+    """GD's C is numerically singular: u = chol(C) z is then hypersensitive to rounding of
+    C and the iteration stalls above 1e-8 (it did here: ~1e-7 after 60 iterations), while
+    the field sampled through the response is a smooth function of the iterate."""
+    problem = problem_from_point(make_point("gd", "ridge", 0.5, max_time=10.0))
+    solution = solve_seed(problem, 2000, np.random.SeedSequence(1), 60, 1e-8)
+    assert solution.status == "converged" and solution.changes[-1] < 1e-8

@@ -29,6 +29,7 @@ from sgdnoise.theory.fixed_point import (
     INVERSE_PRECISION,
     NOT_CONVERGED,
     SeedSolution,
+    field_sampling,
     solve_seed,
 )
 from sgdnoise.theory.problem import DmftProblem, problem_from_point
@@ -156,7 +157,8 @@ def solve_dmft(
     are per unit time. Attributes: status, iterations, paths, seeds, tolerance,
     final_change, wall_seconds, the point's config (JSON), kink_band and kink_fraction (the
     share of (path, step) pairs within kink_band of kappa, whose side of the kink was kept
-    from the previous iteration), inverse_precision.
+    from the previous iteration), inverse_precision, field_sampling (how the Gaussian field
+    of the effective sample is drawn: "response" for gd, "cholesky" otherwise; fixed_point).
     """
     problem = problem_from_point(point)
     if paths < 2 or solver_seeds < 1 or max_iterations < 1 or not tolerance > 0:
@@ -252,6 +254,7 @@ def solve_dmft(
             max((s.paths.kink_fraction for s in solutions if s.paths is not None), default=0.0)
         ),
         "inverse_precision": str(INVERSE_PRECISION).replace("torch.", ""),
+        "field_sampling": field_sampling(problem),
         "method": "discrete-time DMFT (PHYSICS.md A8), fixed-point iteration, exact per-path M_R",
         "config": canonical_json(point),
     }

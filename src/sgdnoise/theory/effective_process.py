@@ -6,7 +6,9 @@ path p follows, for k = 0..T,
     h^k = m^k + sqrt(Delta) u^k - lr Delta sum_{l < k} R[k, l] f^l,
     f^k = scale s^k v'(h^k),     v'(h) = -(kappa - h) theta(kappa - h),
 
-with u = L z causal (gaussian_sampling), z and the selection s fixed across iterations,
+with u the Gaussian field of covariance C, sampled causally by gaussian_sampling (through
+the response: response_field; or u = L z: causal_cholesky), its random numbers and the
+selection s fixed across iterations,
 no self-term at l = k (the force of step k acts after h^k is measured). Random patterns
 have m = 0 and Delta = 1. The recursion is run in blocks of steps: the memory of the
 earlier blocks enters through one matrix product per block.
@@ -28,7 +30,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sgdnoise.theory.gaussian_sampling import causal_cholesky
 from sgdnoise.theory.problem import DmftProblem
 
 BLOCK_STEPS = 32
@@ -51,14 +52,14 @@ class EffectivePaths:
 
 def simulate_paths(
     problem: DmftProblem,
-    correlation: np.ndarray,
+    field: np.ndarray,
     response: np.ndarray,
     magnetisation: np.ndarray,
-    normals: np.ndarray,
     selection: np.ndarray,
     previous_active: np.ndarray | None = None,
 ) -> EffectivePaths:
-    """Run the effective sample on every path for the given C, R, m (see module docstring).
+    """Run the effective sample on every path for the Gaussian field u (T + 1, paths) of
+    covariance C, the response R and m (see module docstring).
 
     ``previous_active``: the active steps of the previous iteration (kink hysteresis), for
     all steps or for the first ones.
@@ -66,7 +67,7 @@ def simulate_paths(
     steps = problem.steps + 1
     delta, kappa, scale = problem.noise_variance, problem.kappa, problem.force_scale
     memory = problem.lr * delta * response
-    stability = causal_cholesky(correlation) @ normals
+    stability = np.array(field, dtype=float)
     if delta != 1.0:
         stability *= np.sqrt(delta)
     if problem.mixture:

@@ -1,7 +1,7 @@
 """One DMFT solve: the fixed-point iteration C, R, m -> paths -> kernels -> C, R, m.
 
-The random numbers (the normals z of u = L z and the selection paths) are drawn once and
-fixed across iterations, so the iteration is a deterministic map whose fixed point is the
+The random numbers (the normals of the Gaussian field u and the selection paths) are drawn
+once and fixed across iterations, so the iteration is a deterministic map whose fixed point is the
 DMFT of this sample of paths (the first iterations run on a quarter of them: COARSE_*).
 Plain, undamped iteration converges front-wise in time because the equations are causal
 (PHYSICS.md A8: damping was slower).
@@ -27,6 +27,12 @@ from sgdnoise.theory.effective_process import (
     noise_kernel,
     simulate_paths,
 )
+from sgdnoise.theory.gaussian_sampling import (
+    FieldNormals,
+    causal_cholesky,
+    draw_field_normals,
+    response_field,
+)
 from sgdnoise.theory.memory_kernel import memory_kernel
 from sgdnoise.theory.problem import DmftProblem
 from sgdnoise.theory.selection_paths import draw_selection_paths
@@ -44,6 +50,22 @@ COARSE_ITERATIONS = 8
 # rounding, ~1e-9 on M_R after the average over paths, is far below the Monte Carlo error)
 # and accumulated in float64.
 INVERSE_PRECISION = torch.float32
+# How the field u of covariance C is sampled (gaussian_sampling): "response",
+# u = sqrt(C00) Phi z0 + lr R eta with eta mixing the previous iteration's forces through a
+# fixed Gaussian matrix (smooth in the iterate), or "cholesky", u = chol(C) z. C of GD is
+# numerically singular and chol(C) z then hypersensitive to C: GD at T = 500 stalls at
+# ~1e-3 with it. The response sampling costs ~T paths^2 flops more per iteration and more
+# iterations (each path's change feeds every path's field through the mixing matrix):
+# SGD (b = 0.3, T = 250) took 25 s instead of 9 s with it. "auto": response for gd (no
+# noise of its own), cholesky for sgd, persistent_sgd and langevin (C well conditioned).
+SAMPLING = "auto"
+# Each path mixes at most MIXED_FORCES forces (float32 matrix MIXED_FORCES x paths; cost
+# ~T x paths x MIXED_FORCES per iteration); None: every force (exact per path), as long as
+# the mixing matrix stays within MIXING_ELEMENTS entries (400 MB: dense up to 1e4 paths).
+# Fewer: paths are split into groups that mix their own group's forces (the field's
+# covariance is then C on average over the paths, not per path; gaussian_sampling).
+MIXED_FORCES: int | None = None
+MIXING_ELEMENTS = 10**8
 
 
 @dataclass
@@ -97,6 +119,44 @@ def _first_out_of_bounds(trajectory: Trajectory) -> int | None:
     return int(np.argmax(bad)) if bad.any() else None
 
 
+def _field(
+    problem: DmftProblem,
+    trajectory: Trajectory,
+    normals: np.ndarray,
+    field_normals: FieldNormals | None,
+    force: np.ndarray | None,
+    paths: int,
+) -> np.ndarray:
+    """The Gaussian field u (T + 1, paths) of covariance C for the first ``paths`` paths.
+
+    Response sampling: ``force`` is the previous iteration's (it made this trajectory's
+    M_C); None on the first iteration, whose free trajectory has M_C = 0.
+    """
+    if field_normals is None:
+        return causal_cholesky(trajectory.correlation) @ normals[:, :paths]
+    return response_field(
+        trajectory.correlation,
+        trajectory.response,
+        problem.lr,
+        problem.noise_variance * problem.sample_ratio,
+        force,
+        field_normals,
+        paths,
+        trajectory.magnetisation if problem.mixture else None,
+        2.0 * problem.temperature / problem.lr if force is not None else 0.0,
+    )
+
+
+def field_sampling(problem: DmftProblem, sampling: str | None = None) -> str:
+    """The sampling of the field u a solve uses: "response" or "cholesky" (see SAMPLING)."""
+    sampling = SAMPLING if sampling is None else sampling
+    if sampling not in ("auto", "response", "cholesky"):
+        raise ValueError(f"sampling {sampling!r}; allowed: auto, response, cholesky")
+    if sampling == "auto":
+        return "response" if problem.selection == "gd" else "cholesky"
+    return sampling
+
+
 def solve_seed(
     problem: DmftProblem,
     paths: int,
@@ -104,15 +164,27 @@ def solve_seed(
     max_iterations: int,
     tolerance: float,
     include_equal_time_noise: bool = True,
+    sampling: str | None = None,
+    mixed_forces: int | None = None,
 ) -> SeedSolution:
     """Solve the DMFT for one draw of the random numbers, from the dynamics without data.
 
     ``include_equal_time_noise=False`` drops the equal-time noise term (a wrong equation,
-    for tests only).
+    for tests only). ``sampling`` ("auto", "response" or "cholesky", default SAMPLING) and
+    ``mixed_forces`` (default MIXED_FORCES) choose how the field u is sampled.
     """
+    sampling = field_sampling(problem, sampling)
+    mixed = mixed_forces if mixed_forces is not None else MIXED_FORCES
+    mixed = min(paths, max(1, MIXING_ELEMENTS // paths), paths if mixed is None else int(mixed))
     rng = np.random.default_rng(seed)
     normals = rng.standard_normal((problem.steps + 1, paths))
     selection = draw_selection_paths(problem, paths, rng)
+    field_normals = (
+        draw_field_normals(rng, problem.steps, paths, mixed, problem.temperature > 0)
+        if sampling == "response"
+        else None
+    )
+    force = None  # the forces of the previous iteration (response sampling)
     size = problem.steps + 1
     current = free_trajectory(problem)
     previous_active = None
@@ -132,10 +204,9 @@ def solve_seed(
             used, previous_active = paths, None  # from now on every path
         sample = simulate_paths(
             problem,
-            current.correlation,
+            _field(problem, current, normals, field_normals, force, used),
             current.response,
             current.magnetisation,
-            normals[:, :used],
             selection[:, :used],
             previous_active,
         )
@@ -155,6 +226,7 @@ def solve_seed(
             workers=torch.get_num_threads(),
         )
         drift = mean_force(problem, sample)
+        force = sample.force
         new = integrate_equations(problem, noise, memory, drift, include_equal_time_noise)
         out_of_bounds = _first_out_of_bounds(new)
         if not new.valid or out_of_bounds is not None:
@@ -170,10 +242,9 @@ def solve_seed(
     if status != DIVERGED:
         final_paths = simulate_paths(
             problem,
-            current.correlation,
+            _field(problem, current, normals, field_normals, force, paths),
             current.response,
             current.magnetisation,
-            normals,
             selection,
             previous_active if used == paths else None,
         )
