@@ -349,7 +349,10 @@ def test_a_step_too_large_for_the_sphere_is_a_divergence():
     [
         ({"optimizer": {"kind": "minibatch_sgd", "batch_size": 4, "lr": 0.1}}, "optimizer.kind"),
         ({"loss": {"kind": "hinge"}}, "loss.kind"),
-        ({"run": {"init": "gd_minimum"}}, "run.init"),
+        (
+            {"run": {"init": "gd_minimum"}, "optimizer": {"kind": "langevin", "temperature": 0.1}},
+            "gd_minimum",
+        ),
         ({"model": {"sphere_update": "projection"}}, "projection"),
     ],
 )
@@ -704,3 +707,55 @@ def test_gd_converges_tightly_where_the_cholesky_sampling_stalls():
     problem = problem_from_point(make_point("gd", "ridge", 0.5, max_time=10.0))
     solution = solve_seed(problem, 2000, np.random.SeedSequence(1), 60, 1e-8)
     assert solution.status == "converged" and solution.changes[-1] < 1e-8
+
+
+@pytest.mark.slow
+def test_dmft_from_the_gd_minimum_agrees_with_the_simulation():
+    """run.init gd_minimum: the DMFT solves the simulator's GD prefix and the SGD run as one
+    trajectory and reports the run's steps; loss, C(t, 0) (0 = the GD minimum), C(t, t)
+    and chi agree with the simulation started from its own GD minimum."""
+    from sgdnoise.data import make_dataset
+    from sgdnoise.stages.correlation_response import measure_two_time
+    from sgdnoise.stages.train import train_point
+
+    lr = 0.1
+    point = make_point(
+        "sgd",
+        "ridge",
+        1.0,
+        max_time=6.0,
+        b=0.5,
+        ridge=1.0,
+        N=SIMULATION_N,
+        data={"per_replica": True},
+        run={
+            "init": "gd_minimum",
+            "gd_init_time": 3.0,
+            "replicas": REPLICAS,
+            "dtype": "float64",
+            "record": {"times": "linear", "count": 7},
+            "response": {"waiting_times": [2.0], "lag_count": 9},
+        },
+    )
+    theory = quiet_solve(point, paths=3000, solver_seeds=3, seed=1)
+    assert theory.sizes["step"] == 61 and theory.attrs["gd_prefix_steps"] == 30
+    simulation = train_point(point)
+    at = theory.sel(step=simulation.step.values)
+    assert_agree("loss", simulation.train_loss.values, at.loss.values, at.loss_stderr.values)
+    weights = simulation.weights.values
+    overlap = np.einsum("rtf,rf->rt", weights, weights[:, 0]) / SIMULATION_N
+    assert_agree("C(t, 0)", overlap, at.C.values[:, 0], at.C_stderr.values[:, 0])
+    norm = np.einsum("rtf,rtf->rt", weights, weights) / SIMULATION_N
+    steps = simulation.step.values
+    diagonal, diagonal_stderr = np.diag(theory.C.values)[steps], np.diag(theory.C_stderr.values)
+    assert_agree("C(t, t)", norm, diagonal, diagonal_stderr[steps])
+
+    datasets = [make_dataset(point["data"], r) for r in range(REPLICAS)]
+    two_time = measure_two_time(simulation, datasets).sel(t_w=2.0)
+    later = round(2.0 / lr) + np.rint(two_time.lag.values / lr).astype(int)
+    assert_agree(
+        "chi",
+        two_time.chi.values[:, 1:],
+        theory.chi.sel(t_w=2.0).values[later[1:]],
+        theory.chi_stderr.sel(t_w=2.0).values[later[1:]],
+    )

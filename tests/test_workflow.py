@@ -100,9 +100,9 @@ def test_configfile_runs_only_its_own_studies(tmp_path):
         (lambda s: s.update(dmft={"solver_seeds": 1}), ["solver_seeds"]),
         (
             lambda s: s.update(
-                analyses=["dmft"], base={**s["base"], "run": {"init": "gd_minimum"}}
+                analyses=["dmft"], base={**s["base"], "model": {"sphere_update": "projection"}}
             ),
-            ["analysis dmft", "run.init", "allowed: random"],
+            ["analysis dmft", "projection", "allowed: multiplier"],
         ),
     ],
 )

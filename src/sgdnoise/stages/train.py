@@ -219,8 +219,9 @@ def train_point(
     if resumed is not None:
         start, gd_init_loss = resumed["start"], resumed["gd_init_loss"]
     elif run["init"] == "gd_minimum":
-        minimum = gd_minimum(config, problem, start[:1], device)
-        start = minimum.expand(replicas, N).clone()
+        # shared data: one minimum for every replica; data.per_replica: each its own
+        minimum = gd_minimum(config, problem, start if problem.per_replica else start[:1], device)
+        start = minimum.clone() if problem.per_replica else minimum.expand(replicas, N).clone()
         h = problem.loss.value(minimum @ problem.patterns.T) if not problem.per_replica else None
         gd_init_loss = float(h.mean()) if h is not None else math.nan
     reference = start.clone() if config["model"]["alpha"] is not None else None

@@ -87,7 +87,18 @@ def _seed_variables(problem: DmftProblem, solution: SeedSolution) -> dict[str, n
         variables["nu"] = (1.0 - trajectory.contraction) / problem.lr
     if problem.mixture:
         variables["m"] = trajectory.magnetisation
-    return variables
+    return _without_prefix(problem, variables)
+
+
+def _without_prefix(problem: DmftProblem, variables: dict) -> dict[str, np.ndarray]:
+    """The run's steps only: drop the gd_minimum prefix from every step axis."""
+    start = problem.prefix_steps
+    if not start:
+        return variables
+    return {
+        name: values[start:, start:] if DIMS[name] == ("step", "step2") else values[start:]
+        for name, values in variables.items()
+    }
 
 
 DIMS = {
@@ -112,7 +123,9 @@ def _fdt_variables_of_seed(problem: DmftProblem, variables: dict) -> dict[str, n
     return {
         "seed_loss": variables["loss"],
         "seed_C_diagonal": np.diag(variables["C"]),
-        "seed_C_waiting": variables["C"][:, list(problem.waiting_steps)],
+        "seed_C_waiting": variables["C"][
+            :, [k - problem.prefix_steps for k in problem.waiting_steps]
+        ],
         "seed_chi": variables["chi"],
     }
 
@@ -158,7 +171,8 @@ def solve_dmft(
     final_change, wall_seconds, the point's config (JSON), kink_band and kink_fraction (the
     share of (path, step) pairs within kink_band of kappa, whose side of the kink was kept
     from the previous iteration), inverse_precision, field_sampling (how the Gaussian field
-    of the effective sample is drawn: "response" for gd, "cholesky" otherwise; fixed_point).
+    of the effective sample is drawn: "response" for gd, "cholesky" otherwise; fixed_point),
+    gd_prefix_steps (run.init gd_minimum: the GD steps solved before the run, not reported).
     """
     problem = problem_from_point(point)
     if paths < 2 or solver_seeds < 1 or max_iterations < 1 or not tolerance > 0:
@@ -178,8 +192,7 @@ def solve_dmft(
             stacklevel=2,
         )
 
-    size = problem.steps + 1
-    steps = np.arange(size)
+    steps = np.arange(problem.run_steps + 1)
     coords = {
         "step": ("step", steps, {"long_name": "step index k", "units": "1"}),
         "time": ("step", problem.lr * steps, {"long_name": "time t = lr k", "units": "time"}),
@@ -192,7 +205,7 @@ def solve_dmft(
         ),
         "waiting_step": (
             "t_w",
-            np.array(problem.waiting_steps, dtype=np.int64),
+            np.array(problem.waiting_steps, dtype=np.int64) - problem.prefix_steps,
             {"long_name": "waiting step k_w = round(t_w / lr)", "units": "1"},
         ),
         "solver_seed": (
@@ -246,7 +259,8 @@ def solve_dmft(
         "final_change": float(np.nanmax(final_changes))
         if np.any(np.isfinite(final_changes))
         else float("nan"),
-        "steps": int(problem.steps),
+        "steps": int(problem.run_steps),
+        "gd_prefix_steps": int(problem.prefix_steps),
         "lr": problem.lr,
         "wall_seconds": float(wall_seconds),
         "kink_band": KINK_BAND,

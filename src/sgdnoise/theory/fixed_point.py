@@ -56,7 +56,8 @@ INVERSE_PRECISION = torch.float32
 # numerically singular and chol(C) z then hypersensitive to C: GD at T = 500 stalls at
 # ~1e-3 with it. The response sampling costs ~T paths^2 flops more per iteration and more
 # iterations (each path's change feeds every path's field through the mixing matrix):
-# SGD (b = 0.3, T = 250) took 25 s instead of 9 s with it. "auto": response for gd (no
+# SGD (b = 0.3, T = 250) took 25 s instead of 9 s with it. "auto": response for gd and
+# for runs after a gd_minimum prefix (no
 # noise of its own), cholesky for sgd, persistent_sgd and langevin (C well conditioned).
 SAMPLING = "auto"
 # Each path mixes at most MIXED_FORCES forces (float32 matrix MIXED_FORCES x paths; cost
@@ -152,8 +153,9 @@ def field_sampling(problem: DmftProblem, sampling: str | None = None) -> str:
     sampling = SAMPLING if sampling is None else sampling
     if sampling not in ("auto", "response", "cholesky"):
         raise ValueError(f"sampling {sampling!r}; allowed: auto, response, cholesky")
-    if sampling == "auto":
-        return "response" if problem.selection == "gd" else "cholesky"
+    if sampling == "auto":  # gd, and the gd_minimum prefix, make C numerically singular
+        singular = problem.selection == "gd" or problem.prefix_steps > 0
+        return "response" if singular else "cholesky"
     return sampling
 
 

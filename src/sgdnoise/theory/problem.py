@@ -11,7 +11,10 @@ through the numbers collected here. Conventions are the simulator's:
   carry the factor Delta, the "coupling" Delta x scale;
 - sphere (multiplier form, C[k, k] = 1) or ridge / none (c = 1 - lr lambda, w(0) ~ N(0, I));
 - langevin: gd plus sqrt(2 T lr) xi per component and step, i.e. 2 T / lr added to the
-  diagonal of M_C (the equations carry lr^2 M_C).
+  diagonal of M_C (the equations carry lr^2 M_C);
+- run.init gd_minimum: the simulator's GD of round(gd_init_time / lr) steps (sum
+  normalisation, same lr) precedes the run; the DMFT solves the GD prefix and the run as
+  one trajectory (every sample selected in the prefix) and reports the run's steps.
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ class DmftProblem:
     noise_variance: Delta (1 for random patterns); waiting_steps: k_w = round(t_w / lr);
     waiting_times: the t_w of the point; error_tolerance: h < kappa - tolerance counts as
     violated (run.error_tolerance, as the simulator counts errors); temperature: T of
-    langevin (0 otherwise).
+    langevin (0 otherwise); prefix_steps: K0 GD steps before the run (run.init
+    gd_minimum, else 0). ``steps`` and ``waiting_steps`` count from the start of the
+    prefix: the run's step k is the solve's K0 + k.
     """
 
     lr: float
@@ -58,6 +63,12 @@ class DmftProblem:
     waiting_steps: tuple[int, ...]
     error_tolerance: float
     temperature: float = 0.0
+    prefix_steps: int = 0
+
+    @property
+    def run_steps(self) -> int:
+        """Steps of the run proper (after the gd_minimum prefix): the reported grid 0..T."""
+        return self.steps - self.prefix_steps
 
     @property
     def coupling(self) -> float:
@@ -74,7 +85,8 @@ def problem_from_point(point: dict) -> DmftProblem:
     """Read a resolved grid point (sgdnoise.config.resolve_point) into a DmftProblem.
 
     Raises UnsupportedPointError for what the solver does not cover: other models,
-    losses, data, optimizers, the gd_minimum initialisation, the sphere by projection.
+    losses, data, optimizers, the sphere by projection, gd_minimum with langevin or the
+    mean normalisation.
     """
     model, loss, data = point["model"], point["loss"], point["data"]
     optimizer, run = point["optimizer"], point["run"]
@@ -94,7 +106,17 @@ def problem_from_point(point: dict) -> DmftProblem:
         optimizer["kind"] in SELECTION_KINDS,
         f"optimizer.kind {optimizer['kind']!r}; allowed: {', '.join(SELECTION_KINDS)}",
     )
-    require(run["init"] == "random", f"run.init {run['init']!r}; allowed: random")
+    gd_prefix = run["init"] == "gd_minimum"
+    if gd_prefix:
+        require(
+            optimizer["kind"] != "langevin",
+            "run.init gd_minimum with langevin (its noise would start mid-solve); "
+            "allowed: gd, sgd, persistent_sgd",
+        )
+        require(
+            optimizer["kind"] == "gd" or optimizer["batch_normalization"] == "sum",
+            "run.init gd_minimum with optimizer.batch_normalization mean; allowed: sum",
+        )
     if model["constraint"] == "sphere":
         require(
             model["sphere_update"] == "multiplier",
@@ -105,6 +127,7 @@ def problem_from_point(point: dict) -> DmftProblem:
     if run["max_steps"] is not None:
         steps = min(steps, int(run["max_steps"]))
     require(steps >= 1, f"run.max_time / lr = {run['max_time'] / lr} gives no step")
+    prefix = round(run["gd_init_time"] / lr) if gd_prefix else 0
     if data["P_over_N"] is not None:
         sample_ratio = float(data["P_over_N"])
     else:
@@ -114,10 +137,10 @@ def problem_from_point(point: dict) -> DmftProblem:
     scale = 1.0 / b if optimizer["batch_normalization"] == "mean" else 1.0
     mixture = data["kind"] == "gaussian_mixture"
     waiting_times = tuple(float(t) for t in run["response"]["waiting_times"])
-    waiting_steps = tuple(min(round(t / lr), steps) for t in waiting_times)
+    waiting_steps = tuple(prefix + min(round(t / lr), steps) for t in waiting_times)
     return DmftProblem(
         lr=lr,
-        steps=steps,
+        steps=prefix + steps,
         sample_ratio=sample_ratio,
         kappa=float(loss["kappa"]),
         selection=kind,
@@ -132,4 +155,5 @@ def problem_from_point(point: dict) -> DmftProblem:
         waiting_steps=waiting_steps,
         error_tolerance=float(run["error_tolerance"]),
         temperature=float(optimizer["temperature"]) if kind == "langevin" else 0.0,
+        prefix_steps=prefix,
     )

@@ -18,18 +18,24 @@ from sgdnoise.theory.problem import DmftProblem
 
 
 def draw_selection_paths(problem: DmftProblem, paths: int, rng: np.random.Generator) -> np.ndarray:
-    """Boolean selections of shape (T + 1, paths): entry [k, p] is s^k of path p."""
+    """Boolean selections of shape (T + 1, paths): entry [k, p] is s^k of path p.
+
+    The gd_minimum prefix (problem.prefix_steps) selects every sample; the run's selection
+    process starts after it (persistent SGD: stationary at the run's first step).
+    """
     shape = (problem.steps + 1, paths)
+    selected = np.ones(shape, dtype=bool)
     if problem.batch_fraction == 1.0:  # gd, langevin (and sgd at b = 1)
-        return np.ones(shape, dtype=bool)
-    uniforms = rng.random(shape)
+        return selected
+    run = selected[problem.prefix_steps :]
+    uniforms = rng.random(run.shape)
     b = problem.batch_fraction
     if problem.selection == "sgd":
-        return uniforms < b
+        run[:] = uniforms < b
+        return selected
     switch_on = problem.lr / problem.persistence
     stay_on = 1.0 - (1.0 - b) * problem.lr / (b * problem.persistence)
-    selected = np.empty(shape, dtype=bool)
-    selected[0] = uniforms[0] < b
-    for k in range(1, shape[0]):
-        selected[k] = uniforms[k] < np.where(selected[k - 1], stay_on, switch_on)
+    run[0] = uniforms[0] < b
+    for k in range(1, run.shape[0]):
+        run[k] = uniforms[k] < np.where(run[k - 1], stay_on, switch_on)
     return selected
