@@ -383,6 +383,21 @@ def assert_agree(name, simulated, theory, theory_stderr):
     assert np.all(z < Z_MAX), f"{name}: simulation {mean}, DMFT {theory}, z {z.round(1)}"
 
 
+def assert_one_time_observables_agree(simulation, at) -> None:
+    """Loss, violated fraction and C(t, 0) for t > 0 of the simulation against the DMFT
+    read at the simulation's recorded steps (``at``)."""
+    assert_agree("loss", simulation.train_loss.values, at.loss.values, at.loss_stderr.values)
+    assert_agree(
+        "violated fraction",
+        simulation.violated_fraction.values,
+        at.violated_fraction.values,
+        at.violated_fraction_stderr.values,
+    )
+    weights = simulation.weights.values
+    overlap = np.einsum("rtf,rf->rt", weights, weights[:, 0])[:, 1:] / SIMULATION_N
+    assert_agree("C(t, 0)", overlap, at.C.values[1:, 0], at.C_stderr.values[1:, 0])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "kind, constraint, kappa, tau",
@@ -419,16 +434,8 @@ def test_dmft_agrees_with_the_finite_n_simulation(kind, constraint, kappa, tau):
     steps = simulation.step.values
     at = theory.sel(step=steps)
 
-    assert_agree("loss", simulation.train_loss.values, at.loss.values, at.loss_stderr.values)
-    assert_agree(
-        "violated fraction",
-        simulation.violated_fraction.values,
-        at.violated_fraction.values,
-        at.violated_fraction_stderr.values,
-    )
+    assert_one_time_observables_agree(simulation, at)
     weights = simulation.weights.values
-    overlap = np.einsum("rtf,rf->rt", weights, weights[:, 0])[:, 1:] / SIMULATION_N
-    assert_agree("C(t, 0)", overlap, at.C.values[1:, 0], at.C_stderr.values[1:, 0])
     norm = np.einsum("rtf,rtf->rt", weights, weights) / SIMULATION_N
     if constraint == "sphere":
         np.testing.assert_allclose(norm, 1.0, atol=1e-10)
@@ -480,15 +487,7 @@ def test_dmft_agrees_with_the_simulation_on_the_gaussian_mixture():
     magnetisation = np.einsum("rtf,rf->rt", weights, centres)[:, 1:] / SIMULATION_N
     assert np.all(magnetisation.mean(axis=0) > 0.3)  # the centre is learnt
     assert_agree("m", magnetisation, at.m.values[1:], at.m_stderr.values[1:])
-    assert_agree("loss", simulation.train_loss.values, at.loss.values, at.loss_stderr.values)
-    assert_agree(
-        "violated fraction",
-        simulation.violated_fraction.values,
-        at.violated_fraction.values,
-        at.violated_fraction_stderr.values,
-    )
-    overlap = np.einsum("rtf,rf->rt", weights, weights[:, 0])[:, 1:] / SIMULATION_N
-    assert_agree("C(t, 0)", overlap, at.C.values[1:, 0], at.C_stderr.values[1:, 0])
+    assert_one_time_observables_agree(simulation, at)
 
 
 @pytest.mark.slow

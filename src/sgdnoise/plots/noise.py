@@ -95,6 +95,12 @@ def _errorbar(axis, x, centre, low, high, **style) -> None:
         )
 
 
+def _theory_line(axis, x, centre, low, high, color: str, label: str) -> None:
+    """A DMFT curve: a line with its uncertainty as a band of the same colour."""
+    axis.plot(x, centre, "-", color=color, label=label)
+    axis.fill_between(x, low, high, color=color, alpha=0.2, lw=0)
+
+
 def _unconverged(part: xr.Dataset) -> str:
     """' (DMFT not converged)' when some DMFT solve of ``part`` did not converge, else ''."""
     if "dmft_status" not in part:
@@ -129,21 +135,14 @@ def teff_vs_b(summary: xr.Dataset, out: str) -> None:
                     linestyle="none",
                 )
             if _has(part, "dmft_T_eff"):
-                b = part["b"].values
-                axis.plot(
-                    b,
+                _theory_line(
+                    axis,
+                    part["b"].values,
                     part["dmft_T_eff"].values,
-                    "-",
-                    color=color,
-                    label=f"DMFT {_describe(curve)}{_unconverged(part)}",
-                )
-                axis.fill_between(
-                    b,
                     part["dmft_T_eff_low"].values,
                     part["dmft_T_eff_high"].values,
-                    color=color,
-                    alpha=0.2,
-                    lw=0,
+                    color,
+                    f"DMFT {_describe(curve)}{_unconverged(part)}",
                 )
         axis.set_xscale("log")
         axis.set_yscale("log")
@@ -197,10 +196,9 @@ def dmft_vs_simulation(summary: xr.Dataset, out: str) -> None:
         )
         for axis, x_name, theory in panels:
             x, centre = part[x_name].values, part[theory].values
-            axis.plot(x, centre, "-", color=color, label=f"DMFT {name}{_unconverged(part)}")
-            if f"{theory}_stderr" in part:
-                band = 2 * part[f"{theory}_stderr"].values
-                axis.fill_between(x, centre - band, centre + band, color=color, alpha=0.2, lw=0)
+            band = 2 * part[f"{theory}_stderr"].values if f"{theory}_stderr" in part else 0.0
+            legend = f"DMFT {name}{_unconverged(part)}"
+            _theory_line(axis, x, centre, centre - band, centre + band, color, legend)
         middle.plot(part["lag"].values, part["fdt_delta_c"].values, "o", ms=3, color=color)
         right.plot(part["lag"].values, part["fdt_chi"].values, "o", ms=3, color=color)
     left.set_xlabel(label("time"))
@@ -232,7 +230,7 @@ def teff_vs_lr(summary: xr.Dataset, out: str) -> None:
             temperature = float(curve.get("temperature", config["optimizer"]["temperature"]))
             lr, color = part["lr"].values, f"C{index % 10}"
             span = np.linspace(0.0, lr.max(), 50)
-            for source, style, fit_style in (("", "o", ":"), ("dmft_", "-", "--")):
+            for source, fit_style in (("", ":"), ("dmft_", "--")):
                 if not _has(part, f"{source}T_eff"):
                     continue
                 centre = part[f"{source}T_eff"].values / temperature
@@ -240,8 +238,7 @@ def teff_vs_lr(summary: xr.Dataset, out: str) -> None:
                 high = part[f"{source}T_eff_high"].values / temperature
                 name = "DMFT" if source else "simulation"
                 if source:
-                    axis.plot(lr, centre, style, color=color, label=f"{name} {_describe(curve)}")
-                    axis.fill_between(lr, low, high, color=color, alpha=0.2, lw=0)
+                    _theory_line(axis, lr, centre, low, high, color, f"{name} {_describe(curve)}")
                 else:
                     _errorbar(
                         axis,
