@@ -8,6 +8,7 @@ import torch
 
 from sgdnoise.data import make_dataset
 from sgdnoise.dynamics.perceptron import make_perceptron_dynamics
+from sgdnoise.stages.generate_data import build_datasets, data_spec, data_spec_id
 from sgdnoise.stages.train import build_problems, initial_weights, train_point
 
 
@@ -74,6 +75,48 @@ def test_same_init_pairs_share_the_start_and_nothing_else(small_point):
     assert not np.allclose(initial[0], initial[2])
     final = run["final_weights"].values
     assert np.abs(final[0] - final[1]).max() > 1e-3
+
+
+def test_same_init_pairs_share_their_data_draw_and_only_they_change_data_ids(small_point):
+    paired = small_point(data={"per_replica": True}, run={"pairing": "same_init", "replicas": 4})
+    datasets = build_datasets(paired)
+    np.testing.assert_array_equal(datasets[0].x_train, datasets[1].x_train)
+    np.testing.assert_array_equal(datasets[2].y_train, datasets[3].y_train)
+    assert not np.allclose(datasets[0].x_train, datasets[2].x_train)
+    independent = small_point(data={"per_replica": True}, run={"replicas": 4})
+    own_draws = build_datasets(independent)
+    assert not np.allclose(own_draws[0].x_train, own_draws[1].x_train)
+    assert data_spec_id(paired) != data_spec_id(independent)
+    # every other combination keeps its spec, so its cached data keep their ids
+    assert "pairing" not in data_spec(independent)
+    shared = small_point(run={"pairing": "same_init", "replicas": 4})
+    assert data_spec(shared) == data_spec(small_point(run={"replicas": 4}))
+
+
+@pytest.mark.parametrize("init", ["random", "gd_minimum"])
+def test_same_init_pairs_on_per_replica_data_differ_only_by_selection_noise(small_point, init):
+    """PHYSICS.md A6 with data.per_replica: GD pairs end at d = 0 exactly, SGD pairs apart."""
+
+    def run_pairs(optimizer: dict) -> tuple[np.ndarray, np.ndarray]:
+        run = train_point(
+            small_point(
+                data={"per_replica": True},
+                optimizer=optimizer,
+                run={"pairing": "same_init", "replicas": 4, "init": init, "gd_init_time": 20.0},
+            )
+        )
+        initial, final = run["initial_weights"].values, run["final_weights"].values
+        np.testing.assert_array_equal(initial[0::2], initial[1::2])  # one w(0) per pair
+        assert not np.allclose(initial[0], initial[2])
+        N = final.shape[1]
+        between_pairs = ((final[0] - final[2]) ** 2).sum() / N
+        return ((final[0::2] - final[1::2]) ** 2).sum(-1) / N, between_pairs
+
+    gd, _ = run_pairs({"kind": "gd"})
+    np.testing.assert_array_equal(gd, 0.0)
+    sgd, between_pairs = run_pairs({"kind": "sgd", "b": 0.3})
+    assert (sgd > 0).all()
+    assert (sgd < 0.1 * between_pairs).all()
 
 
 def test_sphere_constraint_is_kept(small_point):

@@ -253,6 +253,17 @@ def resolve_point(raw: dict | None) -> dict:
     return point
 
 
+def draw_owners(run: dict) -> list[int]:
+    """The random draw each replica owns: for its w(0), and its data with data.per_replica.
+
+    Replica r owns draw r; with run.pairing same_init, replicas 2k and 2k + 1 share draw
+    k, so the two replicas of a pair differ only in their selection noise (PHYSICS.md A6).
+    """
+    if run["pairing"] == "same_init":
+        return [replica // 2 for replica in range(run["replicas"])]
+    return list(range(run["replicas"]))
+
+
 def canonical_json(point: dict) -> str:
     """JSON text of a point with sorted keys: the form that is hashed and stored."""
     return json.dumps(point, sort_keys=True, separators=(",", ":"))

@@ -1,8 +1,9 @@
 """Stage generate_data: build a data set once per spec and seed, cache it as NetCDF.
 
 The spec is the ``data:`` section of a grid point (plus the replica count when every
-replica draws its own training set); its id ``<kind>-<sha256[:12]>`` names the file,
-so every grid point with the same data shares one file.
+replica draws its own training set, and the pairing when same_init pairs share their
+draw); its id ``<kind>-<sha256[:12]>`` names the file, so every grid point with the same
+data shares one file.
 """
 
 from __future__ import annotations
@@ -12,17 +13,23 @@ import hashlib
 import numpy as np
 import xarray as xr
 
-from sgdnoise.config import canonical_json
+from sgdnoise.config import canonical_json, draw_owners
 from sgdnoise.data import Dataset, make_dataset
 from sgdnoise.io.artifact import ArtifactError, provenance, read_artifact
 from sgdnoise.io.metadata import describe
 
 
 def data_spec(point: dict) -> dict:
-    """What determines a point's data: its data section (and replicas if per replica)."""
+    """What determines a point's data: its data section (and, per replica, its draws).
+
+    With data.per_replica the replica count, and the pairing when it is same_init (pairs
+    share a draw); only then, so the ids of every other spec stay what they were.
+    """
     spec = dict(point["data"])
     if spec["per_replica"]:
         spec["replicas"] = point["run"]["replicas"]
+        if point["run"]["pairing"] == "same_init":
+            spec["pairing"] = "same_init"
     return spec
 
 
@@ -33,12 +40,29 @@ def data_spec_id(point: dict) -> str:
     return f"{spec['kind']}-{digest}"
 
 
+def data_draws(point: dict) -> list[int]:
+    """The data draw each replica trains on, one index per replica.
+
+    Draw 0 for every replica on shared data; with data.per_replica the replica's own
+    draw (config.draw_owners: with pairing same_init, replicas 2k and 2k + 1 share draw k).
+    """
+    if not point["data"]["per_replica"]:
+        return [0] * point["run"]["replicas"]
+    return draw_owners(point["run"])
+
+
 def build_datasets(point: dict) -> list[Dataset]:
-    """The point's data: one shared Dataset, or one per replica."""
+    """The point's data: one shared Dataset, or one per replica (data.per_replica).
+
+    Per replica, each draw is made once and listed for every replica that trains on it
+    (the two replicas of a same_init pair hold the same object).
+    """
     data = point["data"]
-    if data["per_replica"]:
-        return [make_dataset(data, r) for r in range(point["run"]["replicas"])]
-    return [make_dataset(data)]
+    if not data["per_replica"]:
+        return [make_dataset(data)]
+    draws = data_draws(point)
+    made = {draw: make_dataset(data, draw) for draw in sorted(set(draws))}
+    return [made[draw] for draw in draws]
 
 
 def datasets_to_xarray(point: dict, datasets: list[Dataset]) -> xr.Dataset:
@@ -66,7 +90,11 @@ def datasets_to_xarray(point: dict, datasets: list[Dataset]) -> xr.Dataset:
         description=canonical_json(datasets[0].description),
     )
     extra = {
-        "draw": ("1", "index of the data draw (one per replica with data.per_replica)"),
+        "draw": (
+            "1",
+            "replica whose training set this is (one per replica with data.per_replica; "
+            "a same_init pair holds one draw twice)",
+        ),
         "test_sample": ("1", "test sample index"),
     }
     return describe(dataset, extra)

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from sgdnoise.config import draw_owners
 from sgdnoise.data import Dataset
 from sgdnoise.dynamics.perceptron import (
     PerceptronProblem,
@@ -43,6 +44,7 @@ from sgdnoise.observables.perceptron import (
 )
 from sgdnoise.stages import idle_skipping
 from sgdnoise.stages.checkpoint import Checkpointer
+from sgdnoise.stages.generate_data import data_draws
 from sgdnoise.stages.recording import (
     data_fingerprint,
     overall_status,
@@ -91,30 +93,46 @@ def initial_weights(config: dict, N: int, device, dtype) -> torch.Tensor:
     """w(0) per replica: N(0, I_N), rescaled to |w|^2 = N on the sphere.
 
     Counter-based per replica (stream 'init'). With pairing same_init, replicas come in
-    pairs (2k, 2k + 1) that share the draw of init k and nothing else (PHYSICS.md A6).
+    pairs (2k, 2k + 1) that share the draw of init k (config.draw_owners, PHYSICS.md A6).
     """
     run = config["run"]
-    replicas = run["replicas"]
     stream = ReplicaStream(run["seed"], "init", (N,), "normal", dtype, device, block_steps=1)
-    same_init = run["pairing"] == "same_init"
-    owners = [r // 2 if same_init else r for r in range(replicas)]
-    weights = stream.draw(0, owners)
+    weights = stream.draw(0, draw_owners(run))
     if config["model"]["constraint"] == "sphere":
         weights = math.sqrt(N) * weights / weights.norm(dim=-1, keepdim=True)
     return weights
 
 
 def gd_minimum(
-    config: dict, problem: PerceptronProblem, start: torch.Tensor, device
+    config: dict, problem: PerceptronProblem, start: torch.Tensor, replica_ids: list[int], device
 ) -> torch.Tensor:
-    """Weights after full-batch GD from ``start`` for run.gd_init_time (same lr and loss)."""
+    """Weights after full-batch GD for run.gd_init_time (same lr and loss).
+
+    ``start``: the w(0) of the replicas ``replica_ids`` (rows in that order), each
+    descending on its own training set.
+    """
     optimizer = dict(config["optimizer"], kind="gd", b=1.0, batch_normalization="sum")
     dynamics = make_perceptron_dynamics(problem, optimizer, config["run"]["seed"], device)
-    ids = list(range(start.shape[0]))
-    state = dynamics.init(start, ids)
+    state = dynamics.init(start, replica_ids)
     for _ in range(round(config["run"]["gd_init_time"] / optimizer["lr"])):
         state, _ = dynamics.step(state)
     return state.weights
+
+
+def gd_minimum_starts(
+    config: dict, problem: PerceptronProblem, start: torch.Tensor, device
+) -> torch.Tensor:
+    """w(0) of every replica with run.init gd_minimum: one GD minimum per data draw.
+
+    The first replica of each draw (stages.generate_data.data_draws) descends from its
+    random w(0); every replica of the draw starts where it ends: all replicas on shared
+    data, each replica alone on its own data, and with pairing same_init both replicas of
+    a pair (same data and w(0), so one minimum, exactly: PHYSICS.md A6).
+    """
+    draws = data_draws(config)
+    leaders = [draws.index(draw) for draw in range(max(draws) + 1)]
+    minima = gd_minimum(config, problem, start[leaders], leaders, device)
+    return minima[draws]
 
 
 @dataclass
@@ -219,11 +237,9 @@ def train_point(
     if resumed is not None:
         start, gd_init_loss = resumed["start"], resumed["gd_init_loss"]
     elif run["init"] == "gd_minimum":
-        # shared data: one minimum for every replica; data.per_replica: each its own
-        minimum = gd_minimum(config, problem, start if problem.per_replica else start[:1], device)
-        start = minimum.clone() if problem.per_replica else minimum.expand(replicas, N).clone()
-        h = problem.loss.value(minimum @ problem.patterns.T) if not problem.per_replica else None
-        gd_init_loss = float(h.mean()) if h is not None else math.nan
+        start = gd_minimum_starts(config, problem, start, device)
+        if not problem.per_replica:  # the training loss at the one shared minimum
+            gd_init_loss = float(problem.loss.value(start[:1] @ problem.patterns.T).mean())
     reference = start.clone() if config["model"]["alpha"] is not None else None
 
     dynamics = make_perceptron_dynamics(problem, optimizer, run["seed"], device)

@@ -43,6 +43,7 @@ import torch
 import xarray as xr
 from torch import Tensor, nn
 
+from sgdnoise.config import draw_owners
 from sgdnoise.data import Dataset
 from sgdnoise.dynamics.networks import (
     NetworkProblem,
@@ -103,14 +104,12 @@ def initial_network_parameters(
 
     Replica r draws from a generator seeded by (run.seed, 'network_init', r) alone, on
     the CPU, so its w0 is the same among any replicas and on any device. With pairing
-    same_init, replicas come in pairs (2k, 2k + 1) sharing the draw of init k (as the
-    perceptron's stages.train.initial_weights).
+    same_init, replicas come in pairs (2k, 2k + 1) sharing the draw of init k
+    (config.draw_owners, as the perceptron's stages.train.initial_weights).
     """
-    same_init = run["pairing"] == "same_init"
-    owners = [r // 2 if same_init else r for r in range(run["replicas"])]
     generators = [
         torch.Generator().manual_seed(derive_seed(run["seed"], "network_init", owner))
-        for owner in owners
+        for owner in draw_owners(run)
     ]
     return initial_parameters(network, generators, dtype, device)
 
