@@ -322,6 +322,7 @@ def test_dataset_vocabulary_units_and_seed_errors():
 
     shown = summarize(ds)
     assert shown["loss"] == pytest.approx(float(ds.loss[-1]))
+    assert shown["replica_distance"] == pytest.approx(float(ds.replica_distance[-1]))
     assert shown["status"] == "converged"
 
 
@@ -757,4 +758,96 @@ def test_dmft_from_the_gd_minimum_agrees_with_the_simulation():
         two_time.chi.values[:, 1:],
         theory.chi.sel(t_w=2.0).values[later[1:]],
         theory.chi_stderr.sel(t_w=2.0).values[later[1:]],
+    )
+
+
+# ----------------------------------------------------------------- same-init replica pairs
+
+
+@pytest.mark.parametrize("constraint, kappa", [("sphere", 0.0), ("ridge", 1.0)])
+def test_gd_replicas_from_one_init_never_separate(constraint, kappa):
+    """GD has no selection noise: the two replicas of a pair are one trajectory, d = 0
+    exactly at every step (PHYSICS.md A6), while SGD's pair separates."""
+    gd = quiet_solve(make_point("gd", constraint, kappa), paths=500, solver_seeds=2)
+    assert np.all(gd.replica_distance.values == 0.0)
+    assert gd.attrs["replica_pair_status"] == "converged"
+    sgd = quiet_solve(make_point("sgd", constraint, kappa), paths=500, solver_seeds=2)
+    assert sgd.replica_distance.values[0] == 0.0 and np.all(sgd.replica_distance.values[1:] > 0)
+
+
+def test_pair_fields_have_covariance_c_and_difference_covariance_d():
+    """Each replica's field has the single-replica covariance C exactly (not the pair's
+    estimate) and u_a - u_b has covariance D = lr^2 R M_d R^T of the force differences:
+    the cross-covariance is C - D / 2 (theory.replica_pair)."""
+    from sgdnoise.theory.replica_pair import difference_kernel_image, pair_fields
+
+    problem = problem_from_point(make_point("sgd", "ridge", 1.0, max_time=1.0, ridge=1.0))
+    solution = solve_seed(problem, 2000, np.random.SeedSequence(0), 50, 1e-10)
+    trajectory, force = solution.trajectory, solution.paths.force
+    difference = force[:, :500] - force[:, 500:1000]
+    image = difference_kernel_image(problem, trajectory.response, difference)
+    rng = np.random.default_rng(1)
+    paths = 200_000
+    normals = {
+        "sum": rng.standard_normal((problem.steps + 1, paths)),
+        "mixing": rng.standard_normal((100, paths), dtype=np.float32),
+    }
+    u_a, u_b = pair_fields(problem, trajectory, normals, difference, image)
+    correlation = trajectory.correlation
+    sampling_error = np.sqrt(2.0 / paths) * np.max(np.diag(correlation))
+    np.testing.assert_allclose(u_a @ u_a.T / paths, correlation, atol=5 * sampling_error)
+    np.testing.assert_allclose(u_b @ u_b.T / paths, correlation, atol=5 * sampling_error)
+    delta = u_a - u_b
+    assert np.all(np.diag(image)[1:] > 1e-3)  # a real difference to measure
+    np.testing.assert_allclose(delta @ delta.T / paths, image, rtol=0.03, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "kind, constraint, kappa, tau",
+    [("sgd", "ridge", 1.0, None), ("persistent_sgd", "sphere", 0.0, 1.0)],
+)
+def test_dmft_replica_distance_and_final_gaps_agree_with_the_simulation(
+    kind, constraint, kappa, tau
+):
+    """d(t) = |w_a - w_b|^2 / N of same-init pairs (shared data, independent selection)
+    and the distribution of the final gaps h - kappa (its CDF at the DMFT's deciles)."""
+    from sgdnoise.stages.train import train_point
+
+    pairs = 8
+    point = make_point(
+        kind,
+        constraint,
+        kappa,
+        max_time=10.0,
+        tau=tau,
+        b=0.25,
+        ridge=1.0,
+        N=SIMULATION_N,
+        data={"per_replica": True},
+        run={
+            "replicas": 2 * pairs,
+            "pairing": "same_init",
+            "dtype": "float64",
+            "record": {"times": "linear", "count": 6},
+        },
+    )
+    theory = quiet_solve(point, paths=4000, solver_seeds=3, seed=2)
+    simulation = train_point(point)
+    weights = simulation.weights.values
+    distance = np.sum((weights[0::2] - weights[1::2]) ** 2, axis=-1) / SIMULATION_N
+    at = theory.sel(step=simulation.step.values)
+    assert_agree(
+        "d(t)",
+        distance[:, 1:],
+        at.replica_distance.values[1:],
+        at.replica_distance_stderr.values[1:],
+    )
+    gaps = simulation.final_stabilities.values - kappa
+    theory_gaps = theory.seed_final_stability.values - kappa
+    thresholds = np.quantile(theory_gaps, np.linspace(0.1, 0.9, 9))
+    cdf = (gaps[:, :, None] < thresholds).mean(axis=1)
+    theory_cdf = (theory_gaps[:, :, None] < thresholds).mean(axis=1)
+    assert_agree(
+        "P(gap < x)", cdf, theory_cdf.mean(axis=0), theory_cdf.std(axis=0, ddof=1) / math.sqrt(3)
     )

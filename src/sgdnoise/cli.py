@@ -109,6 +109,7 @@ def summarize(dataset) -> dict:
             "noise",
             "nu",
             "m",
+            "replica_distance",
         ):
             if name in final:
                 summary[name] = _scalar(final[name].mean())

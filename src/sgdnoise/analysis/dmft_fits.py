@@ -6,8 +6,12 @@ and on the lag grid of the two-time stage (fdt.lag_grid), so that theory and sim
 are compared at identical times, and the theory's effective temperature is fitted by
 fdt.fit_effective_temperature with the solver seeds in the place of the replicas: the
 same windows, the same stationarity check, and a bootstrap interval that measures the
-solver's Monte Carlo error. Every variable is the simulation's name with a ``dmft_``
-prefix, so that a fits artifact (and the study summary) holds both side by side.
+solver's Monte Carlo error. At the run's last step the DMFT's replica distance of a
+same-init pair and the margins of its final stabilities (analysis.margins, the simulation's
+own code, solver seeds as replicas: contact fraction, fraction within delta, gap density)
+are read too; kappa_eff and the number of contacts are left out (an extreme and a count
+over P samples: no N -> infinity value). Every variable is the simulation's name with a
+``dmft_`` prefix, so that a fits artifact (and the study summary) holds both side by side.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import math
 import numpy as np
 import xarray as xr
 
-from sgdnoise.analysis import fdt
+from sgdnoise.analysis import fdt, margins
 from sgdnoise.io.artifact import ArtifactError, artifact_config
 
 PREFIX = "dmft_"
@@ -60,6 +64,40 @@ def _at_recorded_steps(dmft: xr.Dataset, name: str, run: xr.Dataset) -> xr.DataA
     return xr.DataArray(values, dims=("time",), coords={"time": run["time"].values})
 
 
+END_OF_TRAINING = (
+    "contact_fraction",
+    "contact_fraction_stderr",
+    "fraction_within",
+    "fraction_within_stderr",
+    "gap_density",
+    "gap_density_stderr",
+)
+
+
+def dmft_end_of_training(dmft: xr.Dataset, kappa: float) -> xr.Dataset:
+    """The DMFT's replica distance and margins at its last step, named as the simulation's.
+
+    Refuses (ArtifactError, naming the file) an artifact written before sgdnoise solved
+    the replica pair and kept the final stabilities.
+    """
+    missing = {"seed_replica_distance", "seed_final_stability"} - set(dmft.data_vars)
+    if missing:
+        raise ArtifactError(
+            f"{dmft.encoding.get('source', 'dmft artifact')}: has no {sorted(missing)} (written "
+            "by an older sgdnoise); rerun the dmft rule (snakemake --forcerun dmft)"
+        )
+    distance = dmft["seed_replica_distance"].values[:, -1]
+    boundary = margins.margins(dmft["seed_final_stability"].values, kappa)
+    return (
+        boundary[list(END_OF_TRAINING)]
+        .assign(
+            replica_distance=((), distance.mean()),
+            replica_distance_stderr=((), distance.std(ddof=1) / math.sqrt(distance.size)),
+        )
+        .drop_attrs()
+    )
+
+
 def dmft_fits(dmft: xr.Dataset, run: xr.Dataset) -> xr.Dataset:
     """The DMFT's T_eff (per window, with the stationarity check), its FDT curve with
     standard errors over seeds, and its loss and violated fraction at the run's times.
@@ -79,6 +117,9 @@ def dmft_fits(dmft: xr.Dataset, run: xr.Dataset) -> xr.Dataset:
     for name, values in (("fdt_delta_c", delta_c), ("fdt_chi", chi)):
         per_seed = np.nanmean(values, axis=1)  # mean over t_w: (seed, lag)
         fits[f"{name}_stderr"] = ("lag", per_seed.std(axis=0, ddof=1) / math.sqrt(seeds))
+    fits = xr.merge(
+        [fits, dmft_end_of_training(dmft, config["loss"]["kappa"])], combine_attrs="override"
+    )
     fits = fits.rename({name: PREFIX + name for name in fits.data_vars})
     for name in ("loss", "violated_fraction"):
         target = "train_loss" if name == "loss" else name
@@ -106,4 +147,17 @@ UNITS = {
     PREFIX + "violated_fraction": ("1", "DMFT: fraction of violated samples at the run's times"),
     PREFIX + "violated_fraction_stderr": ("1", "DMFT: standard error of the violated fraction"),
     PREFIX + "status": ("1", "DMFT solver status: converged, not_converged or diverged"),
+    PREFIX + "replica_distance": (
+        "1",
+        "DMFT: distance |w_a - w_b|^2 / N of a same-init pair at the end",
+    ),
+    PREFIX + "replica_distance_stderr": (
+        "1",
+        "DMFT: standard error over solver seeds of the distance",
+    ),
+    **{
+        PREFIX + name: (units, f"DMFT (solver seeds as replicas): {text}")
+        for name, (units, text) in margins.UNITS.items()
+        if name in END_OF_TRAINING
+    },
 }

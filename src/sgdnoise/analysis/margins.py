@@ -19,7 +19,10 @@ import xarray as xr
 
 CONTACT_TOLERANCE = 1e-3
 DELTAS = (0.01, 0.05, 0.1, 0.3)
-GAP_EDGES = np.linspace(-1.0, 3.0, 81)
+# Bins of the gap density: width 0.05 over [-3, 3] (the UNSAT ridge at kappa = 1 ends with
+# gaps down to about -2). The density counts every sample: mass outside the bins is lost
+# from the plot, not spread over the bins.
+GAP_EDGES = np.linspace(-3.0, 3.0, 121)
 
 
 def margins(
@@ -31,7 +34,8 @@ def margins(
     contacts = (np.abs(gaps) <= contact_tolerance).sum(axis=1).astype(float)
     within = np.stack([(gaps < delta).mean(axis=1) for delta in DELTAS], axis=1)
     kappa_eff = final_stabilities.min(axis=1)
-    density = np.stack([np.histogram(g, GAP_EDGES, density=True)[0] for g in gaps])
+    widths = np.diff(GAP_EDGES)
+    density = np.stack([np.histogram(g, GAP_EDGES)[0] / (g.size * widths) for g in gaps])
     error = math.sqrt(replicas) if replicas > 1 else math.nan
 
     def standard_error(values: np.ndarray) -> np.ndarray:
@@ -45,10 +49,13 @@ def margins(
             "contacts": ((), contacts.mean()),
             "contacts_stderr": ((), standard_error(contacts)),
             "contact_fraction": ((), contacts.mean() / gaps.shape[1]),
+            "contact_fraction_stderr": ((), standard_error(contacts) / gaps.shape[1]),
             "fraction_within": (("delta",), within.mean(axis=0)),
+            "fraction_within_stderr": (("delta",), standard_error(within)),
             "kappa_eff": ((), kappa_eff.mean()),
             "kappa_eff_stderr": ((), standard_error(kappa_eff)),
             "gap_density": (("gap",), density.mean(axis=0)),
+            "gap_density_stderr": (("gap",), standard_error(density)),
         },
         coords={"delta": list(DELTAS), "gap": centres},
         attrs={"contact_tolerance": contact_tolerance},
@@ -62,10 +69,13 @@ UNITS = {
     ),
     "contacts_stderr": ("1", "standard error of the number of contacts"),
     "contact_fraction": ("1", "contacts / P"),
+    "contact_fraction_stderr": ("1", "standard error of contacts / P"),
     "fraction_within": ("1", "fraction of samples with h < kappa + delta"),
+    "fraction_within_stderr": ("1", "standard error of the fraction within delta"),
     "kappa_eff": ("1", "kappa_eff = min over samples of the final stability, mean over replicas"),
     "kappa_eff_stderr": ("1", "standard error of kappa_eff"),
     "gap_density": ("1", "probability density of the final gaps h - kappa"),
+    "gap_density_stderr": ("1", "standard error of the gap density"),
     "delta": ("1", "distance delta above the margin"),
     "gap": ("1", "gap h - kappa (bin centre)"),
 }

@@ -101,6 +101,14 @@ def _theory_line(axis, x, centre, low, high, color: str, label: str) -> None:
     axis.fill_between(x, low, high, color=color, alpha=0.2, lw=0)
 
 
+def _theory_with_stderr(axis, x, part: xr.Dataset, name: str, color: str, label: str) -> None:
+    """The DMFT variable ``name`` of ``part`` against x, with a band of two standard errors
+    over solver seeds (``<name>_stderr``; no band when the summary has none)."""
+    centre = part[name].values
+    band = 2 * part[f"{name}_stderr"].values if f"{name}_stderr" in part else 0.0
+    _theory_line(axis, x, centre, centre - band, centre + band, color, label)
+
+
 def _unconverged(part: xr.Dataset) -> str:
     """' (DMFT not converged)' when some DMFT solve of ``part`` did not converge, else ''."""
     if "dmft_status" not in part:
@@ -195,10 +203,8 @@ def dmft_vs_simulation(summary: xr.Dataset, out: str) -> None:
             (right, "lag", "dmft_fdt_chi"),
         )
         for axis, x_name, theory in panels:
-            x, centre = part[x_name].values, part[theory].values
-            band = 2 * part[f"{theory}_stderr"].values if f"{theory}_stderr" in part else 0.0
             legend = f"DMFT {name}{_unconverged(part)}"
-            _theory_line(axis, x, centre, centre - band, centre + band, color, legend)
+            _theory_with_stderr(axis, part[x_name].values, part, theory, color, legend)
         middle.plot(part["lag"].values, part["fdt_delta_c"].values, "o", ms=3, color=color)
         right.plot(part["lag"].values, part["fdt_chi"].values, "o", ms=3, color=color)
     left.set_xlabel(label("time"))
@@ -275,72 +281,174 @@ def teff_vs_lr(summary: xr.Dataset, out: str) -> None:
     save(figure, out)
 
 
+def _final_state(summary: xr.Dataset) -> str:
+    """When the final weights of the points with a replica distance were taken: 'at zero
+    loss' if every replica of them stopped at zero training loss (a finite t*, run.stop
+    zero_loss), else 'at the end of training' (run.stop never, or a budget exhausted)."""
+    measured = np.isfinite(summary["replica_distance"])
+    if "t_star" not in summary or not bool(measured.any()):
+        return "at the end of training"
+    stopped = np.isfinite(summary["t_star"]).all("replica")
+    return "at zero loss" if bool((stopped | ~measured).all()) else "at the end of training"
+
+
+def _legend_once(axis, **style) -> None:
+    """The axis legend with one entry per distinct label (the first artist drawn with it)."""
+    unique: dict[str, object] = {}
+    for handle, text in zip(*axis.get_legend_handles_labels(), strict=True):
+        unique.setdefault(text, handle)
+    axis.legend(unique.values(), unique.keys(), **style)
+
+
 def replica_distance_vs_b(summary: xr.Dataset, out: str) -> None:
-    """Replica distance at zero loss against b for each optimizer variant (log scales)."""
+    """Replica distance d = |w_a - w_b|^2 / N of same-init pairs at the end of training
+    (zero loss where the runs stop there) against b, one curve per optimizer variant;
+    where the study has it, the DMFT's d at the run's final time (line of the same colour,
+    band: two standard errors over solver seeds). Log b, symmetric-log d (GD: d = 0)."""
+    theory = _has(summary, "dmft_replica_distance")
+    curves = [
+        curve
+        for curve in _hue_axis(summary, "b")
+        if any(_has(summary.sel(curve), f"{source}replica_distance") for source in ("", "dmft_"))
+    ]
     figure, axis = plt.subplots(figsize=(6, 4.2))
-    for curve in _hue_axis(summary, "b"):
-        part = summary.sel(curve)
+    for index, curve in enumerate(curves):
+        part, color = summary.sel(curve), f"C{index % 10}"
         _errorbar(
             axis,
             part["b"].values,
             part["replica_distance"],
             part["replica_distance_low"],
             part["replica_distance_high"],
-            label=_describe(curve),
+            label=f"simulation {_describe(curve)}" if theory else _describe(curve),
+            color=color,
+            linestyle="none" if theory else "-",
         )
+        if _has(part, "dmft_replica_distance"):
+            legend = f"DMFT {_describe(curve)}{_unconverged(part)}"
+            _theory_with_stderr(
+                axis, part["b"].values, part, "dmft_replica_distance", color, legend
+            )
     axis.set_xscale("log")
-    axis.set_yscale("symlog", linthresh=1e-6)
+    axis.set_xticks(summary["b"].values, [f"{b:g}" for b in summary["b"].values])
+    axis.xaxis.set_minor_formatter(NullFormatter())
+    axis.set_yscale("symlog", linthresh=_linear_below(summary["replica_distance"]))
     axis.set_ylim(bottom=0)
     axis.set_xlabel(label("b"))
     axis.set_ylabel("replica distance |w_a - w_b|^2 / N")
     axis.grid(True, which="both", alpha=0.3)
     axis.legend(fontsize=7)
-    axis.set_title(_title(summary, "Replica distance at zero loss (same init, 95% CI)"), fontsize=9)
+    lines = " and DMFT (lines, 2 s.e. bands)" if theory else ""
+    what = f"Replica distance {_final_state(summary)} (same init, 95% CI){lines}"
+    axis.set_title(_title(summary, what), fontsize=9)
     save(figure, out)
+
+
+def _common_window(teff: xr.DataArray) -> str:
+    """The longest fit window (FIT_WINDOWS) with a T_eff at every point that has one in
+    some window (a short max_lag leaves the long windows empty at small b)."""
+    measured = np.isfinite(teff).any("window")
+    for window in reversed(FIT_WINDOWS):
+        finite = np.isfinite(teff.sel(window=window))
+        if bool(finite.any()) and bool((finite | ~measured).all()):
+            return window
+    return MAIN_WINDOW
+
+
+def _noise_measures(
+    summary: xr.Dataset, window: str, prefix: str = ""
+) -> tuple[xr.DataArray, xr.DataArray]:
+    """The replica distance and the effective temperature (fit ``window``) of the
+    simulation (prefix '') or of the DMFT (prefix 'dmft_'), on the grid without a regime.
+
+    With the sum normalisation the temperature is T_eff / b (the mean drift of SGD is
+    b grad L). With a bundle axis ``regime`` each measure is taken from the regime where
+    it was measured (T_eff: UNSAT, distance: SAT).
+    """
+    teff = summary[f"{prefix}T_eff"].sel(window=window)
+    if _per_drift(summary):
+        teff = teff / teff["b"]
+    distance = summary[f"{prefix}replica_distance"]
+    if "regime" in summary.dims:
+        teff = teff.dropna("regime", how="all").squeeze("regime", drop=True)
+        distance = distance.dropna("regime", how="all").squeeze("regime", drop=True)
+    return distance, teff
+
+
+def _per_drift(summary: xr.Dataset) -> bool:
+    """Whether the comparable temperature is T_eff / b (gradient summed over the batch)."""
+    config = json.loads(summary.attrs.get("example_config", "{}"))
+    summed = config.get("optimizer", {}).get("batch_normalization") == "sum"
+    return summed and "b" in summary["T_eff"].dims
+
+
+def _linear_below(distance: xr.DataArray) -> float:
+    """The symlog threshold of a distance axis: a decade below the smallest positive
+    distance (GD's d = 0 still shows, the measured values sit on the log part)."""
+    positive = distance.values[np.isfinite(distance.values) & (distance.values > 0)]
+    return 10.0 ** (np.floor(np.log10(positive.min())) - 1) if positive.size else 1e-6
 
 
 def teff_vs_distance(summary: xr.Dataset, out: str) -> None:
     """T_eff (UNSAT) against replica distance (SAT) at the same (b, optimizer): same trend.
 
     With the sum normalisation the mean drift of SGD is b grad L, so the temperature
-    comparable across b is T_eff / b (PHYSICS.md A7b: it grows as b decreases).
+    comparable across b is T_eff / b (PHYSICS.md A7b: it grows as b decreases). Where the
+    study has the DMFT, its (d, T_eff) at the same points are drawn per optimizer as a line
+    with open markers of the simulation's colour, with the same normalisation. T_eff is
+    read in the longest fit window measured at every point (_common_window).
     """
-    teff = summary["T_eff"].sel(window=MAIN_WINDOW)
-    config = json.loads(summary.attrs.get("example_config", "{}"))
-    per_drift = config.get("optimizer", {}).get("batch_normalization") == "sum" and "b" in teff.dims
-    if per_drift:
-        teff = teff / teff["b"]
-    distance = summary["replica_distance"]
-    if "regime" in summary.dims:
-        teff = teff.dropna("regime", how="all").squeeze("regime", drop=True)
-        distance = distance.dropna("regime", how="all").squeeze("regime", drop=True)
+    window = _common_window(summary["T_eff"])
+    distance, teff = _noise_measures(summary, window)
+    theory = _has(summary, "dmft_replica_distance") and _has(summary, "dmft_T_eff")
+    if theory:
+        theory_distance, theory_teff = _noise_measures(summary, window, "dmft_")
     figure, axis = plt.subplots(figsize=(5.5, 4.5))
     hue = "optimizer" if "optimizer" in teff.dims else None
     groups = teff[hue].values.tolist() if hue else [None]
-    for group in groups:
-        x = distance.sel({hue: group}) if hue else distance
-        y = teff.sel({hue: group}) if hue else teff
-        axis.plot(x.values.ravel(), y.values.ravel(), "o", label=str(group))
+    for index, group in enumerate(groups):
+        select, color = ({hue: group} if hue else {}), f"C{index % 10}"
+        x, y = distance.sel(select), teff.sel(select)
+        axis.plot(x.values.ravel(), y.values.ravel(), "o", color=color, label=str(group))
+        if theory:
+            axis.plot(
+                theory_distance.sel(select).values.ravel(),
+                theory_teff.sel(select).values.ravel(),
+                "-o",
+                mfc="none",
+                color=color,
+                label=f"DMFT {group}{_unconverged(summary.sel(select))}",
+            )
     axis.set_xscale("log")
     axis.set_yscale("log")
-    axis.set_xlabel("replica distance (over-parametrised)")
-    quantity = "T_eff / b" if per_drift else "T_eff"
-    axis.set_ylabel(f"{quantity}, window {MAIN_WINDOW} (under-parametrised)")
+    bundled = "regime" in summary.dims  # each measure from its own side of the jamming line
+    axis.set_xlabel("replica distance" + (" (over-parametrised)" if bundled else ""))
+    quantity = "T_eff / b" if _per_drift(summary) else "T_eff"
+    axis.set_ylabel(f"{quantity}, window {window}" + (" (under-parametrised)" if bundled else ""))
     axis.grid(True, which="both", alpha=0.3)
     axis.legend(fontsize=7)
+    lines = "; DMFT: open markers on lines" if theory else ""
     axis.set_title(
-        _title(summary, "The two noise measures move together across the grid"), fontsize=9
+        _title(summary, f"The two noise measures move together across the grid{lines}"),
+        fontsize=9,
     )
     save(figure, out)
 
 
 def margins(summary: xr.Dataset, out: str) -> None:
-    """Final gap densities and kappa_eff / contacts against the replica distance."""
+    """Final gap densities, and kappa_eff and contacts against the replica distance.
+
+    Where the study has the DMFT: its final gap density (dashed, the colour of the
+    point's simulated density) and its contact fraction against its own replica distance
+    (open markers, 2 s.e. bars over solver seeds). kappa_eff = min_mu h_mu is an extreme
+    of P samples, with no N -> infinity limit: it has no DMFT value.
+    """
     figure, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4.2))
     points = [p for p in _points(summary) if np.isfinite(summary["replica_distance"].sel(p))]
-    for point in points:
-        part = summary.sel(point)
-        left.plot(part["gap"].values, part["gap_density"].values, label=_describe(point), lw=1)
+    for index, point in enumerate(points):
+        part, color = summary.sel(point), f"C{index % 10}"
+        gaps = part["gap"].values
+        left.plot(gaps, part["gap_density"].values, color=color, label=_describe(point), lw=1)
         distance = float(part["replica_distance"])
         middle.errorbar(
             distance,
@@ -348,18 +456,38 @@ def margins(summary: xr.Dataset, out: str) -> None:
             yerr=float(part["kappa_eff_stderr"]),
             marker="o",
             capsize=2,
+            color=color,
         )
-        right.errorbar(distance, float(part["contact_fraction"]), marker="o")
+        right.errorbar(
+            distance, float(part["contact_fraction"]), marker="o", color=color, label="simulation"
+        )
+        if _has(part, "dmft_replica_distance"):
+            legend = f"DMFT{_unconverged(part)}"
+            left.plot(gaps, part["dmft_gap_density"].values, "--", color=color, lw=1, label=legend)
+            right.errorbar(
+                float(part["dmft_replica_distance"]),
+                float(part["dmft_contact_fraction"]),
+                xerr=2 * float(part["dmft_replica_distance_stderr"]),
+                yerr=2 * float(part["dmft_contact_fraction_stderr"]),
+                marker="o",
+                mfc="none",
+                capsize=2,
+                color=color,
+                label=legend,
+            )
     left.set_xlabel("gap h - kappa")
     left.set_ylabel("density")
     left.set_yscale("log")
-    left.legend(fontsize=5, ncol=1, loc="upper right")
+    _legend_once(left, fontsize=5, ncol=1, loc="upper right")
     for axis, name in ((middle, "kappa_eff = min h"), (right, "contacts / P")):
-        axis.set_xscale("symlog", linthresh=1e-6)
+        axis.set_xscale("symlog", linthresh=_linear_below(summary["replica_distance"]))
         axis.set_xlabel("replica distance")
         axis.set_ylabel(name)
         axis.grid(True, alpha=0.3)
-    figure.suptitle(_title(summary, "Width of the decision boundary at zero loss"), fontsize=10)
+    if _has(summary, "dmft_replica_distance"):
+        _legend_once(right, fontsize=7)
+    what = f"Width of the decision boundary {_final_state(summary)}"
+    figure.suptitle(_title(summary, what), fontsize=10)
     figure.tight_layout()
     save(figure, out)
 

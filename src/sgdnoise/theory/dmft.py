@@ -33,6 +33,7 @@ from sgdnoise.theory.fixed_point import (
     solve_seed,
 )
 from sgdnoise.theory.problem import DmftProblem, problem_from_point
+from sgdnoise.theory.replica_pair import ReplicaPair, solve_replica_pair
 
 VARIABLE_METADATA = {
     "loss": ("1", "training loss per sample E[v(h)], v(h) = (kappa - h)^2 theta(kappa - h) / 2"),
@@ -52,10 +53,23 @@ VARIABLE_METADATA = {
     "seed_C_diagonal": ("1", "C(t, t) of each solver seed"),
     "seed_C_waiting": ("1", "C(t, t_w) of each solver seed"),
     "seed_chi": ("1", "chi(t, t_w) of each solver seed"),
+    "replica_distance": (
+        "1",
+        "replica distance d(t) = |w_a - w_b|^2 / N of two replicas with the same data and w(0) "
+        "and independent selection (and Langevin) noise",
+    ),
+    "seed_replica_distance": ("1", "replica distance d(t) of each solver seed"),
+    "seed_final_stability": (
+        "1",
+        "stability h of each path of the effective sample at the last step (its gap "
+        "statistics are the final margins; analysis.margins)",
+    ),
 }
 
 
-def _seed_variables(problem: DmftProblem, solution: SeedSolution) -> dict[str, np.ndarray]:
+def _seed_variables(
+    problem: DmftProblem, solution: SeedSolution, pair: ReplicaPair | None
+) -> dict[str, np.ndarray]:
     trajectory = solution.trajectory
     size = problem.steps + 1
     if solution.paths is not None:
@@ -82,6 +96,7 @@ def _seed_variables(problem: DmftProblem, solution: SeedSolution) -> dict[str, n
         "chi": chi,
         "M_C": solution.noise,
         "M_R": solution.memory,
+        "replica_distance": pair.distance if pair is not None else np.full(size, np.nan),
     }
     if problem.constraint == "sphere":
         variables["nu"] = (1.0 - trajectory.contraction) / problem.lr
@@ -115,11 +130,18 @@ DIMS = {
     "seed_C_diagonal": ("solver_seed", "step"),
     "seed_C_waiting": ("solver_seed", "step", "t_w"),
     "seed_chi": ("solver_seed", "step", "t_w"),
+    "replica_distance": ("step",),
+    "seed_replica_distance": ("solver_seed", "step"),
+    "seed_final_stability": ("solver_seed", "path"),
 }
 
 
-def _fdt_variables_of_seed(problem: DmftProblem, variables: dict) -> dict[str, np.ndarray]:
-    """Per-seed copies of what an FDT fit needs (it resamples seeds as it does replicas)."""
+def _resampled_variables_of_seed(
+    problem: DmftProblem, variables: dict, solution: SeedSolution, paths: int
+) -> dict[str, np.ndarray]:
+    """Per-seed copies of what the fits resample as they do replicas: the FDT curve's
+    inputs, the replica distance and the final stabilities of the ``paths`` paths (margins)."""
+    final = solution.paths.stability[-1] if solution.paths is not None else np.full(paths, np.nan)
     return {
         "seed_loss": variables["loss"],
         "seed_C_diagonal": np.diag(variables["C"]),
@@ -127,6 +149,20 @@ def _fdt_variables_of_seed(problem: DmftProblem, variables: dict) -> dict[str, n
             :, [k - problem.prefix_steps for k in problem.waiting_steps]
         ],
         "seed_chi": variables["chi"],
+        "seed_replica_distance": variables["replica_distance"],
+        "seed_final_stability": final,
+    }
+
+
+def _pair_attributes(pairs: list[ReplicaPair | None], seconds: float) -> dict:
+    """How the replica-pair iterations ended (replica_pair), for the artifact's attributes."""
+    solved = [pair for pair in pairs if pair is not None]
+    if not solved:
+        return {"replica_pair_status": DIVERGED}
+    return {
+        "replica_pair_status": CONVERGED if all(p.converged for p in solved) else NOT_CONVERGED,
+        "replica_pair_iterations": int(max(len(p.changes) for p in solved)),
+        "replica_pair_seconds": float(seconds),
     }
 
 
@@ -172,7 +208,12 @@ def solve_dmft(
     share of (path, step) pairs within kink_band of kappa, whose side of the kink was kept
     from the previous iteration), inverse_precision, field_sampling (how the Gaussian field
     of the effective sample is drawn: "response" for gd, "cholesky" otherwise; fixed_point),
-    gd_prefix_steps (run.init gd_minimum: the GD steps solved before the run, not reported).
+    gd_prefix_steps (run.init gd_minimum: the GD steps solved before the run, not reported),
+    replica_pair_status, replica_pair_iterations and replica_pair_seconds (the same-init
+    pair of each seed that gives ``replica_distance``: theory.replica_pair).
+
+    Margins: ``seed_final_stability`` (solver_seed, path) holds the stability of every
+    path at the last step, the DMFT's distribution of the final stabilities h_mu.
     """
     problem = problem_from_point(point)
     if paths < 2 or solver_seeds < 1 or max_iterations < 1 or not tolerance > 0:
@@ -180,8 +221,21 @@ def solve_dmft(
     started = clock.perf_counter()
     children = np.random.SeedSequence(seed).spawn(solver_seeds)
     solutions = [solve_seed(problem, paths, child, max_iterations, tolerance) for child in children]
+    pair_started = clock.perf_counter()
+    pairs = [
+        solve_replica_pair(
+            problem, solution.trajectory, paths, child.spawn(1)[0], max_iterations, tolerance
+        )
+        if solution.status != DIVERGED
+        else None
+        for solution, child in zip(solutions, children, strict=True)
+    ]
     wall_seconds = clock.perf_counter() - started
-    per_seed = [_seed_variables(problem, solution) for solution in solutions]
+    pair_seconds = clock.perf_counter() - pair_started
+    per_seed = [
+        _seed_variables(problem, solution, pair)
+        for solution, pair in zip(solutions, pairs, strict=True)
+    ]
     statuses = [solution.status for solution in solutions]
     status = _overall_status(statuses)
     if status != CONVERGED:
@@ -226,7 +280,10 @@ def solve_dmft(
                 stderr,
                 {"units": units, "long_name": f"standard error over solver seeds of {name}"},
             )
-    per_seed_fdt = [_fdt_variables_of_seed(problem, variables) for variables in per_seed]
+    per_seed_fdt = [
+        _resampled_variables_of_seed(problem, variables, solution, paths)
+        for variables, solution in zip(per_seed, solutions, strict=True)
+    ]
     for name in per_seed_fdt[0]:
         units, long_name = VARIABLE_METADATA[name]
         stack = np.stack([variables[name] for variables in per_seed_fdt])
@@ -269,6 +326,7 @@ def solve_dmft(
         ),
         "inverse_precision": str(INVERSE_PRECISION).replace("torch.", ""),
         "field_sampling": field_sampling(problem),
+        **_pair_attributes(pairs, pair_seconds),
         "method": "discrete-time DMFT (PHYSICS.md A8), fixed-point iteration, exact per-path M_R",
         "config": canonical_json(point),
     }

@@ -133,16 +133,39 @@ def response_field(
     origin = correlation[:, 0] / scale if scale > 0 else np.zeros(correlation.shape[0])
     field = np.outer(origin, normals.origin[:paths])
     if force is not None:
-        eta = np.empty((force.shape[0], paths), dtype=np.float32)
-        force32 = force.astype(np.float32)
-        for forces, columns in force_groups(force.shape[1], paths, normals.mixing.shape[0]):
-            count = forces.stop - forces.start
-            np.matmul(force32[:, forces], normals.mixing[:count, columns], out=eta[:, columns])
-            eta[:, columns] *= np.float32(np.sqrt(noise_factor / count))
-        eta = eta.astype(np.float64)
-        if white_variance:
-            eta += np.sqrt(white_variance) * normals.white[:, :paths]
-        field += lr * (np.tril(response, -1) @ eta)
+        field += response_noise(
+            response, lr, noise_factor, force, normals.mixing, paths, normals.white, white_variance
+        )
     if magnetisation is not None:
         field += np.outer(magnetisation, normals.magnetisation[:paths])
     return field
+
+
+def response_noise(
+    response: np.ndarray,
+    lr: float,
+    noise_factor: float,
+    force: np.ndarray,
+    mixing: np.ndarray,
+    paths: int,
+    white: np.ndarray | None = None,
+    white_variance: float = 0.0,
+) -> np.ndarray:
+    """lr R eta (T + 1, paths): the noise part of response_field, of covariance
+    lr^2 R M R^T with M = noise_factor E[f f^T] over the columns of ``force`` (+
+    white_variance on the diagonal, from the standard normals ``white``).
+
+    eta = sqrt(noise_factor / n) F g with g = ``mixing`` (fixed Gaussian, float32; path
+    group j mixes the forces of group j only when there are more forces than rows of g:
+    force_groups).
+    """
+    eta = np.empty((force.shape[0], paths), dtype=np.float32)
+    force32 = force.astype(np.float32)
+    for forces, columns in force_groups(force.shape[1], paths, mixing.shape[0]):
+        count = forces.stop - forces.start
+        np.matmul(force32[:, forces], mixing[:count, columns], out=eta[:, columns])
+        eta[:, columns] *= np.float32(np.sqrt(noise_factor / count))
+    eta = eta.astype(np.float64)
+    if white_variance:
+        eta += np.sqrt(white_variance) * white[:, :paths]
+    return lr * (np.tril(response, -1) @ eta)
