@@ -19,9 +19,9 @@ seconds of the solve and the pair (all threads; on a machine shared with other j
 inflated by waiting, the CPU time much less), the ratios reference / measured (wall)
 where there is a reference, and the wall seconds and iterations of the same-init replica
 pair that solve_dmft adds for the replica distance (theory.replica_pair; not in the
-reference, whose solver had no pair). The first iterations run on a quarter of the paths (fixed_point.COARSE_*),
-so seconds per iteration average cheap and full iterations. The load average of the
-machine is printed with each case. ``--cases sgd:250,gd:250`` selects cases;
+reference, whose solver had no pair). The first iterations run on a quarter of the paths
+(fixed_point.COARSE_*), so seconds per iteration average cheap and full iterations. The
+load average of the machine is printed with each case. ``--cases sgd:250,gd:250`` selects cases;
 ``--max-iterations`` caps a solve (it then reports its per-iteration time and the status
 not_converged). ``--sampling`` chooses how the field u is sampled (fixed_point.SAMPLING: auto,
 the default, is response for gd and cholesky otherwise; response is

@@ -333,10 +333,16 @@ def test_gd_solve_converges_to_the_stated_tolerance():
 
 
 def test_a_run_that_does_not_converge_says_so():
-    with pytest.warns(RuntimeWarning, match="not_converged"):
+    from sgdnoise.analysis.dmft_fits import dmft_end_of_training
+
+    with pytest.warns(RuntimeWarning, match="not_converged") as caught:
         ds = solve_dmft(make_point("sgd"), paths=500, max_iterations=2)
     assert ds.attrs["status"] == "not_converged" and ds.attrs["iterations"] == 2
     assert ds.attrs["final_change"] > ds.attrs["tolerance"]
+    # the replica pair too: said, and its distance is not reported as a number
+    assert any("replica pair not_converged" in str(w.message) for w in caught)
+    assert ds.attrs["replica_pair_status"] == "not_converged"
+    assert np.isnan(float(dmft_end_of_training(ds, 0.0)["replica_distance"]))
 
 
 def test_a_step_too_large_for_the_sphere_is_a_divergence():
@@ -851,3 +857,10 @@ def test_dmft_replica_distance_and_final_gaps_agree_with_the_simulation(
     assert_agree(
         "P(gap < x)", cdf, theory_cdf.mean(axis=0), theory_cdf.std(axis=0, ddof=1) / math.sqrt(3)
     )
+    # the fit stage puts them beside the simulation's (a run without a response measurement)
+    from sgdnoise.stages.fit import fit_point
+
+    fits = fit_point(simulation, dmft=theory)
+    assert float(fits.dmft_replica_distance) == pytest.approx(float(theory.replica_distance[-1]))
+    assert fits.dmft_gap_density.dims == fits.gap_density.dims == ("gap",)
+    assert "dmft_T_eff" not in fits and float(fits.replica_distance) > 0

@@ -18,13 +18,11 @@ from matplotlib.collections import PolyCollection
 
 from sgdnoise.config import resolve_point
 from sgdnoise.plots import FIGURES, noise
-from sgdnoise.workflow_plan import FIGURES_OF_ANALYSIS, figures_of
+from sgdnoise.workflow_plan import all_figures, figures_of
 from tests.conftest import REPO
 
 CAPTIONS = REPO / "workflow" / "report"
-WORKFLOW_FIGURES = sorted(
-    {figure for figures in FIGURES_OF_ANALYSIS.values() for figure in figures}
-)
+WORKFLOW_FIGURES = all_figures()
 CONFIGS = [REPO / "config.yaml", *sorted((REPO / "workflow" / "studies").glob("*.yaml"))]
 MINIMAL_STUDY = {"base": {}, "grid": {}}
 """A study as the config schema's defaults leave an empty one: captions must render it."""
@@ -230,3 +228,14 @@ def test_sat_figures_draw_the_regime_bundle_without_dmft(drawn, stopped):
     final = "at zero loss" if stopped else "at the end of training"
     assert final in distance.axes[0].get_title()
     assert final in boundary.texts[0].get_text()
+
+
+def test_a_figure_of_two_analyses_needs_both():
+    """T_eff against the replica distance is drawn only when a study measures both."""
+    assert "teff_vs_distance" not in figures_of(["replica_distance", "margins", "dmft"])
+    assert figures_of(["teff", "replica_distance"]) == [
+        "fdt_parametric",
+        "teff_vs_b",
+        "replica_distance_vs_b",
+        "teff_vs_distance",
+    ]

@@ -1,9 +1,9 @@
 # Stage render: the figures of a study, each with its own caption for the report.
 # One rule per figure (a report caption cannot be chosen by a wildcard); figures of
 # study-level fits also read results/<study>/fits.nc.
-from sgdnoise.workflow_plan import FIGURES_OF_ANALYSIS, FIGURES_WITH_STUDY_FITS
+from sgdnoise.workflow_plan import FIGURES_WITH_STUDY_FITS, all_figures
 
-ALL_FIGURES = sorted({f for figures in FIGURES_OF_ANALYSIS.values() for f in figures})
+ALL_FIGURES = all_figures()
 
 
 def figure_inputs(figure):

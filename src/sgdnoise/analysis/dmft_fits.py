@@ -74,8 +74,17 @@ END_OF_TRAINING = (
 )
 
 
+def _standard_error(values: np.ndarray) -> float:
+    """Standard error of the mean over solver seeds (NaN for a single seed)."""
+    if values.size < 2:
+        return math.nan
+    return float(values.std(ddof=1) / math.sqrt(values.size))
+
+
 def dmft_end_of_training(dmft: xr.Dataset, kappa: float) -> xr.Dataset:
     """The DMFT's replica distance and margins at its last step, named as the simulation's.
+
+    The distance is NaN (not drawn) when the replica pair's iteration did not converge.
 
     Refuses (ArtifactError, naming the file) an artifact written before sgdnoise solved
     the replica pair and kept the final stabilities.
@@ -87,20 +96,36 @@ def dmft_end_of_training(dmft: xr.Dataset, kappa: float) -> xr.Dataset:
             "by an older sgdnoise); rerun the dmft rule (snakemake --forcerun dmft)"
         )
     distance = dmft["seed_replica_distance"].values[:, -1]
+    if dmft.attrs.get("replica_pair_status") != "converged":  # said by the solve's warning
+        distance = np.full_like(distance, np.nan)
     boundary = margins.margins(dmft["seed_final_stability"].values, kappa)
     return (
         boundary[list(END_OF_TRAINING)]
         .assign(
             replica_distance=((), distance.mean()),
-            replica_distance_stderr=((), distance.std(ddof=1) / math.sqrt(distance.size)),
+            replica_distance_stderr=((), _standard_error(distance)),
         )
         .drop_attrs()
     )
 
 
+def dmft_fdt(dmft: xr.Dataset, config: dict) -> xr.Dataset:
+    """The DMFT's T_eff by the simulation's FDT fit (solver seeds as replicas) and its FDT
+    curve with standard errors over seeds, at the run's waiting times and lags."""
+    two_time = dmft_two_time(dmft, config)
+    fits = fdt.fit_effective_temperature(two_time, config["optimizer"], seed=config["run"]["seed"])
+    seeds = two_time.sizes["replica"]
+    delta_c, chi = fdt.fdt_arrays(two_time)
+    for name, values in (("fdt_delta_c", delta_c), ("fdt_chi", chi)):
+        per_seed = np.nanmean(values, axis=1)  # mean over t_w: (seed, lag)
+        fits[f"{name}_stderr"] = ("lag", per_seed.std(axis=0, ddof=1) / math.sqrt(seeds))
+    return fits
+
+
 def dmft_fits(dmft: xr.Dataset, run: xr.Dataset) -> xr.Dataset:
-    """The DMFT's T_eff (per window, with the stationarity check), its FDT curve with
-    standard errors over seeds, and its loss and violated fraction at the run's times.
+    """The DMFT beside a run: its T_eff and FDT curve (when the run measures the response:
+    dmft_fdt), its replica distance and margins at the end (dmft_end_of_training), and
+    its loss and violated fraction at the run's times.
 
     Refuses (ArtifactError, naming the file) a DMFT solved for another config than the run's.
     """
@@ -110,16 +135,11 @@ def dmft_fits(dmft: xr.Dataset, run: xr.Dataset) -> xr.Dataset:
             f"{dmft.encoding.get('source', 'dmft artifact')}: solved for another config than "
             "the run's; it is stale: rerun the dmft rule"
         )
-    two_time = dmft_two_time(dmft, config)
-    fits = fdt.fit_effective_temperature(two_time, config["optimizer"], seed=config["run"]["seed"])
-    seeds = two_time.sizes["replica"]
-    delta_c, chi = fdt.fdt_arrays(two_time)
-    for name, values in (("fdt_delta_c", delta_c), ("fdt_chi", chi)):
-        per_seed = np.nanmean(values, axis=1)  # mean over t_w: (seed, lag)
-        fits[f"{name}_stderr"] = ("lag", per_seed.std(axis=0, ddof=1) / math.sqrt(seeds))
-    fits = xr.merge(
-        [fits, dmft_end_of_training(dmft, config["loss"]["kappa"])], combine_attrs="override"
-    )
+    parts = [dmft_end_of_training(dmft, config["loss"]["kappa"])]
+    if config["run"]["response"]["waiting_times"]:
+        parts.insert(0, dmft_fdt(dmft, config))
+    fits = xr.merge(parts, combine_attrs="override")
+    teff_method = fits.attrs.get("teff_method", "")
     fits = fits.rename({name: PREFIX + name for name in fits.data_vars})
     for name in ("loss", "violated_fraction"):
         target = "train_loss" if name == "loss" else name
@@ -127,10 +147,9 @@ def dmft_fits(dmft: xr.Dataset, run: xr.Dataset) -> xr.Dataset:
         if f"{name}_stderr" in dmft:
             fits[f"{PREFIX}{target}_stderr"] = _at_recorded_steps(dmft, f"{name}_stderr", run)
     fits[PREFIX + "status"] = xr.DataArray(dmft.attrs.get("status", "unknown"))
-    fits.attrs = {
-        "dmft_teff_method": fits.attrs.get("teff_method", "").replace("replicas", "solver seeds"),
-        "dmft_paths": int(dmft.attrs.get("paths", -1)),
-    }
+    fits.attrs = {"dmft_paths": int(dmft.attrs.get("paths", -1))}
+    if teff_method:
+        fits.attrs["dmft_teff_method"] = teff_method.replace("replicas", "solver seeds")
     return fits
 
 

@@ -174,18 +174,22 @@ def teff_vs_b(summary: xr.Dataset, out: str) -> None:
 
 
 def dmft_vs_simulation(summary: xr.Dataset, out: str) -> None:
-    """Theory and simulation at the same parameters: the loss against t, and the FDT's two
-    ingredients C(t,t) - C(t,t_w) and chi(t,t_w) against s = t - t_w (mean over t_w).
+    """Theory and simulation at the same parameters: the loss against t and, when the
+    study measures the response, the FDT's two ingredients C(t,t) - C(t,t_w) and
+    chi(t,t_w) against s = t - t_w (mean over t_w).
 
     Simulation: markers (the loss with its standard error over replicas); DMFT: lines with
     a band of two standard errors over solver seeds.
     """
-    figure, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4.4))
+    two_time = "fdt_chi" in summary
+    figure, axes = plt.subplots(1, 3 if two_time else 1, figsize=(15 if two_time else 6, 4.4))
+    left, *fdt_axes = np.atleast_1d(axes)
     for index, point in enumerate(
         p for p in _points(summary) if _has(summary.sel(p), "dmft_train_loss")
     ):
         part = summary.sel(point)
         color, name = f"C{index % 10}", _describe(point)
+        legend = f"DMFT {name}{_unconverged(part)}"
         loss = part["train_loss"]
         stderr = loss.std("replica", ddof=1) / np.sqrt(loss.sizes["replica"])
         left.errorbar(
@@ -197,25 +201,19 @@ def dmft_vs_simulation(summary: xr.Dataset, out: str) -> None:
             color=color,
             label=f"simulation {name}",
         )
-        panels = (
-            (left, "time", "dmft_train_loss"),
-            (middle, "lag", "dmft_fdt_delta_c"),
-            (right, "lag", "dmft_fdt_chi"),
-        )
-        for axis, x_name, theory in panels:
-            legend = f"DMFT {name}{_unconverged(part)}"
-            _theory_with_stderr(axis, part[x_name].values, part, theory, color, legend)
-        middle.plot(part["lag"].values, part["fdt_delta_c"].values, "o", ms=3, color=color)
-        right.plot(part["lag"].values, part["fdt_chi"].values, "o", ms=3, color=color)
+        _theory_with_stderr(left, part["time"].values, part, "dmft_train_loss", color, legend)
+        for axis, quantity in zip(fdt_axes, ("fdt_delta_c", "fdt_chi"), strict=False):
+            _theory_with_stderr(axis, part["lag"].values, part, f"dmft_{quantity}", color, legend)
+            axis.plot(part["lag"].values, part[quantity].values, "o", ms=3, color=color)
     left.set_xlabel(label("time"))
     left.set_ylabel(label("train_loss"))
     left.set_yscale("log")
-    for axis, name in ((middle, "C(t,t) - C(t,t_w)"), (right, "chi(t, t_w)")):
+    for axis, name in zip(fdt_axes, ("C(t,t) - C(t,t_w)", "chi(t, t_w)"), strict=False):
         axis.set_xlabel("time difference s = t - t_w (lr x steps)")
         axis.set_ylabel(f"{name}, mean over t_w")
-    for axis in (left, middle, right):
+    for axis in (left, *fdt_axes):
         axis.grid(True, alpha=0.3)
-    right.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1))
+    (fdt_axes or [left])[-1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1))
     figure.suptitle(
         _title(summary, "DMFT (lines, 2 s.e. bands) against simulation (markers)"), fontsize=10
     )

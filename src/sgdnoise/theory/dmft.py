@@ -245,6 +245,15 @@ def solve_dmft(
             RuntimeWarning,
             stacklevel=2,
         )
+    unconverged_pairs = [pair for pair in pairs if pair is not None and not pair.converged]
+    if unconverged_pairs:
+        warnings.warn(
+            f"DMFT replica pair not_converged in {len(unconverged_pairs)} of {solver_seeds} "
+            f"seeds (tolerance {tolerance}, max_iterations {max_iterations}): "
+            "replica_distance is not reliable",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
     steps = np.arange(problem.run_steps + 1)
     coords = {

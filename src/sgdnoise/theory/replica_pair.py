@@ -42,9 +42,11 @@ from sgdnoise.theory.problem import DmftProblem
 from sgdnoise.theory.selection_paths import draw_selection_paths
 
 # Each path's difference noise mixes at most MIXING_ELEMENTS / paths force differences
-# (float32 matrix of MIXING_ELEMENTS entries, 64 MB; gaussian_sampling.force_groups):
-# ~T x paths x min(paths, 1677 at 1e4 paths) flops per iteration.
-MIXING_ELEMENTS = 1 << 24
+# (float32 matrix of MIXING_ELEMENTS entries, 256 MB; gaussian_sampling.force_groups):
+# ~T x paths x min(paths, 6710 at 1e4 paths) flops per iteration. Groups mixing only
+# their own forces are separate small ensembles: with 512 paths per group the iteration
+# failed to converge (sphere, P/N = 3, SGD b = 0.3, T = 250), with 1677 it converged.
+MIXING_ELEMENTS = 1 << 26
 
 
 @dataclass
