@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 BATCH_ELEMENTS = 1 << 22  # matrix entries solved in one batched call (16 MB in float32)
-DIRECT_WIDTH = 96  # below it one triangular solve; above it the blocked recursion (GEMMs)
+DIRECT_WIDTH = 16  # below it one triangular solve; above it the blocked recursion (GEMMs)
 
 
 def unit_lower_inverse(strict_lower: torch.Tensor) -> torch.Tensor:
@@ -44,7 +44,9 @@ def unit_lower_inverse(strict_lower: torch.Tensor) -> torch.Tensor:
 
     Small blocks: a triangular solve against the identity. Larger ones: the block formula
     [[A, 0], [B, D]]^{-1} = [[A^{-1}, 0], [-D^{-1} B A^{-1}, D^{-1}]], whose products are
-    batched GEMMs (about 1.7x faster than the solve at m ~ 300 in float32 here).
+    batched GEMMs: recursing down to 16 steps is 1.5-2.4x faster than one solve for widths
+    48-128 (batches of 2^22 entries, float32, one thread here), and made SGD (T = 250,
+    1e4 paths) 8.3 s -> 6.2 s per solve.
     """
     width = strict_lower.shape[-1]
     if width <= DIRECT_WIDTH:
