@@ -74,13 +74,6 @@ END_OF_TRAINING = (
 )
 
 
-def _standard_error(values: np.ndarray) -> float:
-    """Standard error of the mean over solver seeds (NaN for a single seed)."""
-    if values.size < 2:
-        return math.nan
-    return float(values.std(ddof=1) / math.sqrt(values.size))
-
-
 def dmft_end_of_training(dmft: xr.Dataset, kappa: float) -> xr.Dataset:
     """The DMFT's replica distance and margins at its last step, named as the simulation's.
 
@@ -103,7 +96,7 @@ def dmft_end_of_training(dmft: xr.Dataset, kappa: float) -> xr.Dataset:
         boundary[list(END_OF_TRAINING)]
         .assign(
             replica_distance=((), distance.mean()),
-            replica_distance_stderr=((), _standard_error(distance)),
+            replica_distance_stderr=((), margins.standard_error(distance)),
         )
         .drop_attrs()
     )

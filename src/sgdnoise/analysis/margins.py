@@ -25,24 +25,24 @@ DELTAS = (0.01, 0.05, 0.1, 0.3)
 GAP_EDGES = np.linspace(-3.0, 3.0, 121)
 
 
+def standard_error(values: np.ndarray) -> np.ndarray:
+    """Standard error of the mean over the first axis (replicas or solver seeds); NaN for
+    a single entry."""
+    if values.shape[0] < 2:
+        return np.full_like(values[0], np.nan, dtype=float)
+    return values.std(axis=0, ddof=1) / math.sqrt(values.shape[0])
+
+
 def margins(
     final_stabilities: np.ndarray, kappa: float, contact_tolerance: float = CONTACT_TOLERANCE
 ) -> xr.Dataset:
     """Contacts, near-boundary fractions, kappa_eff and the gap density, (replica, sample) in."""
     gaps = final_stabilities - kappa
-    replicas = gaps.shape[0]
     contacts = (np.abs(gaps) <= contact_tolerance).sum(axis=1).astype(float)
     within = np.stack([(gaps < delta).mean(axis=1) for delta in DELTAS], axis=1)
     kappa_eff = final_stabilities.min(axis=1)
     widths = np.diff(GAP_EDGES)
     density = np.stack([np.histogram(g, GAP_EDGES)[0] / (g.size * widths) for g in gaps])
-    error = math.sqrt(replicas) if replicas > 1 else math.nan
-
-    def standard_error(values: np.ndarray) -> np.ndarray:
-        return (
-            values.std(axis=0, ddof=1) / error if replicas > 1 else np.full_like(values[0], np.nan)
-        )
-
     centres = 0.5 * (GAP_EDGES[1:] + GAP_EDGES[:-1])
     return xr.Dataset(
         {
