@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from sgdnoise.config import ConfigError, expand_study, point_id, resolve_point
+from sgdnoise.config.grid import ANALYSES
 
 
 @pytest.mark.parametrize(
@@ -85,3 +89,14 @@ def test_study_grid_errors():
         expand_study("s", {"base": base, "analyses": ["teff", "magic"]})
     points = expand_study("s", {"base": base, "grid": {"optimizer.b": [0.1, 0.10, 0.2]}})
     assert [p.point_id for p in points] == ["optimizer.b=0.1", "optimizer.b=0.2"]
+
+
+def test_workflow_schema_lists_every_analysis_the_package_knows():
+    """Snakemake validates config.yaml with workflow/schemas/config.schema.yaml before any
+    job; its analyses enum must be the package's list (workflow_plan.FIGURES_OF_ANALYSIS),
+    else a valid analysis is rejected or an unknown one slips through to the grid check."""
+    schema_file = Path(__file__).parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+    schema = yaml.safe_load(schema_file.read_text())
+    study = schema["properties"]["studies"]["additionalProperties"]["properties"]
+    listed = study["analyses"]["items"]["enum"]
+    assert len(listed) == len(set(listed)) and set(listed) == set(ANALYSES)

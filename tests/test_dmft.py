@@ -706,6 +706,28 @@ def test_response_field_has_covariance_c_and_is_causal():
     np.testing.assert_array_equal(u2[: k + 1], u[: k + 1])
 
 
+def test_causal_cholesky_of_singular_and_indefinite_covariances():
+    """A singular covariance (a random walk observed twice per step) is factored exactly;
+    an indefinite one (a Monte Carlo C - D / 4 whose D is too large at one step) gives
+    every u^k its variance C[k, k], never more, and rows stay causal."""
+    from sgdnoise.theory.gaussian_sampling import causal_cholesky
+
+    rng = np.random.default_rng(0)
+    walk = np.tril(np.ones((20, 20)))[np.repeat(np.arange(20), 2)]  # rank 20 of 40
+    singular = walk @ walk.T
+    factor = causal_cholesky(singular)
+    np.testing.assert_allclose(factor @ factor.T, singular, atol=1e-9)
+    indefinite = walk[:20:2] @ walk[:20:2].T
+    indefinite[5:, 5:] -= 1.5  # C - D / 4 with D / 4 above the innovation variance 1 at step 5
+    with pytest.raises(np.linalg.LinAlgError):
+        np.linalg.cholesky(indefinite)
+    factor = causal_cholesky(indefinite)
+    np.testing.assert_allclose(np.sum(factor**2, axis=1), np.diag(indefinite), rtol=1e-12)
+    later = indefinite.copy()
+    later[7:, :] = later[:, 7:] = rng.standard_normal()  # rows > 6 only
+    np.testing.assert_array_equal(causal_cholesky(later)[:7], factor[:7])
+
+
 def test_gd_converges_tightly_where_the_cholesky_sampling_stalls():
     """GD's C is numerically singular: u = chol(C) z is then hypersensitive to rounding of
     C and the iteration stalls above 1e-8 (it did here: ~1e-7 after 60 iterations), while
@@ -781,10 +803,12 @@ def test_gd_replicas_from_one_init_never_separate(constraint, kappa):
     assert sgd.replica_distance.values[0] == 0.0 and np.all(sgd.replica_distance.values[1:] > 0)
 
 
-def test_pair_fields_have_covariance_c_and_difference_covariance_d():
+@pytest.mark.parametrize("sampling", ["response", "cholesky"])
+def test_pair_fields_have_covariance_c_and_difference_covariance_d(sampling):
     """Each replica's field has the single-replica covariance C exactly (not the pair's
     estimate) and u_a - u_b has covariance D = lr^2 R M_d R^T of the force differences:
-    the cross-covariance is C - D / 2 (theory.replica_pair)."""
+    the cross-covariance is C - D / 2 (theory.replica_pair), with the difference drawn
+    through the response (mixing the force differences) or by Cholesky of D."""
     from sgdnoise.theory.replica_pair import difference_kernel_image, pair_fields
 
     problem = problem_from_point(make_point("sgd", "ridge", 1.0, max_time=1.0, ridge=1.0))
@@ -794,10 +818,11 @@ def test_pair_fields_have_covariance_c_and_difference_covariance_d():
     image = difference_kernel_image(problem, trajectory.response, difference)
     rng = np.random.default_rng(1)
     paths = 200_000
-    normals = {
-        "sum": rng.standard_normal((problem.steps + 1, paths)),
-        "mixing": rng.standard_normal((100, paths), dtype=np.float32),
-    }
+    normals = {"sum": rng.standard_normal((problem.steps + 1, paths))}
+    if sampling == "cholesky":
+        normals["difference"] = rng.standard_normal((problem.steps + 1, paths))
+    else:
+        normals["mixing"] = rng.standard_normal((100, paths), dtype=np.float32)
     u_a, u_b = pair_fields(problem, trajectory, normals, difference, image)
     correlation = trajectory.correlation
     sampling_error = np.sqrt(2.0 / paths) * np.max(np.diag(correlation))

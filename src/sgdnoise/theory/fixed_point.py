@@ -123,15 +123,16 @@ def _first_out_of_bounds(trajectory: Trajectory) -> int | None:
 def _field(
     problem: DmftProblem,
     trajectory: Trajectory,
-    normals: np.ndarray,
+    normals: np.ndarray | None,
     field_normals: FieldNormals | None,
     force: np.ndarray | None,
     paths: int,
 ) -> np.ndarray:
     """The Gaussian field u (T + 1, paths) of covariance C for the first ``paths`` paths.
 
-    Response sampling: ``force`` is the previous iteration's (it made this trajectory's
-    M_C); None on the first iteration, whose free trajectory has M_C = 0.
+    Cholesky sampling uses ``normals`` (T + 1, paths), response sampling ``field_normals``
+    and ``force``, the previous iteration's (it made this trajectory's M_C; None on the
+    first iteration, whose free trajectory has M_C = 0).
     """
     if field_normals is None:
         return causal_cholesky(trajectory.correlation) @ normals[:, :paths]
@@ -179,13 +180,14 @@ def solve_seed(
     mixed = mixed_forces if mixed_forces is not None else MIXED_FORCES
     mixed = min(paths, max(1, MIXING_ELEMENTS // paths), paths if mixed is None else int(mixed))
     rng = np.random.default_rng(seed)
-    normals = rng.standard_normal((problem.steps + 1, paths))
+    normals = field_normals = None  # the normals of u, of the one sampling in use
+    if sampling == "cholesky":
+        normals = rng.standard_normal((problem.steps + 1, paths))
     selection = draw_selection_paths(problem, paths, rng)
-    field_normals = (
-        draw_field_normals(rng, problem.steps, paths, mixed, problem.temperature > 0)
-        if sampling == "response"
-        else None
-    )
+    if sampling == "response":
+        field_normals = draw_field_normals(
+            rng, problem.steps, paths, mixed, problem.temperature > 0
+        )
     force = None  # the forces of the previous iteration (response sampling)
     size = problem.steps + 1
     current = free_trajectory(problem)

@@ -9,11 +9,18 @@ u = L z with L the lower Cholesky factor of C and z standard normal (fixed acros
 fixed-point iterations): row k of L depends only on C[:k+1, :k+1], so u^k depends only on
 the correlation up to step k (causality of the solve).
 
-Early iterates of C need not be positive definite, and the converged C of GD is nearly
-singular (condition numbers ~1e18). When LAPACK's Cholesky fails, a causal factorisation
-with clipped pivots is used instead: a conditional variance of u^k given the past that is
-below ``relative_floor`` x C[k, k] is set to zero (u^k is then the conditional mean,
-a deterministic function of the past) and that step's column of L is zero.
+Early iterates of C need not be positive definite, the converged C of GD is nearly
+singular (condition numbers ~1e18), and so is a Monte Carlo estimate of a covariance whose
+conditional variances are tiny (the half-sum covariance C - D / 4 of a replica pair at late
+times on the sphere: theory.replica_pair). When LAPACK's Cholesky fails, a causal
+factorisation with clipped pivots is used instead: a conditional variance of u^k given the
+past that is below ``relative_floor`` x C[k, k] is set to zero (u^k is then the
+conditional mean, a deterministic function of the past) and that step's column of L is
+zero. Where the pivot is negative the conditional mean alone has a variance above
+C[k, k]; its row is then scaled down to variance C[k, k], so every u^k keeps the variance
+C[k, k] it is meant to have. Unscaled, such rows had fields of 6 standard deviations and
+sent the replica pair to distances 2-5x the simulation's (sphere, P/N = 3, SGD, T = 250,
+4000 paths).
 """
 
 from __future__ import annotations
@@ -47,7 +54,10 @@ def _clipped_cholesky(covariance: np.ndarray, relative_floor: float) -> np.ndarr
             )
         else:
             row = np.zeros(0)
-        pivot = covariance[k, k] - row @ row
+        explained = row @ row
+        pivot = covariance[k, k] - explained
+        if pivot < 0.0 < explained:  # indefinite: keep the variance C[k, k] (docstring)
+            row = row * np.sqrt(max(covariance[k, k], 0.0) / explained)
         factor[k, kept] = row
         if pivot > relative_floor * max(abs(covariance[k, k]), np.finfo(float).tiny):
             rank = len(kept)

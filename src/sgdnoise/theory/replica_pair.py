@@ -16,17 +16,24 @@ M_d = Delta (P/N) E[(f_a - f_b)(f_a - f_b)^T] (+ 4 T / lr on the diagonal, lange
 
 non-negative by construction. The pair of effective samples (one path p = one sample seen
 by both replicas) has fields u_a = s + delta / 2, u_b = s - delta / 2, with the half-sum s
-and the difference delta independent (the replicas are exchangeable):
+and the difference delta independent (the replicas are exchangeable): s = chol(C - D / 4) z
+and delta of covariance D, sampled the way the single-replica solve samples u
+(fixed_point.field_sampling):
 
-    s = chol(C - D / 4) z,   delta = lr R eta,   eta = sqrt(Delta P/N / n) (F_a - F_b) g
-                                                       (+ sqrt(4 T / lr) white, langevin),
+    cholesky:  delta = chol(D) y      (sgd, persistent_sgd, langevin)
+    response:  delta = lr R eta,  eta = sqrt(Delta P/N / n) (F_a - F_b) g
+                                        (+ sqrt(4 T / lr) white, langevin)   (gd, gd prefix)
 
-F_a - F_b the previous iteration's force differences and z, g, white fixed normals. Each
-replica's field then has covariance C exactly (the single-replica solution, not an
+F_a - F_b the previous iteration's force differences and z, y, g, white fixed normals.
+Each replica's field then has covariance C exactly (the single-replica solution, not an
 estimate from the pair) and the two fields the cross-covariance C^ab. C, R and m stay at
 the single-replica solution; only D is iterated, and the iteration is causal (u^k uses the
-forces of steps < k) and converges front-wise in time. GD (every sample selected at every
-step, no Langevin noise) has F_a = F_b, hence delta = 0 and d = 0 exactly.
+forces of steps < k) and converges front-wise in time. The response sampling is a smooth
+function of the iterate but each path's change feeds every path through the mixing matrix
+g: for SGD (sphere, P/N = 3, b = 0.3, T = 500, 1e4 paths) it did not converge in 100
+iterations, the Cholesky sampling converged (benchmarks/RESULTS.md). GD (every sample
+selected at every step, no Langevin noise) has F_a = F_b, hence D = 0, delta = 0 and
+d = 0 exactly with either sampling.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import numpy as np
 
 from sgdnoise.theory.discrete_equations import Trajectory
 from sgdnoise.theory.effective_process import simulate_paths
+from sgdnoise.theory.fixed_point import field_sampling
 from sgdnoise.theory.gaussian_sampling import causal_cholesky, response_noise
 from sgdnoise.theory.problem import DmftProblem
 from sgdnoise.theory.selection_paths import draw_selection_paths
@@ -90,17 +98,32 @@ def pair_fields(
     if force_difference is None or image is None:
         return (causal_cholesky(correlation) @ normals["sum"],) * 2
     half_sum = causal_cholesky(correlation - image / 4.0) @ normals["sum"]
-    difference = response_noise(
-        trajectory.response,
-        problem.lr,
-        problem.noise_variance * problem.sample_ratio,
-        force_difference,
-        normals["mixing"],
-        normals["sum"].shape[1],
-        normals.get("white"),
-        4.0 * problem.temperature / problem.lr,
-    )
+    if "difference" in normals:  # cholesky sampling
+        difference = _difference_factor(image) @ normals["difference"]
+    else:
+        difference = response_noise(
+            trajectory.response,
+            problem.lr,
+            problem.noise_variance * problem.sample_ratio,
+            force_difference,
+            normals["mixing"],
+            normals["sum"].shape[1],
+            normals.get("white"),
+            4.0 * problem.temperature / problem.lr,
+        )
     return half_sum + difference / 2.0, half_sum - difference / 2.0
+
+
+def _difference_factor(image: np.ndarray) -> np.ndarray:
+    """Causal Cholesky factor of D; its leading steps with d = 0 (the shared w^0 and any gd
+    prefix: the replicas have not separated yet) are exactly zero and are left out of the
+    factorisation, so the rest factors by LAPACK when it is positive definite."""
+    factor = np.zeros_like(image)
+    separated = np.flatnonzero(np.diag(image) > 0)
+    if separated.size:
+        first = int(separated[0])
+        factor[first:, first:] = causal_cholesky(image[first:, first:])
+    return factor
 
 
 def solve_replica_pair(
@@ -110,25 +133,28 @@ def solve_replica_pair(
     seed: np.random.SeedSequence,
     max_iterations: int,
     tolerance: float,
+    sampling: str | None = None,
 ) -> ReplicaPair:
     """d(t) of a same-init pair on a converged single-replica trajectory (C, R, m, c).
 
     ``paths`` pairs of effective samples; the random numbers (the selection paths of both
     replicas, the normals of s and delta) come from ``seed`` and are fixed across
-    iterations. Stops when the largest change of d, relative to its largest value, is below
-    ``tolerance`` (GD: d = 0 from the first iteration), or after ``max_iterations``
-    (converged False).
+    iterations. ``sampling`` ("auto", "response" or "cholesky"; default
+    fixed_point.SAMPLING) chooses how delta is sampled (module docstring). Stops when the
+    largest change of d, relative to its largest value, is below ``tolerance`` (GD: d = 0
+    from the first iteration), or after ``max_iterations`` (converged False).
     """
     rng = np.random.default_rng(seed)
     selections = [draw_selection_paths(problem, paths, rng) for _ in range(2)]
     size = problem.steps + 1
-    mixed = min(paths, max(1, MIXING_ELEMENTS // paths))
-    normals = {
-        "sum": rng.standard_normal((size, paths)),
-        "mixing": rng.standard_normal((mixed, paths), dtype=np.float32),
-    }
-    if problem.temperature:
-        normals["white"] = rng.standard_normal((size, paths))
+    normals = {"sum": rng.standard_normal((size, paths))}
+    if field_sampling(problem, sampling) == "cholesky":
+        normals["difference"] = rng.standard_normal((size, paths))
+    else:
+        mixed = min(paths, max(1, MIXING_ELEMENTS // paths))
+        normals["mixing"] = rng.standard_normal((mixed, paths), dtype=np.float32)
+        if problem.temperature:
+            normals["white"] = rng.standard_normal((size, paths))
     force_difference = image = None
     distance = np.zeros(size)
     changes: list[float] = []
