@@ -21,6 +21,7 @@ from sgdnoise.config.grid import ANALYSES
         ({"data": {"N": "many"}}, ["data.N", "integer"]),
         ({"run": {"dtype": "float16"}}, ["run.dtype", "float32, float64"]),
         ({"colour": "blue"}, ["colour", "model, loss, data, optimizer, run"]),
+        ({"run": {"replicas": 3, "pairing": "same_init"}}, ["run.replicas", "even", "got 3"]),
     ],
 )
 def test_schema_errors_name_the_key_and_the_allowed_values(raw, fragments):

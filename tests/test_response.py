@@ -213,3 +213,43 @@ def test_fit_recovers_a_known_temperature_and_flags_ageing():
     ageing = fit_effective_temperature(_synthetic_two_time(0.37, ageing=0.2), optimizer)
     assert not bool(ageing["stationary"])
     assert np.isnan(ageing["T_eff"].values).all()
+
+
+def test_a_same_init_pair_counts_once_in_the_error_bars(small_point):
+    """Replicas 2k and 2k + 1 of a same-init pair share w(0) and data, so they are one
+    independent unit (analysis.replica_statistics). Reference: a run whose pairs are exact
+    duplicates must get the error bars of the run without the duplicates, exactly; counting
+    replicas would narrow them."""
+    from sgdnoise.analysis.margins import margins
+
+    optimizer = {"kind": "langevin", "b": 1.0, "tau": None}
+    single = _synthetic_two_time(0.37, ageing=0.0)
+    doubled = single.isel(replica=np.repeat(np.arange(single.sizes["replica"]), 2))
+    reference = fit_effective_temperature(single, optimizer)
+    paired = fit_effective_temperature(doubled, optimizer, per_unit=2)
+    xr.testing.assert_allclose(paired, reference)
+    narrowed = fit_effective_temperature(doubled, optimizer)
+    measured = ["s<=1", "s<=3/b", "s<=10/b"]
+    width = (reference["T_eff_high"] - reference["T_eff_low"]).sel(window=measured)
+    assert np.all(
+        (narrowed["T_eff_high"] - narrowed["T_eff_low"]).sel(window=measured) < 0.85 * width
+    )
+
+    stabilities = np.random.default_rng(0).normal(0.2, 0.5, size=(8, 300))
+    stabilities[:, :100] = 0.0  # contacts
+    stabilities[:, :100] += np.arange(8)[:, None] * 1e-3 / 8  # some replicas lose a few
+    one = margins(stabilities, 0.0)
+    two = margins(np.repeat(stabilities, 2, axis=0), 0.0, per_unit=2)
+    for name in ("contact_fraction_stderr", "kappa_eff_stderr", "gap_density_stderr"):
+        np.testing.assert_allclose(two[name].values, one[name].values, rtol=1e-12)
+
+    # the fit stage knows the pairing of a run
+    pairs = small_point(
+        data={"N": 60, "P_over_N": 1.0, "per_replica": True},
+        optimizer={"kind": "sgd", "b": 0.5},
+        run={"replicas": 8, "pairing": "same_init", "stop": "zero_loss", "max_time": 60.0},
+    )
+    run = train_point(pairs)
+    fits = fit_point(run)
+    by_pair = margins(run["final_stabilities"].values, 0.0, per_unit=2)
+    assert float(fits["kappa_eff_stderr"]) == pytest.approx(float(by_pair["kappa_eff_stderr"]))

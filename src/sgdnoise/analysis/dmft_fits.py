@@ -22,6 +22,7 @@ import numpy as np
 import xarray as xr
 
 from sgdnoise.analysis import fdt, margins
+from sgdnoise.analysis.replica_statistics import standard_error
 from sgdnoise.io.artifact import ArtifactError, artifact_config
 
 PREFIX = "dmft_"
@@ -96,7 +97,7 @@ def dmft_end_of_training(dmft: xr.Dataset, kappa: float) -> xr.Dataset:
         boundary[list(END_OF_TRAINING)]
         .assign(
             replica_distance=((), distance.mean()),
-            replica_distance_stderr=((), margins.standard_error(distance)),
+            replica_distance_stderr=((), standard_error(distance)),
         )
         .drop_attrs()
     )

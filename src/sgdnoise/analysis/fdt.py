@@ -17,7 +17,9 @@ so T_eff depends on the window: it is reported for windows fixed in units of 1/b
 (s <= 1, 3/b, 10/b) and of tau (s <= tau, 3 tau; persistent SGD only), together with the
 local slopes and the whole curve. A window longer than the measured lags is left NaN
 (never fitted on a shorter range under its name). Confidence intervals: percentile bootstrap over
-replicas (each replica its own noise, and its own data draw with data.per_replica).
+replicas (each replica its own noise, and its own data draw with data.per_replica), drawing
+the two replicas of a same-init pair together (they share w(0) and data:
+analysis.replica_statistics).
 
 Stationarity (no T_eff is reported without it): with at least two waiting times, the
 replica-mean Delta C(s; t_w) and chi(s; t_w) of every t_w agree with those of the last
@@ -31,6 +33,8 @@ import math
 
 import numpy as np
 import xarray as xr
+
+from sgdnoise.analysis.replica_statistics import bootstrap_indices, unit_means
 
 WINDOWS = ("s<=1", "s<=3/b", "s<=10/b", "s<=tau", "s<=3tau")
 DEFAULT_TOLERANCE = 0.1
@@ -79,24 +83,32 @@ def temperature_through_origin(delta_c: np.ndarray, chi: np.ndarray) -> float:
 
 
 def bootstrap_temperature(
-    delta_c: np.ndarray, chi: np.ndarray, resamples: int, rng: np.random.Generator
+    delta_c: np.ndarray,
+    chi: np.ndarray,
+    resamples: int,
+    rng: np.random.Generator,
+    per_unit: int = 1,
 ) -> tuple[float, float, float]:
-    """T_eff and its 95% percentile-bootstrap interval over replicas (axis 0)."""
+    """T_eff and its 95% percentile-bootstrap interval over replicas (axis 0), resampling
+    whole units of ``per_unit`` replicas (2: same-init pairs)."""
     estimate = temperature_through_origin(delta_c, chi)
-    replicas = delta_c.shape[0]
-    draws = rng.integers(0, replicas, size=(resamples, replicas))
+    draws = bootstrap_indices(rng, delta_c.shape[0], resamples, per_unit)
     samples = np.array([temperature_through_origin(delta_c[d], chi[d]) for d in draws])
     low, high = np.percentile(samples, [2.5, 97.5])
     return estimate, float(low), float(high)
 
 
 def stationarity_deviation(
-    two_time: xr.Dataset, longest_lag: float, tolerance: float = DEFAULT_TOLERANCE
+    two_time: xr.Dataset,
+    longest_lag: float,
+    tolerance: float = DEFAULT_TOLERANCE,
+    per_unit: int = 1,
 ) -> tuple[bool, float]:
     """Whether the point is stationary, and the largest deviation in units of the allowance.
 
     The deviation is max |X(s; t_w) - X(s; t_w,last)| / (tolerance x scale + 3 s.e.) over
-    X in (Delta C, chi, loss) and lags s <= longest_lag; stationary iff it is <= 1.
+    X in (Delta C, chi, loss) and lags s <= longest_lag; stationary iff it is <= 1. The
+    standard errors count units of ``per_unit`` replicas (analysis.replica_statistics).
     """
     if two_time.sizes["t_w"] < 2:
         return False, math.inf
@@ -107,6 +119,7 @@ def stationarity_deviation(
         return False, math.inf  # a waiting time or lag without any finite value (diverged)
     worst = 0.0
     for values in (delta_c, chi, loss):
+        values = unit_means(values, per_unit)
         mean = np.nanmean(values, axis=0)
         error = np.nanstd(values, axis=0, ddof=1) / math.sqrt(values.shape[0])
         difference = np.abs(mean - mean[-1])
@@ -127,13 +140,15 @@ def fit_effective_temperature(
     tolerance: float = DEFAULT_TOLERANCE,
     resamples: int = 1000,
     seed: int = 0,
+    per_unit: int = 1,
 ) -> xr.Dataset:
-    """T_eff per window with 95% CI, the stationarity check, curve and local slopes."""
+    """T_eff per window with 95% CI, the stationarity check, curve and local slopes;
+    ``per_unit`` consecutive replicas are one independent unit (2: same-init pairs)."""
     rng = np.random.default_rng(seed)
     lengths = window_lengths(optimizer)
     lags = two_time["lag"].values
     available = [length for length in lengths.values() if np.isfinite(length)]
-    stationary, deviation = stationarity_deviation(two_time, max(available), tolerance)
+    stationary, deviation = stationarity_deviation(two_time, max(available), tolerance, per_unit)
     delta_c, chi = fdt_arrays(two_time)
     estimates = np.full((len(WINDOWS), 3), np.nan)
     for index, window in enumerate(WINDOWS):
@@ -143,7 +158,7 @@ def fit_effective_temperature(
         if not reached or inside.sum() < 2 or not stationary:
             continue
         estimates[index] = bootstrap_temperature(
-            delta_c[..., inside], chi[..., inside], resamples, rng
+            delta_c[..., inside], chi[..., inside], resamples, rng, per_unit
         )
     curve_delta_c = np.nanmean(delta_c, axis=(0, 1))
     curve_chi = np.nanmean(chi, axis=(0, 1))

@@ -7,15 +7,16 @@ From the final stabilities h_mu of each replica and the margin kappa:
 - the fraction of samples with h_mu < kappa + delta for a few delta;
 - kappa_eff = min_mu h_mu.
 Noisier algorithms are expected to end with fewer contacts and a larger kappa_eff.
-Averages are over replicas, with the standard error.
+Averages are over replicas, with the standard error over independent units (a same-init
+pair is one: analysis.replica_statistics).
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import xarray as xr
+
+from sgdnoise.analysis.replica_statistics import standard_error
 
 CONTACT_TOLERANCE = 1e-3
 DELTAS = (0.01, 0.05, 0.1, 0.3)
@@ -25,18 +26,14 @@ DELTAS = (0.01, 0.05, 0.1, 0.3)
 GAP_EDGES = np.linspace(-3.0, 3.0, 121)
 
 
-def standard_error(values: np.ndarray) -> np.ndarray:
-    """Standard error of the mean over the first axis (replicas or solver seeds); NaN for
-    a single entry."""
-    if values.shape[0] < 2:
-        return np.full_like(values[0], np.nan, dtype=float)
-    return values.std(axis=0, ddof=1) / math.sqrt(values.shape[0])
-
-
 def margins(
-    final_stabilities: np.ndarray, kappa: float, contact_tolerance: float = CONTACT_TOLERANCE
+    final_stabilities: np.ndarray,
+    kappa: float,
+    contact_tolerance: float = CONTACT_TOLERANCE,
+    per_unit: int = 1,
 ) -> xr.Dataset:
-    """Contacts, near-boundary fractions, kappa_eff and the gap density, (replica, sample) in."""
+    """Contacts, near-boundary fractions, kappa_eff and the gap density, (replica, sample) in;
+    standard errors over units of ``per_unit`` consecutive replicas (2: same-init pairs)."""
     gaps = final_stabilities - kappa
     contacts = (np.abs(gaps) <= contact_tolerance).sum(axis=1).astype(float)
     within = np.stack([(gaps < delta).mean(axis=1) for delta in DELTAS], axis=1)
@@ -47,15 +44,15 @@ def margins(
     return xr.Dataset(
         {
             "contacts": ((), contacts.mean()),
-            "contacts_stderr": ((), standard_error(contacts)),
+            "contacts_stderr": ((), standard_error(contacts, per_unit)),
             "contact_fraction": ((), contacts.mean() / gaps.shape[1]),
-            "contact_fraction_stderr": ((), standard_error(contacts) / gaps.shape[1]),
+            "contact_fraction_stderr": ((), standard_error(contacts, per_unit) / gaps.shape[1]),
             "fraction_within": (("delta",), within.mean(axis=0)),
-            "fraction_within_stderr": (("delta",), standard_error(within)),
+            "fraction_within_stderr": (("delta",), standard_error(within, per_unit)),
             "kappa_eff": ((), kappa_eff.mean()),
-            "kappa_eff_stderr": ((), standard_error(kappa_eff)),
+            "kappa_eff_stderr": ((), standard_error(kappa_eff, per_unit)),
             "gap_density": (("gap",), density.mean(axis=0)),
-            "gap_density_stderr": (("gap",), standard_error(density)),
+            "gap_density_stderr": (("gap",), standard_error(density, per_unit)),
         },
         coords={"delta": list(DELTAS), "gap": centres},
         attrs={"contact_tolerance": contact_tolerance},

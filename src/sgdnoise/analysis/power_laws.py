@@ -61,9 +61,9 @@ from sgdnoise.analysis.scaling_data import (
     log_axes,
     observables_at_stop,
     student_interval,
-    study_config,
     temperature_curves,
 )
+from sgdnoise.io.artifact import study_config
 
 OBSERVABLES = ("signal", "noise", "t_star", "weight_change")  # test error: not a power law
 SLOPE_TOLERANCE = 0.01

@@ -14,6 +14,8 @@ import math
 import numpy as np
 import xarray as xr
 
+from sgdnoise.analysis.replica_statistics import bootstrap_indices
+
 
 def pair_distances(final_weights: np.ndarray, statuses: list[str]) -> np.ndarray:
     """d of every completed pair (2k, 2k + 1), shape (pairs,)."""
@@ -34,7 +36,7 @@ def replica_distance(run: xr.Dataset, resamples: int = 1000, seed: int = 0) -> x
         mean = low = high = math.nan
     else:
         rng = np.random.default_rng(seed)
-        draws = rng.integers(0, distances.size, size=(resamples, distances.size))
+        draws = bootstrap_indices(rng, distances.size, resamples)
         mean = float(distances.mean())
         low, high = (float(v) for v in np.percentile(distances[draws].mean(axis=1), [2.5, 97.5]))
     return xr.Dataset(

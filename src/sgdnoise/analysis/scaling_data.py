@@ -27,7 +27,6 @@ with T = lr / (width x batch size) (PHYSICS.md B1; width 1 for the perceptron).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 
@@ -35,15 +34,12 @@ import numpy as np
 import xarray as xr
 from scipy import stats
 
+from sgdnoise.io.artifact import grid_axes, study_config
+
 STOPPING_OBSERVABLES = ("signal", "noise", "t_star", "weight_change", "test_error")
 TEMPERATURE = "temperature"
 SIZE_DIMS = ("P", "N")
 REPLICA = "replica"
-
-
-def study_config(summary: xr.Dataset) -> dict:
-    """The example grid-point config stored in a summary (empty if absent)."""
-    return json.loads(summary.attrs.get("example_config", "{}") or "{}")
 
 
 def with_temperature(summary: xr.Dataset) -> xr.Dataset:
@@ -219,7 +215,7 @@ def student_interval(
 def fixed_parameters_text(summary: xr.Dataset, keys: dict[str, str]) -> str:
     """'label=value' of the config entries (path -> label) not swept, for figure titles."""
     config = study_config(summary)
-    swept = set(json.loads(summary.attrs.get("grid_axes", "{}")).values())
+    swept = set(grid_axes(summary).values())
     parts = []
     for path, label in keys.items():
         if path in swept:

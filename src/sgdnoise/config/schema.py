@@ -229,6 +229,11 @@ def _resolve_run(run: dict, model: dict, optimizer: dict) -> None:
         run["stop"] != "zero_loss" or optimizer["kind"] != "langevin",
         "config key run.stop: langevin never reaches zero loss; allowed: never",
     )
+    _require(
+        run["pairing"] != "same_init" or run["replicas"] % 2 == 0,
+        "config key run.replicas: pairing same_init needs an even number of replicas "
+        f"(pairs 2k, 2k + 1), got {run['replicas']}",
+    )
 
 
 def resolve_point(raw: dict | None) -> dict:

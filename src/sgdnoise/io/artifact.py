@@ -144,3 +144,13 @@ def read_artifact(path: str | os.PathLike, kind: str | None = None) -> xr.Datase
 def artifact_config(dataset: xr.Dataset) -> dict:
     """The grid-point config stored in an artifact."""
     return json.loads(dataset.attrs["config"])
+
+
+def study_config(summary: xr.Dataset) -> dict:
+    """The example grid-point config stored in a study summary (empty if absent)."""
+    return json.loads(summary.attrs.get("example_config", "{}") or "{}")
+
+
+def grid_axes(summary: xr.Dataset) -> dict[str, str]:
+    """Dimension name -> config key path of a study summary's swept axes."""
+    return json.loads(summary.attrs.get("grid_axes", "{}") or "{}")

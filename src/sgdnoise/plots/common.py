@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import xarray as xr  # noqa: E402
 
+from sgdnoise.io.artifact import grid_axes, study_config  # noqa: E402
+
 # Readable labels of grid axes and observables (units after a comma).
 LABELS = {
     "P_over_N": "P/N",
@@ -26,14 +28,9 @@ LABELS = {
 }
 
 
-def grid_axes(summary: xr.Dataset) -> dict[str, str]:
-    """Dimension name -> config key path of the study's swept axes."""
-    return json.loads(summary.attrs.get("grid_axes", "{}"))
-
-
 def fixed_parameters(summary: xr.Dataset) -> str:
     """A title fragment with the parameters held fixed across the study."""
-    config = json.loads(summary.attrs.get("example_config", "{}"))
+    config = study_config(summary)
     if not config:
         return ""
     swept = set(json.loads(summary.attrs.get("swept_paths", "[]"))) or set(

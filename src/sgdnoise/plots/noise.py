@@ -10,7 +10,6 @@ line. Every figure takes the points where its quantity was measured.
 from __future__ import annotations
 
 import itertools
-import json
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -18,6 +17,8 @@ import xarray as xr
 from matplotlib.ticker import NullFormatter
 
 from sgdnoise.analysis import fdt
+from sgdnoise.analysis.replica_statistics import replicas_per_unit, standard_error
+from sgdnoise.io.artifact import study_config
 from sgdnoise.plots.common import fixed_parameters, grid_axes, label, save
 
 MAIN_WINDOW = "s<=10/b"
@@ -52,7 +53,7 @@ def fdt_parametric(summary: xr.Dataset, out: str) -> None:
     columns = min(4, max(1, len(points)))
     rows = max(1, int(np.ceil(len(points) / columns)))
     figure, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.2 * rows), squeeze=False)
-    config = json.loads(summary.attrs.get("example_config", "{}"))
+    config = study_config(summary)
     for axis, point in zip(axes.flat, points, strict=False):
         part = summary.sel(point)
         delta_c, chi = part["fdt_delta_c"].values, part["fdt_chi"].values
@@ -178,10 +179,11 @@ def dmft_vs_simulation(summary: xr.Dataset, out: str) -> None:
     study measures the response, the FDT's two ingredients C(t,t) - C(t,t_w) and
     chi(t,t_w) against s = t - t_w (mean over t_w).
 
-    Simulation: markers (the loss with its standard error over replicas); DMFT: lines with
-    a band of two standard errors over solver seeds.
+    Simulation: markers (the loss with its standard error over replicas, a same-init pair
+    counting once); DMFT: lines with a band of two standard errors over solver seeds.
     """
     two_time = "fdt_chi" in summary
+    per_unit = replicas_per_unit(study_config(summary).get("run", {"pairing": "independent"}))
     figure, axes = plt.subplots(1, 3 if two_time else 1, figsize=(15 if two_time else 6, 4.4))
     left, *fdt_axes = np.atleast_1d(axes)
     for index, point in enumerate(
@@ -190,12 +192,11 @@ def dmft_vs_simulation(summary: xr.Dataset, out: str) -> None:
         part = summary.sel(point)
         color, name = f"C{index % 10}", _describe(point)
         legend = f"DMFT {name}{_unconverged(part)}"
-        loss = part["train_loss"]
-        stderr = loss.std("replica", ddof=1) / np.sqrt(loss.sizes["replica"])
+        loss = part["train_loss"].transpose("replica", ...)
         left.errorbar(
             part["time"].values,
             loss.mean("replica").values,
-            yerr=stderr.values,
+            yerr=standard_error(loss.values, per_unit),
             fmt="o",
             ms=3,
             color=color,
@@ -225,7 +226,7 @@ def teff_vs_lr(summary: xr.Dataset, out: str) -> None:
     """T_eff / T of Langevin dynamics against the step lr, one panel per fit window:
     simulation (95% CI) and, where the study has it, the DMFT (line, band), each with its
     extrapolation to lr -> 0 linear in 1 / T_eff (fdt.zero_step_fit, dashed)."""
-    config = json.loads(summary.attrs.get("example_config", "{}"))
+    config = study_config(summary)
     windows = [w for w in FIT_WINDOWS if _has(summary.sel(window=w), "T_eff")] or [MAIN_WINDOW]
     figure, axes = plt.subplots(1, len(windows), figsize=(5 * len(windows), 4.2), squeeze=False)
     for axis, window in zip(axes[0], windows, strict=True):
@@ -375,7 +376,7 @@ def _noise_measures(
 
 def _per_drift(summary: xr.Dataset) -> bool:
     """Whether the comparable temperature is T_eff / b (gradient summed over the batch)."""
-    config = json.loads(summary.attrs.get("example_config", "{}"))
+    config = study_config(summary)
     summed = config.get("optimizer", {}).get("batch_normalization") == "sum"
     return summed and "b" in summary["T_eff"].dims
 

@@ -4,7 +4,6 @@ the test error, and the test error against T at fixed alpha for several P."""
 from __future__ import annotations
 
 import itertools
-import json
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -21,6 +20,7 @@ from sgdnoise.analysis.phase_diagram import (
     phase_diagram,
     swept_dimension,
 )
+from sgdnoise.io.artifact import grid_axes, study_config
 from sgdnoise.plots.common import save
 
 LOG2_ALPHA = "log2 alpha (alpha: output scale of F = alpha (f - f0))"
@@ -29,7 +29,7 @@ LOG2_TEMPERATURE = "log2 T (T = lr / (h B), dimensionless)"
 
 def network_setting(summary: xr.Dataset, swept: set[str]) -> str:
     """What every cell shares: architecture, data, batch size, seeds (title text)."""
-    config = json.loads(summary.attrs.get("example_config", "{}"))
+    config = study_config(summary)
     if not config:
         return ""
     model, data, optimizer = config["model"], config["data"], config["optimizer"]
@@ -175,7 +175,7 @@ def phase_diagram_figure(summary: xr.Dataset, out: str) -> None:
         bbox_to_anchor=(0.5, -0.12),
         facecolor="0.9",
     )
-    swept = set(json.loads(summary.attrs.get("grid_axes", "{}")).values())
+    swept = set(grid_axes(summary).values())
     figure.suptitle(
         f"Test error in the (alpha, T) plane\nfixed: {network_setting(summary, swept)}",
         fontsize=10,
@@ -230,7 +230,7 @@ def test_error_vs_temperature(summary: xr.Dataset, out: str) -> None:
     axes[0, 0].set_ylabel("test error (fraction, mean +- s.e. over seeds)")
     if curve_dim:
         axes[0, -1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
-    swept = set(json.loads(summary.attrs.get("grid_axes", "{}")).values())
+    swept = set(grid_axes(summary).values())
     figure.suptitle(
         "Test error against temperature (hollow: some replicas unfinished; red x: some "
         f"diverged)\nfixed: {network_setting(summary, swept)}",

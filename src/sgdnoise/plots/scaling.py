@@ -26,8 +26,8 @@ from sgdnoise.analysis.scaling_data import (
     fixed_parameters_text,
     group_dims,
     observables_at_stop,
-    study_config,
 )
+from sgdnoise.io.artifact import study_config
 from sgdnoise.plots.common import save
 
 NAMES = {

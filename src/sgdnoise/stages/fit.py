@@ -12,6 +12,7 @@ from __future__ import annotations
 import xarray as xr
 
 from sgdnoise.analysis import dmft_fits, fdt, margins, replica_distance
+from sgdnoise.analysis.replica_statistics import replicas_per_unit
 from sgdnoise.io.artifact import artifact_config, provenance
 from sgdnoise.io.metadata import describe
 
@@ -21,14 +22,18 @@ def fit_point(
 ) -> xr.Dataset:
     """Every per-point analysis that applies to this run, in one fits Dataset."""
     config = artifact_config(run)
-    parts = [margins.margins(run["final_stabilities"].values, config["loss"]["kappa"])]
+    per_unit = replicas_per_unit(config["run"])  # a same-init pair is one independent unit
+    final_stabilities = run["final_stabilities"].values
+    parts = [margins.margins(final_stabilities, config["loss"]["kappa"], per_unit=per_unit)]
     units = dict(margins.UNITS)
     if config["run"]["pairing"] == "same_init":
         parts.append(replica_distance.replica_distance(run, seed=config["run"]["seed"]))
         units.update(replica_distance.UNITS)
     if two_time is not None:
         parts.append(
-            fdt.fit_effective_temperature(two_time, config["optimizer"], seed=config["run"]["seed"])
+            fdt.fit_effective_temperature(
+                two_time, config["optimizer"], seed=config["run"]["seed"], per_unit=per_unit
+            )
         )
         units.update(fdt.UNITS)
     if dmft is not None:
