@@ -16,8 +16,6 @@ over P samples: no N -> infinity value). Every variable is the simulation's name
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import xarray as xr
 
@@ -108,11 +106,10 @@ def dmft_fdt(dmft: xr.Dataset, config: dict) -> xr.Dataset:
     curve with standard errors over seeds, at the run's waiting times and lags."""
     two_time = dmft_two_time(dmft, config)
     fits = fdt.fit_effective_temperature(two_time, config["optimizer"], seed=config["run"]["seed"])
-    seeds = two_time.sizes["replica"]
     delta_c, chi = fdt.fdt_arrays(two_time)
     for name, values in (("fdt_delta_c", delta_c), ("fdt_chi", chi)):
         per_seed = np.nanmean(values, axis=1)  # mean over t_w: (seed, lag)
-        fits[f"{name}_stderr"] = ("lag", per_seed.std(axis=0, ddof=1) / math.sqrt(seeds))
+        fits[f"{name}_stderr"] = ("lag", standard_error(per_seed))
     return fits
 
 

@@ -17,8 +17,8 @@ import numpy as np
 
 
 def replicas_per_unit(run_config: dict) -> int:
-    """2 for same-init pairs, else 1 (a resolved ``run:`` section)."""
-    return 2 if run_config["pairing"] == "same_init" else 1
+    """2 for same-init pairs, else 1 (a ``run:`` section; no pairing: independent)."""
+    return 2 if run_config.get("pairing") == "same_init" else 1
 
 
 def unit_means(values: np.ndarray, per_unit: int = 1) -> np.ndarray:

@@ -18,8 +18,8 @@ from matplotlib.ticker import NullFormatter
 
 from sgdnoise.analysis import fdt
 from sgdnoise.analysis.replica_statistics import replicas_per_unit, standard_error
-from sgdnoise.io.artifact import study_config
-from sgdnoise.plots.common import fixed_parameters, grid_axes, label, save
+from sgdnoise.io.artifact import grid_axes, study_config
+from sgdnoise.plots.common import fixed_parameters, label, save
 
 MAIN_WINDOW = "s<=10/b"
 FIT_WINDOWS = ("s<=1", "s<=3/b", "s<=10/b")
@@ -183,7 +183,7 @@ def dmft_vs_simulation(summary: xr.Dataset, out: str) -> None:
     counting once); DMFT: lines with a band of two standard errors over solver seeds.
     """
     two_time = "fdt_chi" in summary
-    per_unit = replicas_per_unit(study_config(summary).get("run", {"pairing": "independent"}))
+    per_unit = replicas_per_unit(study_config(summary).get("run", {}))
     figure, axes = plt.subplots(1, 3 if two_time else 1, figsize=(15 if two_time else 6, 4.4))
     left, *fdt_axes = np.atleast_1d(axes)
     for index, point in enumerate(

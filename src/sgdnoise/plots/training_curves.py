@@ -6,7 +6,8 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 import xarray as xr
 
-from sgdnoise.plots.common import fixed_parameters, grid_axes, label, save
+from sgdnoise.io.artifact import grid_axes
+from sgdnoise.plots.common import fixed_parameters, label, save
 
 
 def _panel_label(values: dict) -> str:
