@@ -15,7 +15,7 @@ with_tests=0
 PYTHON=${PYTHON:-python3}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 VENV=.venv
-stamp="$VENV/.installed$([ $with_tests = 1 ] && echo -test)"
+if [ $with_tests = 1 ]; then stamp="$VENV/.installed-test"; else stamp="$VENV/.installed"; fi
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi; }
 
