@@ -1,14 +1,16 @@
 # The two commands of the README. Both install what they need first (idempotent).
 #   make study   install, then run the default studies of config.yaml on all cores
 #   make test    install (with test tools and a local SLURM), then run the test suite
+# make study CONFIGFILE=my.yaml runs only the studies of my.yaml.
 CORES ?= 2
+CONFIGFILE ?=
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: study test install install-test report benchmarks lint
 
 study: install
-	snakemake --cores $(CORES)
+	snakemake --cores $(CORES) $(if $(CONFIGFILE),--configfile "$(CONFIGFILE)")
 
 test: install-test
 	python -m pytest -q
@@ -20,7 +22,7 @@ install-test:
 	scripts/install.sh --test
 
 report: install
-	snakemake --cores $(CORES) --report report.html
+	snakemake --cores $(CORES) $(if $(CONFIGFILE),--configfile "$(CONFIGFILE)") --report report.html
 
 benchmarks: install
 	for bench in benchmarks/bench_*.py; do python $$bench || exit 1; done

@@ -1,6 +1,6 @@
 """Time the DMFT solver: seconds per fixed-point iteration and per solve.
 
-Setting of the reference figures (issue "DMFT solver"; PHYSICS.md A8): perceptron on the
+Setting of the reference figures (issue "DMFT solver"; docs/physics.md A8): perceptron on the
 sphere (multiplier form), square hinge at kappa = 0, random patterns at P/N = 3,
 lr = 0.1, 1e4 paths, SGD with b = 0.3 and GD, T = 250, 500, 1000 steps. An independent
 numpy implementation on one core took ~0.45 s per iteration and ~7 s per solve (SGD,

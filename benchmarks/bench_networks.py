@@ -169,7 +169,7 @@ def main() -> None:
             f"{np.median(steps):.0f}, max {steps.max()}; statuses "
             f"{ {s: statuses.count(s) for s in sorted(set(statuses))} }; "
             f"{1e3 * wall / steps.max():.2f} ms per step of the slowest replica; "
-            f"test error {float(run['test_error'].isel(time=-1).mean()):.3f}"
+            f"test error {float(run['test_error'].isel(record=-1).mean()):.3f}"
         )
 
 

@@ -94,12 +94,12 @@ def perceptron_summary(
         "P": sizes.astype(int),
         "temperature": temperatures,
         "replica": np.arange(replicas),
-        "time": np.array([0.0, 1.0]),
+        "time": ("record", np.array([0.0, 1.0])),
     }
     dims5 = ("chi", "N", "P", "temperature", "replica")
 
     def recorded(values: np.ndarray) -> tuple:
-        return (*dims5, "time"), np.stack([np.zeros(shape), values], axis=-1)
+        return (*dims5, "record"), np.stack([np.zeros(shape), values], axis=-1)
 
     summary = xr.Dataset(
         {

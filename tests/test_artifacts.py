@@ -29,7 +29,9 @@ def run_file(tmp_path, small_point):
 
 def test_run_artifact_opens_with_plain_xarray_and_describes_itself(run_file):
     with xr.open_dataset(run_file) as run:
-        assert set(run["train_loss"].dims) == {"replica", "time"}
+        assert set(run["train_loss"].dims) == {"replica", "record"}
+        lr = json.loads(run.attrs["config"])["optimizer"]["lr"]
+        np.testing.assert_allclose(run["time"].values, lr * run["step"].values)
         for name in run.data_vars:
             assert run[name].attrs["units"] and run[name].attrs["long_name"]
         for key in (

@@ -15,11 +15,11 @@ def test_gd_reaches_zero_loss_only_below_the_jamming_line(small_point, ratio, sa
         run={"replicas": 2, "max_time": 400.0, "stop": "zero_loss", "tolerance": 1e-12},
     )
     run = train_point(point)
-    final_loss = run["train_loss"].isel(time=-1).values
+    final_loss = run["train_loss"].isel(record=-1).values
     if satisfiable:
         assert run.attrs["status"] == "completed"
         assert (final_loss < 1e-12).all()
-        # PHYSICS.md A7b: total loss 1e-10 at t ~ 105 (P/N = 1.2), ~156 (1.4) for N = 300
+        # docs/physics.md A7b: total loss 1e-10 at t ~ 105 (P/N = 1.2), ~156 (1.4) for N = 300
         assert run["t_star"].max() < 300
     else:
         assert run.attrs["status"] == "budget_exhausted"

@@ -88,8 +88,10 @@ def test_study_grid_errors():
         expand_study("s", {"base": base, "grid": {"optimizer.b": [0.5, 2.0]}})
     with pytest.raises(ConfigError, match="unknown analysis"):
         expand_study("s", {"base": base, "analyses": ["teff", "magic"]})
-    points = expand_study("s", {"base": base, "grid": {"optimizer.b": [0.1, 0.10, 0.2]}})
+    points = expand_study("s", {"base": base, "grid": {"optimizer.b": [0.10, 0.2]}})
     assert [p.point_id for p in points] == ["optimizer.b=0.1", "optimizer.b=0.2"]
+    with pytest.raises(ConfigError, match="two values with the id text '0.1'"):
+        expand_study("s", {"base": base, "grid": {"optimizer.b": [0.1, 0.10, 0.2]}})
 
 
 def test_workflow_schema_lists_every_analysis_the_package_knows():

@@ -1,4 +1,4 @@
-"""depleted_sign samples have the stated law (PHYSICS.md B3).
+"""depleted_sign samples have the stated law (docs/physics.md B3).
 
 x_1 has density |x_1|^chi exp(-x_1^2 / 2) / Z: |x_1|^2 / 2 ~ Gamma((chi + 1) / 2, 1) with
 a symmetric sign, so its CDF is F(x) = 1/2 + sign(x) P((chi + 1)/2, x^2 / 2) / 2 (P the

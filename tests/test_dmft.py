@@ -1,4 +1,4 @@
-"""The discrete-time DMFT of the perceptron (PHYSICS.md A8) against exact references.
+"""The discrete-time DMFT of the perceptron (docs/physics.md A8) against exact references.
 
 Exact references: closed-form Gaussian integrals at the first step (Gardner's integral,
 Phi(kappa)), exact identities of the dynamics (causality, R[l+1, l] = 1, C[k, k] = 1 on
@@ -795,7 +795,7 @@ def test_dmft_from_the_gd_minimum_agrees_with_the_simulation():
 @pytest.mark.parametrize("constraint, kappa", [("sphere", 0.0), ("ridge", 1.0)])
 def test_gd_replicas_from_one_init_never_separate(constraint, kappa):
     """GD has no selection noise: the two replicas of a pair are one trajectory, d = 0
-    exactly at every step (PHYSICS.md A6), while SGD's pair separates."""
+    exactly at every step (docs/physics.md A6), while SGD's pair separates."""
     gd = quiet_solve(make_point("gd", constraint, kappa), paths=500, solver_seeds=2)
     assert np.all(gd.replica_distance.values == 0.0)
     assert gd.attrs["replica_pair_status"] == "converged"

@@ -95,7 +95,7 @@ def test_same_init_pairs_share_their_data_draw_and_only_they_change_data_ids(sma
 
 @pytest.mark.parametrize("init", ["random", "gd_minimum"])
 def test_same_init_pairs_on_per_replica_data_differ_only_by_selection_noise(small_point, init):
-    """PHYSICS.md A6 with data.per_replica: GD pairs end at d = 0 exactly, SGD pairs apart."""
+    """docs/physics.md A6 with data.per_replica: GD pairs end at d = 0 exactly, SGD pairs apart."""
 
     def run_pairs(optimizer: dict) -> tuple[np.ndarray, np.ndarray]:
         run = train_point(

@@ -1,4 +1,4 @@
-"""Gardner's capacity against direct quadrature and known values (PHYSICS.md A2)."""
+"""Gardner's capacity against direct quadrature and known values (docs/physics.md A2)."""
 
 import math
 

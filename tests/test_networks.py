@@ -1,4 +1,4 @@
-"""Networks of PHYSICS.md B2: shapes, unit activations, mean-field scale, vmap, alpha-trick."""
+"""Networks of docs/physics.md B2: shapes, unit activations, mean-field scale, vmap, alpha-trick."""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ def summary(
     status: np.ndarray | None = None,
     samples: list[int] | None = None,
 ) -> xr.Dataset:
-    """A summary shaped like stages.aggregate's: (alpha, temperature[, P], replica, time)."""
+    """A summary shaped like stages.aggregate's: (alpha, temperature[, P], replica, record)."""
     shape = (len(LOG2_ALPHA), len(LOG2_T), REPLICAS)
     dims = ["alpha", "temperature", "replica"]
     coords = {"alpha": 2.0**LOG2_ALPHA, "temperature": 2.0**LOG2_T, "replica": np.arange(REPLICAS)}
@@ -44,13 +44,13 @@ def summary(
         return np.stack([np.zeros_like(values), values], axis=-1)
 
     variables = {
-        "test_error": (dims + ["time"], with_time(per_replica(test_error))),
-        "weight_change": (dims + ["time"], with_time(per_replica(weight_change))),
+        "test_error": (dims + ["record"], with_time(per_replica(test_error))),
+        "weight_change": (dims + ["record"], with_time(per_replica(weight_change))),
         "kernel_change": (dims, per_replica(kernel_change)),
         "t_star": (dims, np.ones(shape)),
         "replica_status": (dims, status),
     }
-    data = xr.Dataset(variables, coords={**coords, "time": [0.0, 1.0]})
+    data = xr.Dataset(variables, coords={**coords, "time": ("record", [0.0, 1.0])})
     if samples:
         data = xr.concat([data.expand_dims(P=[p]) for p in samples], dim="P")
         axes["P"] = "data.P"

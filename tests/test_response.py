@@ -114,7 +114,7 @@ def test_finite_field_twin_agrees_with_the_tangent(small_point):
 @pytest.mark.slow
 @pytest.mark.parametrize("temperature", [0.2, 0.5])
 def test_langevin_effective_temperature_is_the_imposed_one(small_point, temperature):
-    """PHYSICS.md A7b protocol: N = 400, P/N = 3, t_w >= 20, window s <= 10, R = 8."""
+    """docs/physics.md A7b protocol: N = 400, P/N = 3, t_w >= 20, window s <= 10, R = 8."""
     lr = 0.05
     point = small_point(
         data={"N": 400, "P_over_N": 3.0, "seed": 7},
@@ -130,7 +130,7 @@ def test_langevin_effective_temperature_is_the_imposed_one(small_point, temperat
     _, two_time = _two_time(point)
     fits = fit_effective_temperature(two_time, point["optimizer"]).sel(window="s<=10/b")
     assert bool(fit_effective_temperature(two_time, point["optimizer"])["stationary"])
-    # PHYSICS.md A7b: recovered within 5%, Euler-Maruyama biasing T_eff upwards. Measured
+    # docs/physics.md A7b: recovered within 5%, Euler-Maruyama biasing T_eff upwards. Measured
     # here: +4% to +6% at N = 400 (see benchmarks/RESULTS.md, open question in the notes).
     assert float(fits["T_eff_low"]) <= temperature * 1.07
     assert float(fits["T_eff_high"]) >= temperature * 0.98

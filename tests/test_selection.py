@@ -1,4 +1,4 @@
-"""The selection processes follow their stated laws (PHYSICS.md A3, B1)."""
+"""The selection processes follow their stated laws (docs/physics.md A3, B1)."""
 
 from __future__ import annotations
 

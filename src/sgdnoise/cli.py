@@ -95,7 +95,7 @@ def summarize(dataset) -> dict:
         for key, value in dataset.attrs.items()
         if key not in ("config",) and np.ndim(value) == 0
     }
-    time_axis = next((dim for dim in ("time", "step") if dim in dataset.dims), None)  # dmft: step
+    time_axis = next((dim for dim in ("record", "step") if dim in dataset.dims), None)  # dmft: step
     if time_axis is not None:
         final = dataset.isel({time_axis: -1})
         for name in (

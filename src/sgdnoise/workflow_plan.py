@@ -1,18 +1,106 @@
-"""Which figures each analysis of a study produces (the workflow's final targets)."""
+"""The analyses a study may ask for: what each needs, which figures it draws.
+
+One registry (``ANALYSES``) read by the config validation (a study whose points cannot
+feed an analysis is refused before any job runs) and by the workflow (which figures are
+its final targets).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+Points = Sequence[Any]  # the study's GridPoints (config.grid.GridPoint)
+
+
+def _measures_response(points: Points, axes: Sequence[str]) -> str | None:
+    if any(point.config["run"]["response"]["waiting_times"] for point in points):
+        return None
+    return "the exact response: give run.response.waiting_times (t_w < run.max_time)"
+
+
+def _has_same_init_pairs(points: Points, axes: Sequence[str]) -> str | None:
+    if any(point.config["run"]["pairing"] == "same_init" for point in points):
+        return None
+    return "same-init replica pairs: set run.pairing: same_init (and an even run.replicas)"
+
+
+def _inside_the_theory(points: Points, axes: Sequence[str]) -> str | None:
+    from sgdnoise.theory.problem import UnsupportedPointError, problem_from_point
+
+    for point in points:
+        try:
+            problem_from_point(point.config)
+        except UnsupportedPointError as error:
+            return f"every point inside the theory; point {point.point_id} is not: {error}"
+    return None
+
+
+def _sweeps(*paths: str) -> Callable[[Points, Sequence[str]], str | None]:
+    def check(points: Points, axes: Sequence[str]) -> str | None:
+        for path in paths:
+            if path not in axes:
+                return f"a grid axis {path} (the grid sweeps: {', '.join(axes) or 'nothing'})"
+        return None
+
+    return check
+
+
+def _sweeps_temperature_to_zero_loss(points: Points, axes: Sequence[str]) -> str | None:
+    if "optimizer.temperature" not in axes and "optimizer.lr" not in axes:
+        return (
+            "the SGD temperature as a grid axis (optimizer.temperature or optimizer.lr; "
+            f"the grid sweeps: {', '.join(axes) or 'nothing'})"
+        )
+    if not all(point.config["optimizer"]["kind"] == "minibatch_sgd" for point in points):
+        return "optimizer.kind minibatch_sgd at every point (T = lr / (width x batch_size))"
+    if not all(point.config["run"]["stop"] == "zero_loss" for point in points):
+        return "run.stop: zero_loss at every point (t* and the weights at the stop)"
+    return None
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """An analysis: its figures, where it is computed, and what its points must provide.
+
+    ``needs(points, axes)`` returns None when the study can feed the analysis, else a
+    phrase saying what is missing (shown in the validation error).
+    """
+
+    figures: tuple[str, ...]
+    stage: str  # "fit" (per point, fits/<point>.nc), "study_fits" (fits.nc) or "summary"
+    needs: Callable[[Points, Sequence[str]], str | None] | None = None
+
+
+ANALYSES: dict[str, Analysis] = {
+    "training_curves": Analysis(("training_curves",), "summary"),
+    "teff": Analysis(("fdt_parametric", "teff_vs_b"), "fit", _measures_response),
+    "langevin_calibration": Analysis(
+        ("fdt_parametric", "langevin_calibration"), "fit", _measures_response
+    ),
+    "replica_distance": Analysis(("replica_distance_vs_b",), "fit", _has_same_init_pairs),
+    "margins": Analysis(("margins",), "fit"),
+    # and a DMFT line on the figures of the other analyses
+    "dmft": Analysis(("dmft_vs_simulation",), "fit", _inside_the_theory),
+    "discretisation": Analysis(("fdt_parametric", "teff_vs_lr"), "fit", _measures_response),
+    "phase_diagram": Analysis(
+        ("phase_diagram", "test_error_vs_temperature"),
+        "summary",
+        _sweeps("model.alpha", "optimizer.temperature"),
+    ),
+    "power_laws": Analysis(
+        ("scaling_observables", "exponents_vs_chi"), "study_fits", _sweeps_temperature_to_zero_loss
+    ),
+    "critical_temperature": Analysis(
+        ("critical_temperature_vs_P", "scaling_collapse"),
+        "study_fits",
+        _sweeps_temperature_to_zero_loss,
+    ),
+}
+
 FIGURES_OF_ANALYSIS: dict[str, tuple[str, ...]] = {
-    "training_curves": ("training_curves",),
-    "teff": ("fdt_parametric", "teff_vs_b"),
-    "langevin_calibration": ("fdt_parametric", "langevin_calibration"),
-    "replica_distance": ("replica_distance_vs_b",),
-    "margins": ("margins",),
-    "dmft": ("dmft_vs_simulation",),  # and a DMFT line on the figures of the other analyses
-    "discretisation": ("fdt_parametric", "teff_vs_lr"),
-    "phase_diagram": ("phase_diagram", "test_error_vs_temperature"),
-    "power_laws": ("scaling_observables", "exponents_vs_chi"),
-    "critical_temperature": ("critical_temperature_vs_P", "scaling_collapse"),
+    name: analysis.figures for name, analysis in ANALYSES.items()
 }
 
 # Figures that need several analyses of one study (all of them asked for).
@@ -21,12 +109,23 @@ FIGURES_OF_ANALYSES_TOGETHER: dict[tuple[str, ...], tuple[str, ...]] = {
 }
 
 # Figures drawn from the study-level fits (results/<study>/fits.nc, rule study_fits).
-FIGURES_WITH_STUDY_FITS = (
-    "scaling_observables",
-    "exponents_vs_chi",
-    "critical_temperature_vs_P",
-    "scaling_collapse",
+FIGURES_WITH_STUDY_FITS = tuple(
+    figure
+    for analysis in ANALYSES.values()
+    if analysis.stage == "study_fits"
+    for figure in analysis.figures
 )
+
+
+def unmet_needs(analyses: Sequence[str], points: Points, axes: Sequence[str]) -> list[str]:
+    """One sentence per asked analysis that the study's points cannot feed."""
+    problems = []
+    for name in analyses:
+        needs = ANALYSES[name].needs
+        missing = None if needs is None else needs(points, axes)
+        if missing is not None:
+            problems.append(f"analysis {name} needs {missing}")
+    return problems
 
 
 def figures_of(analyses: list[str]) -> list[str]:

@@ -1,4 +1,4 @@
-"""Crossover temperature T_c(P), its exponent a, and a curve collapse (PHYSICS.md B5).
+"""Crossover temperature T_c(P), its exponent a, and a curve collapse (docs/physics.md B5).
 
 At small T the trained model no longer depends on T: the observables at stopping
 (weight change, signal, test error, t*, ...) sit on a T -> 0 plateau. The crossover

@@ -58,9 +58,9 @@ def dmft_two_time(dmft: xr.Dataset, config: dict) -> xr.Dataset:
 
 
 def _at_recorded_steps(dmft: xr.Dataset, name: str, run: xr.Dataset) -> xr.DataArray:
-    """A (step,) DMFT variable at the run's recorded steps, on the run's time axis."""
+    """A (step,) DMFT variable at the run's recorded steps, on the run's record axis."""
     values = dmft[name].reindex(step=run["step"].values).values
-    return xr.DataArray(values, dims=("time",), coords={"time": run["time"].values})
+    return xr.DataArray(values, dims=("record",), coords={"time": ("record", run["time"].values)})
 
 
 END_OF_TRAINING = (

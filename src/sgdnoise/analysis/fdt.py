@@ -1,4 +1,4 @@
-"""Effective temperature from the fluctuation-dissipation relation (PHYSICS.md A5, A7b).
+"""Effective temperature from the fluctuation-dissipation relation (docs/physics.md A5, A7b).
 
 At equilibrium at temperature T, chi(t, t_w) = [C(t, t) - C(t, t_w)] / T. In a stationary
 state the parametric plot of chi against Delta C(s) = C(t, t) - C(t, t_w), s = t - t_w,

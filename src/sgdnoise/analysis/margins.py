@@ -1,4 +1,4 @@
-"""Width of the decision boundary at the end of training (PHYSICS.md A7).
+"""Width of the decision boundary at the end of training (docs/physics.md A7).
 
 From the final stabilities h_mu of each replica and the margin kappa:
 - gaps h_mu - kappa and their density on fixed bins;

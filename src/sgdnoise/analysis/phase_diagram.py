@@ -1,4 +1,4 @@
-"""Phase diagram of the alpha-trick networks in the (alpha, T) plane (PHYSICS.md B5).
+"""Phase diagram of the alpha-trick networks in the (alpha, T) plane (docs/physics.md B5).
 
 Pure functions on a study summary (stages.aggregate) whose grid sweeps model.alpha and
 optimizer.temperature (and possibly data.P or other axes, kept as extra dimensions).
@@ -31,6 +31,8 @@ from collections.abc import Callable
 import numpy as np
 import xarray as xr
 
+from sgdnoise.analysis.scaling_data import last_finite
+
 ALPHA, TEMPERATURE, SAMPLES = "model.alpha", "optimizer.temperature", "data.P"
 LAZY_KERNEL_CHANGE = 1.0
 NOISE_FACTOR = 2.0
@@ -57,21 +59,20 @@ def cell_statistics(summary: xr.Dataset) -> xr.Dataset:
     status = summary["replica_status"].astype(str)
     diverged = status == "diverged"
     kept = ~diverged
-    final = summary.isel(time=-1)
-    test_error = final["test_error"].where(kept)
+    test_error = last_finite(summary["test_error"]).where(kept)
     count = kept.sum("replica")
     statistics = xr.Dataset(
         {
             "test_error": test_error.mean("replica"),
             "test_error_stderr": test_error.std("replica", ddof=1) / np.sqrt(count),
-            "weight_change": final["weight_change"].where(kept).mean("replica"),
+            "weight_change": last_finite(summary["weight_change"]).where(kept).mean("replica"),
             "kernel_change": summary["kernel_change"].where(kept).mean("replica"),
             "t_star": summary["t_star"].where(status == "completed").mean("replica"),
             "diverged_fraction": diverged.mean("replica"),
             "unfinished_fraction": (status == "budget_exhausted").mean("replica"),
         }
     )
-    return statistics.drop_vars("time", errors="ignore")
+    return statistics.drop_vars(["time", "step"], errors="ignore")
 
 
 def _log_crossing(x: np.ndarray, y: np.ndarray, level: float) -> float:

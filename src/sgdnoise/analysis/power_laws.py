@@ -1,4 +1,4 @@
-"""Power laws of the observables at stopping, fitted where the law applies (PHYSICS.md B5).
+"""Power laws of the observables at stopping, fitted where the law applies (docs/physics.md B5).
 
 In the noise-dominated regime (T well above the crossover T_c) the scaling argument
 of paper B predicts, for the perceptron on depleted_sign with exponent chi,

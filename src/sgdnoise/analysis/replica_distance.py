@@ -1,4 +1,4 @@
-"""Replica distance in the over-parametrised regime (PHYSICS.md A6).
+"""Replica distance in the over-parametrised regime (docs/physics.md A6).
 
 Pairs of replicas (2k, 2k + 1) start from the same w(0) and see independent selection
 noise; both are trained to zero loss (within run.tolerance), where their weights freeze.

@@ -3,7 +3,7 @@
 A study summary (stages.aggregate) holds, per grid point and replica, the recorded time
 series and the per-replica scalars. The scaling analyses (power_laws,
 critical_temperature) need one number per replica and point: the observable at
-stopping (PHYSICS.md B4):
+stopping (docs/physics.md B4):
 
 - signal u_1 = u . e, noise |u_perp|^2 / (d - 1), weight_change |w - w0| / |w0| and
   test_error at the last record (a stopped replica's later records repeat its final
@@ -22,7 +22,7 @@ a study is seed r, so a bootstrap over seeds resamples replica indices jointly f
 points: correlations between points that share a seed are kept.
 
 Temperature: the grid axis ``temperature`` (optimizer.temperature), or ``lr`` converted
-with T = lr / (width x batch size) (PHYSICS.md B1; width 1 for the perceptron).
+with T = lr / (width x batch size) (docs/physics.md B1; width 1 for the perceptron).
 """
 
 from __future__ import annotations
@@ -85,8 +85,8 @@ def observables_at_stop(summary: xr.Dataset) -> dict[str, xr.DataArray]:
         if name not in summary:
             continue
         values = summary[name]
-        if "time" in values.dims:
-            values = _last_finite(values, "time")
+        if "record" in values.dims:
+            values = last_finite(values, "record")
         values = values.where(completed)
         order = [d for d in values.dims if d not in (TEMPERATURE, REPLICA)]
         values = values.transpose(*order, TEMPERATURE, REPLICA).astype(float)
@@ -123,8 +123,9 @@ def fit_groups(
     return xr.concat(parts, dim="observable", join="outer")
 
 
-def _last_finite(values: xr.DataArray, dim: str) -> xr.DataArray:
-    """The last finite entry along ``dim`` (NaN where there is none)."""
+def last_finite(values: xr.DataArray, dim: str = "record") -> xr.DataArray:
+    """The last finite entry along ``dim`` (NaN where there is none): a run's final record
+    in a summary, where shorter runs are padded with NaN."""
     axis = values.get_axis_num(dim)
     data = np.moveaxis(values.values, axis, -1)
     finite = np.isfinite(data)

@@ -17,23 +17,30 @@ from typing import Any
 from sgdnoise.config.schema import (
     ConfigError,
     known_key_paths,
+    refuse_non_finite,
     resolve_point,
     section_paths,
     set_path,
 )
-from sgdnoise.workflow_plan import FIGURES_OF_ANALYSIS
+from sgdnoise.workflow_plan import ANALYSES as ANALYSIS_REGISTRY
+from sgdnoise.workflow_plan import unmet_needs
 
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
-ANALYSES = tuple(FIGURES_OF_ANALYSIS)  # every analysis a study may ask for
+ANALYSES = tuple(ANALYSIS_REGISTRY)  # every analysis a study may ask for
+# Longest point id: file names add up to ~40 characters (".nc.ckpt", the temporary
+# ".<name>.XXXXXXXX.part" of atomic writes) and most file systems stop at 255 bytes.
+MAX_POINT_ID_LENGTH = 200
 
 
 @dataclass(frozen=True)
 class GridPoint:
-    """One point of a study: its id, swept values (axis path -> value) and resolved config."""
+    """One point of a study: its id, swept values (axis path -> value), resolved config,
+    and its coordinates (dimension name -> value) in the study's summary and runs."""
 
     point_id: str
     assignments: dict[str, Any]
     config: dict
+    coordinates: dict[str, Any]
 
 
 def format_value(value: Any) -> str:
@@ -80,6 +87,14 @@ def coordinate_name(path: str, all_paths: list[str]) -> str:
     return "_".join(parts)
 
 
+def grid_coordinates(assignments: dict[str, Any], axes: list[str]) -> dict[str, Any]:
+    """Dimension name -> value of a point's swept values (variants and bundles by label)."""
+    return {
+        coordinate_name(path, axes): format_value(value) if isinstance(value, dict) else value
+        for path, value in assignments.items()
+    }
+
+
 def _assign(raw: dict, path: str, value: Any) -> None:
     """Set a key path; a mapping value is merged key by key into the section."""
     if isinstance(value, dict):
@@ -109,11 +124,73 @@ def _check_bundle(study: str, axis: str, values: Any, known: set[str]) -> None:
             )
 
 
-def expand_study(name: str, study: dict) -> list[GridPoint]:
-    """Every grid point of a study, resolved and validated (ConfigError if any is invalid)."""
-    if not STUDY_NAME.match(name):
-        raise ConfigError(f"study name {name!r}: use letters, digits, '_' and '-'")
-    grid = study.get("grid") or {}
+def _flat_keys(path: str, value: Any) -> set[str]:
+    """The leaf key paths a grid value sets at ``path`` (mappings opened recursively)."""
+    if isinstance(value, dict):
+        return set().union(*(_flat_keys(f"{path}.{key}", item) for key, item in value.items()))
+    return {path}
+
+
+def _keys_set_by(axis: str, values: list) -> set[str]:
+    """Every configuration key path that some value of a grid axis sets."""
+    keys: set[str] = set()
+    for value in values:
+        if isinstance(value, dict) and "label" in value:  # a bundle: dotted keys
+            for key, item in value.items():
+                if key != "label":
+                    keys |= _flat_keys(key, item)
+        else:
+            keys |= _flat_keys(axis, value)
+    return keys
+
+
+def _refuse_overlapping_axes(study: str, grid: dict) -> None:
+    """Two axes that set one key would run a value other than the one an id names."""
+    owners: dict[str, str] = {}
+    for axis, values in grid.items():
+        for key in sorted(_keys_set_by(axis, values)):
+            # a key clashes with the same key, or with a mapping above or below it
+            for other_key, other_axis in owners.items():
+                if other_axis == axis:
+                    continue
+                if (
+                    key == other_key
+                    or key.startswith(other_key + ".")
+                    or other_key.startswith(key + ".")
+                ):
+                    raise ConfigError(
+                        f"study {study}: grid axes {other_axis!r} and {axis!r} both set "
+                        f"{min(key, other_key, key=len)}; a point's id would name one value "
+                        "while it runs the other. Set each key in one axis only"
+                    )
+            owners[key] = axis
+
+
+def _refuse_colliding_values(study: str, axis: str, values: list) -> None:
+    """Two values of an axis whose id text is the same would share one point (one file)."""
+    seen: dict[str, Any] = {}
+    for value in values:
+        text = format_value(value)
+        if text in seen:
+            what = "label" if isinstance(value, dict) and "label" in value else "value"
+            raise ConfigError(
+                f"study {study}: grid axis {axis!r} has two values with the id text {text!r} "
+                f"({seen[text]!r} and {value!r}); each {what} must be distinct "
+                "(numbers are told apart to 12 significant digits)"
+            )
+        seen[text] = value
+
+
+def grid_size(study: dict) -> int:
+    """Number of points of a study, without expanding it (product of the axis lengths)."""
+    size = 1
+    for values in (study.get("grid") or {}).values():
+        size *= len(values) if isinstance(values, list) else 1
+    return size
+
+
+def _check_axes(name: str, grid: dict) -> None:
+    """Every axis is a key, a section with mapping values, or a bundle; no ambiguity."""
     known = set(known_key_paths())
     sections = set(section_paths())
     for axis, values in grid.items():
@@ -135,13 +212,34 @@ def expand_study(name: str, study: dict) -> list[GridPoint]:
             )
         if not isinstance(values, list) or not values:
             raise ConfigError(f"study {name}: grid axis {axis!r} needs a non-empty list of values")
-    for analysis in study.get("analyses", []):
+        try:
+            refuse_non_finite(values, f"grid.{axis}")
+        except ConfigError as error:
+            raise ConfigError(f"study {name}: {error}") from None
+        _refuse_colliding_values(name, axis, values)
+    _refuse_overlapping_axes(name, grid)
+
+
+def expand_study(name: str, study: dict) -> list[GridPoint]:
+    """Every grid point of a study, resolved and validated (ConfigError if any is invalid).
+
+    Refused before any point is built: unknown axes, two axes that set one key (a bundle
+    key that an axis also sets, a variant that sets a swept key), values of one axis whose
+    ids collide, non-finite numbers, ids too long for a file name, and analyses the
+    study's points cannot feed.
+    """
+    if not STUDY_NAME.match(name):
+        raise ConfigError(f"study name {name!r}: use letters, digits, '_' and '-'")
+    grid = study.get("grid") or {}
+    _check_axes(name, grid)
+    analyses = study.get("analyses", [])
+    for analysis in analyses:
         if analysis not in ANALYSES:
             raise ConfigError(
                 f"study {name}: unknown analysis {analysis!r}; allowed: {', '.join(ANALYSES)}"
             )
     axes = list(grid)
-    points: dict[str, GridPoint] = {}
+    points: list[GridPoint] = []
     for combination in itertools.product(*(grid[a] for a in axes)):
         assignments = dict(zip(axes, combination, strict=True))
         raw = copy.deepcopy(study.get("base") or {})
@@ -155,9 +253,25 @@ def expand_study(name: str, study: dict) -> list[GridPoint]:
             else:
                 set_path(raw, path, value)
         identifier = point_id(assignments)
+        if len(identifier) > MAX_POINT_ID_LENGTH:
+            raise ConfigError(
+                f"study {name}: point id {identifier[:60]}... is {len(identifier)} characters, "
+                f"longer than {MAX_POINT_ID_LENGTH} (a file name); give variant or bundle "
+                "values a short label: [{label: A, <key path>: value, ...}]"
+            )
         try:
             config = resolve_point(raw)
         except ConfigError as error:
             raise ConfigError(f"study {name}, point {identifier}: {error}") from None
-        points[identifier] = GridPoint(identifier, assignments, config)
-    return list(points.values())
+        points.append(
+            GridPoint(identifier, assignments, config, grid_coordinates(assignments, axes))
+        )
+    problems = unmet_needs(analyses, points, swept_key_paths(grid))
+    if problems:
+        raise ConfigError(f"study {name}: " + "; ".join(problems))
+    return points
+
+
+def swept_key_paths(grid: dict) -> list[str]:
+    """Every configuration key path a study's grid sets (bundles and variants opened)."""
+    return sorted(set().union(*(_keys_set_by(axis, values) for axis, values in grid.items())))

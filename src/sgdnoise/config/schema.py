@@ -1,6 +1,6 @@
 """Validation of one grid point: JSON schema, defaults, and the physics cross-checks.
 
-A grid point is the nested mapping of DESIGN.md (model, loss, data, optimizer, run).
+A grid point is the nested mapping of docs/design.md (model, loss, data, optimizer, run).
 `resolve_point` fills every default from `point.schema.yaml`, rejects unknown keys and
 bad values with a message naming the key and what is allowed, checks the conditions
 the schema cannot express (persistent-SGD bounds on tau, P or P/N given, ...), and
@@ -24,6 +24,8 @@ import jsonschema
 import yaml
 
 DEFAULT_LEARNING_RATE = 0.05
+IMAGE_DATA = ("mnist_parity", "fashion_mnist_parity", "cifar_animals")
+SQUARE_HINGE_TOLERANCE = 1e-10  # loss per sample: the square hinge only decays to zero
 
 
 class ConfigError(ValueError):
@@ -61,8 +63,20 @@ def _coerce_numbers(node: dict, schema: dict) -> None:
                 node[key] = float(value)
             except ValueError:
                 pass
+        elif isinstance(value, list) and sub.get("items", {}).get("type") == "number":
+            node[key] = [_as_number(item) for item in value]
         elif isinstance(value, dict) and sub.get("type") == "object":
             _coerce_numbers(value, sub)
+
+
+def _as_number(value: Any) -> Any:
+    """``value`` read as a float if it is numeric text, else unchanged."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _allowed(schema: dict) -> str:
@@ -115,15 +129,37 @@ def validate_against_schema(point: dict) -> None:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(map(_describe, errors)))
 
 
+def refuse_non_finite(node: Any, path: str = "") -> None:
+    """Raise ConfigError naming the first key that holds NaN or an infinity.
+
+    JSON-schema bounds cannot catch them (every comparison with NaN is false), and YAML
+    reads ``.nan`` and ``.inf`` as floats; the text forms (``nan``, ``Infinity``) arrive
+    here already read as numbers by ``_coerce_numbers``.
+    """
+    if isinstance(node, dict):
+        for key, value in node.items():
+            refuse_non_finite(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            refuse_non_finite(value, f"{path}[{index}]")
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"config key {path or '<top level>'}: {node} is not a finite number")
+
+
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
 
 
 def _resolve_data(data: dict, model: dict) -> None:
-    if data["kind"] in ("mnist_parity", "fashion_mnist_parity", "cifar_animals"):
+    if data["kind"] in IMAGE_DATA:
         _require(
             data["P"] is not None, f"config key data.P: required for image data ({data['kind']})"
+        )
+        _require(
+            data["kind"] != "cifar_animals" or data["path"] is not None,
+            "config key data.path: cifar_animals needs the directory that holds your "
+            "cifar-10-batches-py (no copy of CIFAR-10 is installed)",
         )
         return
     _require(
@@ -196,8 +232,14 @@ def _resolve_optimizer(optimizer: dict, model: dict, data: dict) -> None:
 
 def _resolve_model_and_loss(model: dict, loss: dict) -> None:
     alpha = model["alpha"]
+    _require(
+        model["kind"] == "perceptron" or alpha is not None,
+        f"config key model.alpha: the {model['kind']} network is trained with the alpha-trick "
+        "(F = alpha (f - f0), hinge at margin 1/alpha); give alpha > 0",
+    )
     if alpha is None:
-        _require(loss["kappa"] is not None, "config key loss.kappa: a margin is needed (number)")
+        if loss["kappa"] is None:
+            loss["kappa"] = 0.0
         return
     if loss["kappa"] is None:
         loss["kappa"] = 1.0 / alpha
@@ -208,7 +250,30 @@ def _resolve_model_and_loss(model: dict, loss: dict) -> None:
     )
 
 
+def _resolve_stop(run: dict, loss: dict, optimizer: dict, data: dict) -> None:
+    """Defaults of the zero-loss stop that follow the physics of the loss.
+
+    The hinge reaches exactly zero loss, so zero means zero (tolerance 0), and the exact
+    stopping time t* = lr (last moving step + 1) does not depend on when zero loss is
+    checked: minibatch SGD checks about once per epoch. The square hinge only decays
+    exponentially: a small positive tolerance, checked every step.
+    """
+    if run["tolerance"] is None:
+        run["tolerance"] = 0.0 if loss["kind"] == "hinge" else SQUARE_HINGE_TOLERANCE
+    if run["check_every"] is None:
+        exact = run["tolerance"] == 0 and optimizer["kind"] == "minibatch_sgd"
+        run["check_every"] = -(-data["P"] // optimizer["batch_size"]) if exact else 1
+
+
 def _resolve_run(run: dict, model: dict, optimizer: dict) -> None:
+    if run["device"] == "cuda":
+        import torch
+
+        _require(
+            torch.cuda.is_available(),
+            "config key run.device: cuda, but torch sees no CUDA device on this machine; "
+            "allowed here: auto, cpu",
+        )
     if run["init"] == "gd_minimum":
         _require(
             model["kind"] == "perceptron",
@@ -249,11 +314,14 @@ def resolve_point(raw: dict | None) -> dict:
     point = copy.deepcopy(raw)
     _fill_defaults(point, point_schema())
     _coerce_numbers(point, point_schema())
+    refuse_non_finite(point)
     validate_against_schema(point)
     _resolve_model_and_loss(point["model"], point["loss"])
     _resolve_data(point["data"], point["model"])
     _resolve_optimizer(point["optimizer"], point["model"], point["data"])
+    _resolve_stop(point["run"], point["loss"], point["optimizer"], point["data"])
     _resolve_run(point["run"], point["model"], point["optimizer"])
+    refuse_non_finite(point)
     validate_against_schema(point)
     return point
 
@@ -262,7 +330,7 @@ def draw_owners(run: dict) -> list[int]:
     """The random draw each replica owns: for its w(0), and its data with data.per_replica.
 
     Replica r owns draw r; with run.pairing same_init, replicas 2k and 2k + 1 share draw
-    k, so the two replicas of a pair differ only in their selection noise (PHYSICS.md A6).
+    k, so the two replicas of a pair differ only in their selection noise (docs/physics.md A6).
     """
     if run["pairing"] == "same_init":
         return [replica // 2 for replica in range(run["replicas"])]

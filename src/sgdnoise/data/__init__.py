@@ -1,4 +1,4 @@
-"""Data sets: synthetic tasks (PHYSICS.md A1, B3) and real images (B3).
+"""Data sets: synthetic tasks (docs/physics.md A1, B3) and real images (B3).
 
 `make_dataset(data_config, replica)` is the one entry point: the same spec, seed and
 replica always give identical samples. With ``per_replica: false`` every replica gets

@@ -1,4 +1,4 @@
-"""Real image tasks of PHYSICS.md B3, read offline from files on disk.
+"""Real image tasks of docs/physics.md B3, read offline from files on disk.
 
 Tasks (label +1 / -1):
 
@@ -22,7 +22,7 @@ Tasks (label +1 / -1):
 Inputs are float32 arrays of shape (n, C, H, W) in units of the pixel standard
 deviation: x = (k - mean) / std with one mean and one std over all pixels and channels
 of the training images (0..255 scale): MNIST 33.31 and 78.57, CIFAR-10 120.93 and 64.14
-(PHYSICS.md B3), Fashion-MNIST 72.94 and 90.02 (its 60000 training images).
+(docs/physics.md B3), Fashion-MNIST 72.94 and 90.02 (its 60000 training images).
 
 The test set is fixed: the pool (train + test files together) is permuted once with a
 generator seeded by ``TEST_SPLIT_SEED``, independent of data.seed, and its first P_test

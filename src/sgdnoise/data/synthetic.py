@@ -1,4 +1,4 @@
-"""Synthetic tasks of PHYSICS.md A1 and B3: random patterns, Gaussian mixture, depleted sign.
+"""Synthetic tasks of docs/physics.md A1 and B3: random patterns, Gaussian mixture, depleted sign.
 
 Every generator is a pure function of its parameters and a numpy Generator, so the
 same spec and seed always give the same bytes.

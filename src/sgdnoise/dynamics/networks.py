@@ -1,4 +1,4 @@
-"""Minibatch SGD of the alpha-trick networks (PHYSICS.md B1-B2), replicas batched.
+"""Minibatch SGD of the alpha-trick networks (docs/physics.md B1-B2), replicas batched.
 
 Replica r at step k (time t = lr k), with w0 its initial parameters:
 

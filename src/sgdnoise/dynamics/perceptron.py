@@ -1,4 +1,4 @@
-"""Training dynamics of the perceptron (PHYSICS.md A2-A3, B1), replicas batched.
+"""Training dynamics of the perceptron (docs/physics.md A2-A3, B1), replicas batched.
 
 One step, for every replica still training, with selection s^k and field H:
 

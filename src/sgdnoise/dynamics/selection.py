@@ -1,4 +1,4 @@
-"""Which samples enter each step: the selection processes of PHYSICS.md A3 and B1.
+"""Which samples enter each step: the selection processes of docs/physics.md A3 and B1.
 
 Every sample mu carries s_mu(t) in {0, 1}; a process yields, at step k, the selection
 used by that step:

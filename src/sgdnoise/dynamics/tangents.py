@@ -1,4 +1,4 @@
-"""Forward-mode tangents through one step: the exact linear response (PHYSICS.md A4).
+"""Forward-mode tangents through one step: the exact linear response (docs/physics.md A4).
 
 The update of a step with its random inputs fixed is a map (w, H) -> w'. A field H
 switched on at t_w along a probe direction zeta is followed exactly by the tangent

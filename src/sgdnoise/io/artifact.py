@@ -16,6 +16,7 @@ import platform
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -76,8 +77,36 @@ def _encoding(dataset: xr.Dataset) -> dict[str, dict]:
     return encoding
 
 
-def write_artifact(dataset: xr.Dataset, path: str | os.PathLike, kind: str) -> None:
+def with_grid_dimensions(
+    dataset: xr.Dataset, coordinates: dict[str, Any], paths: list[str] | None = None
+) -> xr.Dataset:
+    """``dataset`` with a point's grid values as length-1 dimensions (name -> value), so
+    that points combine by coordinates. ``paths``: the config key path of each name.
+
+    Coordinates that are not indexes (``time`` and ``step`` on ``record``: they differ
+    between points) get the grid dimensions too, so combining needs no option.
+    """
+    extra = [name for name in dataset.coords if name not in dataset.indexes]
+    dataset = dataset.reset_coords(extra)
+    for index, (name, value) in enumerate(coordinates.items()):
+        dataset = dataset.expand_dims({name: [value]})
+        path = paths[index] if paths else name
+        dataset[name].attrs.update(units="1", long_name=f"grid axis {path}")
+    return dataset.set_coords(extra)
+
+
+def write_artifact(
+    dataset: xr.Dataset,
+    path: str | os.PathLike,
+    kind: str,
+    grid_coordinates: dict[str, Any] | None = None,
+) -> None:
     """Write ``dataset`` atomically to ``path`` (NetCDF-4, zlib), stamping its kind.
+
+    ``grid_coordinates`` (dimension name -> value, a grid point's swept values) are
+    written as length-1 dimensions: a study's files then combine with plain xarray,
+    ``xr.open_mfdataset("results/<study>/runs/*.nc")``; ``read_artifact`` removes them
+    again, so every stage reads one point.
 
     Variables must carry ``units`` and ``long_name`` (ValueError otherwise): an
     artifact explains itself.
@@ -92,6 +121,9 @@ def write_artifact(dataset: xr.Dataset, path: str | os.PathLike, kind: str) -> N
     if missing:
         raise ValueError(f"variables without units/long_name: {', '.join(map(str, missing))}")
     dataset = dataset.copy()
+    if grid_coordinates:
+        dataset = with_grid_dimensions(dataset, grid_coordinates)
+        dataset.attrs["grid_dimensions"] = json.dumps(list(grid_coordinates))
     dataset.attrs.setdefault("artifact_kind", kind)
     dataset.attrs.setdefault("schema_version", SCHEMA_VERSION)
     target = Path(path)
@@ -138,7 +170,8 @@ def read_artifact(path: str | os.PathLike, kind: str | None = None) -> xr.Datase
             f"{path}: a {dataset.attrs['artifact_kind']} artifact where a {kind} artifact "
             "was expected"
         )
-    return dataset
+    grid_dimensions = json.loads(dataset.attrs.pop("grid_dimensions", "[]"))
+    return dataset.squeeze(grid_dimensions, drop=True) if grid_dimensions else dataset
 
 
 def artifact_config(dataset: xr.Dataset) -> dict:

@@ -13,7 +13,9 @@ TIME_UNITS = "lr x steps"
 
 VARIABLES: dict[str, tuple[str, str]] = {
     # coordinates
-    "time": (TIME_UNITS, "nominal recording time t = lr x step"),
+    "record": ("1", "record index on the recording grid (coordinates time and step)"),
+    "record2": ("1", "record index of the second time t' of a two-time function"),
+    "time": (TIME_UNITS, "recording time t = lr x step"),
     "time2": (TIME_UNITS, "second time t' of a two-time function"),
     "replica": ("1", "replica index"),
     "sample": ("1", "training sample index mu"),
@@ -21,7 +23,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "t_w": (TIME_UNITS, "waiting time at which the probe field is switched on"),
     "window": (TIME_UNITS, "upper end of the FDT fit window in the time difference s"),
     # training records
-    "step": ("1", "step index recorded at each nominal time (observables before the update)"),
+    "step": ("1", "step index of each record (observables before that step's update)"),
     "train_loss": ("1", "training loss per sample, mean over mu of v(h_mu)"),
     "train_error": ("1", "fraction of training samples misclassified, h < -error_tolerance"),
     "violated_fraction": ("1", "fraction of training samples with h < kappa - error_tolerance"),
@@ -34,7 +36,15 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "initial_weights": ("1", "weights w(0) at the start of training"),
     "final_stabilities": ("1", "stabilities h_mu = y_mu (w - w0) . x_mu / sqrt(N) at the end"),
     "t_star": (TIME_UNITS, "training time t* at which the stopping criterion was met"),
-    "steps_taken": ("1", "number of steps taken before stopping or the budget"),
+    "steps_taken": (
+        "1",
+        "step at which the runner stopped the replica: zero loss seen, divergence, or budget",
+    ),
+    "steps_to_zero_loss": (
+        "1",
+        "t* / lr: steps to the stopping criterion (exact last move + 1 at tolerance 0); "
+        "NaN if not reached",
+    ),
     "replica_status": ("1", "completed | budget_exhausted | diverged, per replica"),
     "kernel_change": (
         "1",

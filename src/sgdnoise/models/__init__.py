@@ -1,4 +1,4 @@
-"""Trained models: the networks of PHYSICS.md B2 and the alpha-trick predictor."""
+"""Trained models: the networks of docs/physics.md B2 and the alpha-trick predictor."""
 
 from sgdnoise.models.networks import (
     NETWORK_KINDS,

@@ -1,4 +1,4 @@
-"""Losses of one sample as functions of its stability h (PHYSICS.md A2, B1).
+"""Losses of one sample as functions of its stability h (docs/physics.md A2, B1).
 
 square_hinge ("soft sphere"):  v(h) = (kappa - h)^2 theta(kappa - h) / 2
                                v'(h) = -(kappa - h) theta(kappa - h)

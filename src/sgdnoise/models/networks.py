@@ -1,4 +1,4 @@
-"""Networks of PHYSICS.md B2 in mean-field parametrisation, and the alpha-trick predictor.
+"""Networks of docs/physics.md B2 in mean-field parametrisation, and the alpha-trick predictor.
 
 Every weight is drawn from N(0, 1) and there are no biases; the scale of each layer
 lives in the forward pass, so the parameters of all layers are O(1) numbers:
@@ -21,7 +21,7 @@ shape (batch,). They keep no state besides their parameters and use only functio
 operations, so ``torch.func.functional_call`` + ``torch.func.vmap`` evaluate many
 replicas with stacked parameters at once (``replica_outputs``).
 
-The trained predictor is F(w, x) = alpha (f(w, x) - f(w0, x)) (PHYSICS.md B1), given by
+The trained predictor is F(w, x) = alpha (f(w, x) - f(w0, x)) (docs/physics.md B1), given by
 ``alpha_predictor``; it is exactly 0 at w = w0.
 """
 
@@ -164,7 +164,7 @@ class InvertedResidual(nn.Module):
 
 
 class MeanFieldCNN(nn.Module):
-    """The MNAS-like convolutional network of PHYSICS.md B2 with width h."""
+    """The MNAS-like convolutional network of docs/physics.md B2 with width h."""
 
     def __init__(self, in_channels: int, width: int, activation: str) -> None:
         super().__init__()

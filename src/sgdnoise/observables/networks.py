@@ -1,6 +1,6 @@
 """Observables of the alpha-trick networks: pure functions of parameters and data, per replica.
 
-Conventions (PHYSICS.md B1, B4), with h = y (f(w, x) - f(w0, x)) = y F / alpha:
+Conventions (docs/physics.md B1, B4), with h = y (f(w, x) - f(w0, x)) = y F / alpha:
 - train_loss: (1/P) sum_mu v(h_mu), v the hinge at margin 1/alpha, i.e. the paper's
   (1/alpha) max(0, 1 - y F) averaged over the training set (dimensionless).
 - train_error, test_error: fraction of samples with y F <= 0 (F = 0 counts as an error,

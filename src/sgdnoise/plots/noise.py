@@ -1,4 +1,4 @@
-"""Figures of the effective-noise study (PHYSICS.md A5-A7): FDT plots, T_eff, replica
+"""Figures of the effective-noise study (docs/physics.md A5-A7): FDT plots, T_eff, replica
 distance, their relation, and the width of the decision boundary.
 
 Studies sweep the batch fraction b (axis ``b``), optimizer variants (axis ``optimizer``,
@@ -392,7 +392,7 @@ def teff_vs_distance(summary: xr.Dataset, out: str) -> None:
     """T_eff (UNSAT) against replica distance (SAT) at the same (b, optimizer): same trend.
 
     With the sum normalisation the mean drift of SGD is b grad L, so the temperature
-    comparable across b is T_eff / b (PHYSICS.md A7b: it grows as b decreases). Where the
+    comparable across b is T_eff / b (docs/physics.md A7b: it grows as b decreases). Where the
     study has the DMFT, its (d, T_eff) at the same points are drawn per optimizer as a line
     with open markers of the simulation's colour, with the same normalisation. T_eff is
     read in the longest fit window measured at every point (_common_window).

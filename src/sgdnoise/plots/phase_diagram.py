@@ -1,4 +1,4 @@
-"""Figures of the alpha-trick networks (PHYSICS.md B5): the (alpha, T) phase diagram of
+"""Figures of the alpha-trick networks (docs/physics.md B5): the (alpha, T) phase diagram of
 the test error, and the test error against T at fixed alpha for several P."""
 
 from __future__ import annotations

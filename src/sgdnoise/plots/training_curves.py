@@ -23,12 +23,8 @@ def training_curves(summary: xr.Dataset, out: str) -> None:
     axes = list(grid_axes(summary))
     hue = "optimizer" if "optimizer" in axes else (axes[0] if axes else None)
     panel_axes = [a for a in axes if a != hue]
-    frame = (
-        summary[["train_loss", "train_error"]]
-        .sel(time=summary.time > 0)
-        .to_dataframe()
-        .reset_index()
-    )
+    frame = summary[["train_loss", "train_error"]].to_dataframe().reset_index()
+    frame = frame[frame["time"] > 0]  # NaN: records a shorter run does not have
     if panel_axes:
         frame["panel"] = frame[panel_axes].astype(str).agg(", ".join, axis=1)
         panels = sorted(frame["panel"].unique())

@@ -18,8 +18,8 @@ import numpy as np
 import xarray as xr
 
 from sgdnoise.config import GridPoint, config_sha256, coordinate_name
-from sgdnoise.config.grid import format_value
-from sgdnoise.io.artifact import ArtifactError, provenance, read_artifact
+from sgdnoise.config.grid import grid_coordinates
+from sgdnoise.io.artifact import ArtifactError, provenance, read_artifact, with_grid_dimensions
 
 GRID_COLUMNS = ("point_id", "config_sha256", "assignments")
 HEAVY_VARIABLES = ("weights", "final_weights", "initial_weights", "final_stabilities")
@@ -57,13 +57,7 @@ def reduce_run(run: xr.Dataset) -> xr.Dataset:
 
 def with_grid_coordinates(reduced: xr.Dataset, assignments: dict, axes: list[str]) -> xr.Dataset:
     """Give a reduced run its swept values as length-1 dimensions."""
-    for path in axes:
-        name = coordinate_name(path, axes)
-        value = assignments[path]
-        value = format_value(value) if isinstance(value, dict) else value  # variants: labels
-        reduced = reduced.expand_dims({name: [value]})
-        reduced[name].attrs.update(units="1", long_name=f"grid axis {path}")
-    return reduced
+    return with_grid_dimensions(reduced, grid_coordinates(assignments, axes), axes)
 
 
 def swept_paths(rows: list[dict]) -> list[str]:
@@ -107,7 +101,9 @@ def aggregate(
             reduced = xr.merge([reduced, fits], combine_attrs="override")
         parts.append(with_grid_coordinates(reduced, row["assignments"], axes))
     summary = (
-        xr.combine_by_coords(parts, compat="no_conflicts", join="outer", combine_attrs="override")
+        xr.combine_by_coords(
+            parts, compat="no_conflicts", join="outer", coords="different", combine_attrs="override"
+        )
         if axes
         else parts[0]
     )

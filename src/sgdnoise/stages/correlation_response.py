@@ -2,7 +2,7 @@
 
 The run artifact holds w(0) and the config; the randomness is counter-based, so the
 trajectory is REPLAYED exactly (checked against the stored final weights) while forward
-tangents measure the response (dynamics.tangents, PHYSICS.md A4):
+tangents measure the response (dynamics.tangents, docs/physics.md A4):
 
     C(t, t_w)   = w(t) . w(t_w) / N             correlation (C(t, t) = 1 on the sphere)
     chi(t, t_w) = zeta . dw(t) / |zeta|^2       integrated response to a field switched on
@@ -48,10 +48,16 @@ class ReplayError(RuntimeError):
 
 
 def correlation_matrix(run: xr.Dataset) -> xr.DataArray:
-    """C(t, t') = w(t) . w(t') / N from the recorded snapshots, per replica."""
-    weights = run["weights"]
-    second = weights.rename(time="time2")
-    return xr.dot(weights, second, dim="feature") / run.sizes["feature"]
+    """C(t, t') = w(t) . w(t') / N from the recorded snapshots, per replica.
+
+    Dims (replica, record, record2) with the recording times as coordinates time, time2.
+    """
+    weights = run["weights"].reset_coords(drop=True)
+    second = weights.rename(record="record2")
+    times = run["time"].values
+    return (xr.dot(weights, second, dim="feature") / run.sizes["feature"]).assign_coords(
+        time=("record", times), time2=("record2", times)
+    )
 
 
 def measure_two_time(run: xr.Dataset, datasets: list[Dataset]) -> xr.Dataset:
@@ -161,7 +167,7 @@ def _check_replay(run: xr.Dataset, weights: torch.Tensor, total_steps: int, lr: 
     kept = ~_diverged_replicas(run)
     if candidates.size == 0 or not kept.any():
         return
-    recorded = run["weights"].isel(time=int(candidates[0])).values[kept]
+    recorded = run["weights"].isel(record=int(candidates[0])).values[kept]
     difference = np.abs(weights.cpu().numpy()[kept] - recorded).max()
     if not difference <= REPLAY_TOLERANCE * math.sqrt(recorded.shape[-1]):
         raise ReplayError(
@@ -187,11 +193,7 @@ def _assemble(
         coords={"replica": run["replica"].values, "t_w": waiting_times, "lag": lags},
     )
     if "weights" in run:
-        dataset["correlation_matrix"] = (
-            correlation_matrix(run)
-            .drop_vars(["time", "time2"], errors="ignore")
-            .assign_coords(time=run["time"].values, time2=run["time"].values)
-        )
+        dataset["correlation_matrix"] = correlation_matrix(run)
     dataset.attrs.update(provenance("two_time", config))
     dataset.attrs["status"] = run.attrs.get("status", "completed")
     extra = {

@@ -63,21 +63,17 @@ def train_skipping_idle_steps(
     state: PerceptronState,
     recorder,
     book,
-    record_steps: np.ndarray,
     total_steps: int,
     bar: tqdm,
     first_step: int = 0,
-    next_record: int = 0,
-    save: Callable[[int, PerceptronState, int], None] | None = None,
-) -> tuple[PerceptronState, int]:
+    save: Callable[[int, PerceptronState], None] | None = None,
+) -> PerceptronState:
     """Run the point to its stop or budget; record and book-keep as the engine does.
 
-    ``recorder`` and ``book`` are the runner's Recorder and ReplicaBook (stages.train);
-    a resumed run starts at ``first_step`` with records from ``next_record`` on.
-    ``save(step, state, next_record)`` is offered the state at every window boundary
-    (the runner's checkpoint). Returns the replicas still training at the budget and
-    the index of the first record not yet taken (the caller repeats the final weights
-    for those).
+    ``recorder`` and ``book`` are the runner's Recorder (with its RecordingSchedule) and
+    ReplicaBook (stages.train); a resumed run starts at ``first_step``.
+    ``save(step, state)`` is offered the state at every window boundary (the runner's
+    checkpoint). Returns the replicas still training at the budget.
     """
     run, optimizer = config["run"], config["optimizer"]
     lr = optimizer["lr"]
@@ -90,20 +86,19 @@ def train_skipping_idle_steps(
     step = first_step
     while True:
         if save is not None:
-            save(step, state, next_record)
-        while next_record < len(record_steps) and record_steps[next_record] == step:
-            recorder.record(book.with_active(state))
-            next_record += 1
+            save(step, state)
+        recorder.record_if_due(step, lambda: book.with_active(state))  # noqa: B023
         if state.weights.shape[0] == 0 or step == total_steps:
-            return state, next_record
+            return state
         if stop_on_zero and step % check_every == 0:
             training = state.weights.shape[0]
             state = book.stop_at_zero_loss(problem, state, step, lr, tolerance)
             if state.weights.shape[0] < training:  # some stopped: this step again
                 continue
         stop = min(total_steps, step + LONGEST_WINDOW)
-        if next_record < len(record_steps):
-            stop = min(stop, int(record_steps[next_record]))
+        next_record = recorder.schedule.next_step()
+        if next_record is not None:
+            stop = min(stop, next_record)
         if stop_on_zero:
             stop = min(stop, _next_multiple(step, check_every))
         state = _advance(problem, patterns, state, selection, lr, book, step, stop)

@@ -1,8 +1,8 @@
 """What every runner shares: device choice, the recording grid, stop times, statuses.
 
 The perceptron runner (stages.train) and the network runner (stages.train_network)
-record on the same nominal time grid, stop on the same rules and mark replicas with
-the same statuses, so their artifacts read alike:
+record on the same kind of step grid (RecordingSchedule), stop on the same rules and
+mark replicas with the same statuses, so their artifacts read alike:
 
 - ``completed``: reached zero training loss (stop: zero_loss), or ran its budget with
   stop: never;
@@ -13,7 +13,8 @@ the same statuses, so their artifacts read alike:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -34,29 +35,135 @@ def choose_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def recording_grid(run: dict, lr: float) -> tuple[np.ndarray, np.ndarray, int]:
-    """Nominal record times, the step recorded at each, and the total number of steps.
+class RecordingSchedule:
+    """The steps at which a runner records every replica's observables.
 
-    log: t = 0, then count - 1 times log-spaced over the three decades below max_time.
-    linear: count times evenly spaced over [0, max_time].
-    The nominal times depend only on run.max_time and run.record, so points with
-    different learning rates share one time coordinate; the step recorded is
-    round(t / lr), capped by the step budget (min(max_time / lr, max_steps)).
+    Records are taken on the weights BEFORE the step's update; the artifact's time
+    coordinate is t = lr x step of the steps actually recorded (dimension ``record``).
+
+    - run.stop never: a fixed grid over the steps the budget allows,
+      min(max_time / lr, max_steps): log (step 0, then log-spaced over three decades
+      below the last step) or linear. Steps are distinct (no staircase of repeated steps
+      when the grid is finer than one step).
+    - run.stop zero_loss: the stopping time is unknown, so the grid is open-ended: every
+      step at first, then geometric (each step at least 1 + 1/count times the previous)
+      or evenly spaced; whenever 2 x count records are held, every other one is dropped
+      and the spacing doubles (the ratio squares). A run that stops at t* >= count steps
+      therefore holds between count and 2 count records in [0, t*], whatever max_time is.
+
+    Recording ends where training ends: the last record is the step at which the last
+    replica stopped (or the budget); no record is invented past it.
     """
-    total_steps = round(run["max_time"] / lr)
-    if run["max_steps"] is not None:
-        total_steps = min(total_steps, run["max_steps"])
-    max_time = total_steps * lr
-    count = run["record"]["count"]
-    if run["record"]["times"] == "linear":
-        times = np.linspace(0.0, run["max_time"], count)
-    else:
-        times = np.concatenate(
-            [[0.0], np.geomspace(run["max_time"] * 1e-3, run["max_time"], count - 1)]
-        )
-    steps = np.minimum(np.rint(times / lr).astype(np.int64), total_steps)
-    steps[-1] = total_steps if max_time > 0 else 0
-    return times, steps, total_steps
+
+    def __init__(self, run: dict, lr: float) -> None:
+        total_steps = round(run["max_time"] / lr)
+        if run["max_steps"] is not None:
+            total_steps = min(total_steps, run["max_steps"])
+        self.total_steps = max(total_steps, 0)
+        self.count = run["record"]["count"]
+        self.log = run["record"]["times"] == "log"
+        self.open_ended = run["stop"] == "zero_loss"
+        self.steps: list[int] = []
+        self.ratio = 1.0 + 1.0 / self.count  # open-ended log spacing
+        self.interval = 1  # open-ended linear spacing
+        self._planned = [] if self.open_ended else self._fixed_grid()
+        self._next: int | None = 0
+
+    def _fixed_grid(self) -> list[int]:
+        last, count = self.total_steps, self.count
+        if self.log:
+            first = max(1.0, last * 1e-3)
+            later = np.geomspace(first, max(last, first), count - 1) if last > 0 else []
+            steps = np.concatenate([[0], np.rint(later)])
+        else:
+            steps = np.rint(np.linspace(0, last, count))
+        return sorted({int(step) for step in steps if step <= last})
+
+    def next_step(self) -> int | None:
+        """The next step to record (None: the grid is exhausted within the budget)."""
+        return self._next
+
+    def is_due(self, step: int) -> bool:
+        """Whether ``step`` is the next step to record."""
+        return self._next == step
+
+    def taken(self, step: int, records: dict[str, list]) -> None:
+        """Note that ``step`` was recorded (its values appended to every list of
+        ``records``); thin the open-ended grid when it holds 2 x count records."""
+        self.steps.append(step)
+        if self.open_ended and len(self.steps) >= 2 * self.count:
+            kept = list(range(0, len(self.steps), 2))
+            self.steps = [self.steps[i] for i in kept]
+            for name, values in records.items():
+                records[name] = [values[i] for i in kept]
+            self.ratio *= self.ratio
+            self.interval *= 2
+        self._next = self._following(self.steps[-1] if self.open_ended else step)
+
+    def _following(self, last: int) -> int | None:
+        if self.open_ended:
+            spacing = self.ratio * last if self.log else last + self.interval
+            candidate = max(last + 1, math.ceil(spacing - 1e-9))
+        else:
+            later = [planned for planned in self._planned if planned > last]
+            candidate = later[0] if later else None
+        return candidate if candidate is not None and candidate <= self.total_steps else None
+
+    def needs_final(self, end_step: int) -> bool:
+        """Whether the step where training ended still has to be recorded (records
+        taken later, while a stopped replica idled before its stop was seen, stay)."""
+        return not self.steps or end_step > self.steps[-1]
+
+    def coordinates(self, lr: float) -> dict[str, tuple]:
+        """The ``time`` (lr x step) and ``step`` coordinates of the records."""
+        steps = np.asarray(self.steps, dtype=np.int64)
+        return {"time": ("record", lr * steps), "step": ("record", steps)}
+
+    def state(self) -> dict:
+        """What a checkpoint keeps to resume the schedule exactly."""
+        return {
+            "steps": list(self.steps),
+            "ratio": self.ratio,
+            "interval": self.interval,
+            "next": self._next,
+        }
+
+    def restore(self, saved: dict) -> None:
+        """Resume from ``state()``."""
+        self.steps, self.ratio = list(saved["steps"]), saved["ratio"]
+        self.interval, self._next = saved["interval"], saved["next"]
+
+
+class ScheduledRecorder:
+    """Records of every replica taken on a RecordingSchedule.
+
+    A runner's recorder subclasses it and defines ``record(current)``: append the
+    observables of every replica (``current`` is what that runner's observables read: the
+    weights, or the stacked parameters) to ``self.records``, one list per observable.
+    """
+
+    def __init__(self, schedule: RecordingSchedule) -> None:
+        self.schedule = schedule
+        self.records: dict[str, list[torch.Tensor]] = {}
+
+    def record(self, current) -> None:
+        raise NotImplementedError
+
+    def record_if_due(self, step: int, current: Callable[[], object]) -> None:
+        """Record ``current()`` if ``step`` is on the schedule (built only then)."""
+        if self.schedule.is_due(step):
+            self.record(current())
+            self.schedule.taken(step, self.records)
+
+    def record_end(self, final: object, end_step: int) -> None:
+        """Record the final state at the step where training ended, unless already done."""
+        if self.schedule.needs_final(end_step):
+            self.record(final)
+            self.schedule.steps.append(end_step)
+
+    def stacked(self, name: str) -> np.ndarray:
+        """(replica, record, ...) array of one recorded observable."""
+        return torch.stack(self.records[name], dim=1).numpy()
 
 
 def data_fingerprint(datasets: Sequence[Dataset]) -> str:

@@ -5,11 +5,11 @@ The runner drives the dynamics (dynamics.perceptron), evaluates the observables
 what the pure step does not: initialisation, the recording grid, stopping rules,
 divergence detection, masking out finished replicas, checkpoints.
 
-Recording grid: the nominal times ``time`` (run.record: log or linear, shared by every
-point with the same settings so studies combine by coordinates) and the step actually
-recorded, ``step = round(time / lr)``; observables at a step are measured on the weights
-BEFORE that step's update (the DMFT convention). A replica that stopped keeps its final
-weights, so its later records repeat them.
+Recording grid (stages.recording.RecordingSchedule): records are indexed by the
+dimension ``record`` with coordinates ``step`` and ``time`` = lr x step; observables at a
+step are measured on the weights BEFORE that step's update (the DMFT convention). A
+replica that stopped keeps its final weights, so its later records repeat them; the last
+record is where the last replica stopped.
 
 Statuses per replica: ``completed`` (reached zero loss, or ran its budget with
 stop: never), ``budget_exhausted`` (stop: zero_loss not reached), ``diverged``
@@ -46,10 +46,11 @@ from sgdnoise.stages import idle_skipping
 from sgdnoise.stages.checkpoint import Checkpointer
 from sgdnoise.stages.generate_data import data_draws
 from sgdnoise.stages.recording import (
+    RecordingSchedule,
+    ScheduledRecorder,
     data_fingerprint,
     overall_status,
     progress_bar,
-    recording_grid,
     run_setup,
     stopping_time,
 )
@@ -93,7 +94,7 @@ def initial_weights(config: dict, N: int, device, dtype) -> torch.Tensor:
     """w(0) per replica: N(0, I_N), rescaled to |w|^2 = N on the sphere.
 
     Counter-based per replica (stream 'init'). With pairing same_init, replicas come in
-    pairs (2k, 2k + 1) that share the draw of init k (config.draw_owners, PHYSICS.md A6).
+    pairs (2k, 2k + 1) that share the draw of init k (config.draw_owners, docs/physics.md A6).
     """
     run = config["run"]
     stream = ReplicaStream(run["seed"], "init", (N,), "normal", dtype, device, block_steps=1)
@@ -127,7 +128,7 @@ def gd_minimum_starts(
     The first replica of each draw (stages.generate_data.data_draws) descends from its
     random w(0); every replica of the draw starts where it ends: all replicas on shared
     data, each replica alone on its own data, and with pairing same_init both replicas of
-    a pair (same data and w(0), so one minimum, exactly: PHYSICS.md A6).
+    a pair (same data and w(0), so one minimum, exactly: docs/physics.md A6).
     """
     draws = data_draws(config)
     leaders = [draws.index(draw) for draw in range(max(draws) + 1)]
@@ -146,6 +147,10 @@ class ReplicaBook:
     last_moved: np.ndarray
 
     def freeze(self, ids: torch.Tensor, weights: torch.Tensor, status: str, steps: int, lr, t_star):
+        """Stop the replicas ``ids`` at ``weights``; a diverged replica's weights are NaN
+        (its errors, losses and stabilities then read NaN, never a count of 0)."""
+        if status == "diverged":
+            weights = torch.full_like(weights, torch.nan)
         for row, replica in enumerate(ids.tolist()):
             self.weights[replica] = weights[row]
             self.status[replica] = status
@@ -178,15 +183,14 @@ class ReplicaBook:
         return state.subset(~done)
 
 
-class Recorder:
+class Recorder(ScheduledRecorder):
     """Evaluates the observables of every replica at the recording steps."""
 
-    def __init__(self, config, problem, test_problem, teacher, initial, reference, times):
+    def __init__(self, config, problem, test_problem, teacher, initial, reference, schedule):
+        super().__init__(schedule)
         self.config, self.problem, self.test_problem = config, problem, test_problem
         self.teacher, self.initial, self.reference = teacher, initial, reference
         self.all_ids = torch.arange(initial.shape[0], device=initial.device)
-        self.records: dict[str, list[torch.Tensor]] = {}
-        self.times = times
 
     def record(self, weights: torch.Tensor) -> None:
         run = self.config["run"]
@@ -204,10 +208,6 @@ class Recorder:
             values["weights"] = weights
         for name, value in values.items():
             self.records.setdefault(name, []).append(value.detach().cpu())
-
-    def stacked(self, name: str) -> np.ndarray:
-        """(replica, time, ...) array of one recorded observable."""
-        return torch.stack(self.records[name], dim=1).numpy()
 
 
 def train_point(
@@ -244,8 +244,9 @@ def train_point(
 
     dynamics = make_perceptron_dynamics(problem, optimizer, run["seed"], device)
     state = dynamics.init(start.clone(), list(range(replicas)), reference)
-    times, record_steps, total_steps = recording_grid(run, lr)
-    recorder = Recorder(config, problem, test_problem, teacher, start, reference, times)
+    schedule = RecordingSchedule(run, lr)
+    total_steps = schedule.total_steps
+    recorder = Recorder(config, problem, test_problem, teacher, start, reference, schedule)
     book = ReplicaBook(
         weights=start.clone(),
         t_star=np.full(replicas, np.nan),
@@ -257,15 +258,16 @@ def train_point(
     tolerance = run["tolerance"]
     sparse = optimizer["kind"] == "minibatch_sgd"
     check_every = run["check_every"] if sparse else 1
-    next_record, first_step = 0, 0
+    first_step = 0
     if resumed is not None:
         weights, saved_reference, selection, replica_ids = resumed["state"]
         state = PerceptronState(weights, saved_reference, selection, replica_ids, resumed["step"])
-        book, next_record, first_step = resumed["book"], resumed["next_record"], resumed["step"]
+        book, first_step = resumed["book"], resumed["step"]
         recorder.records = resumed["records"]
+        schedule.restore(resumed["schedule"])
     bar = progress_bar(total_steps, first_step, progress)
 
-    def save(step: int, state: PerceptronState, next_record: int) -> None:
+    def save(step: int, state: PerceptronState) -> None:
         """Checkpoint before ``step`` when run.checkpoint_seconds have passed since the last."""
         checkpointer.offer(
             lambda: {
@@ -273,32 +275,20 @@ def train_point(
                 "state": (state.weights, state.reference, state.selection, state.replica_ids),
                 "book": book,
                 "records": recorder.records,
-                "next_record": next_record,
+                "schedule": schedule.state(),
                 "start": start,
                 "gd_init_loss": gd_init_loss,
             }
         )
 
     if idle_skipping.applies(config):
-        state, next_record = idle_skipping.train_skipping_idle_steps(
-            config,
-            problem,
-            state,
-            recorder,
-            book,
-            record_steps,
-            total_steps,
-            bar,
-            first_step,
-            next_record,
-            save,
+        state = idle_skipping.train_skipping_idle_steps(
+            config, problem, state, recorder, book, total_steps, bar, first_step, save
         )
     else:
         for step in range(first_step, total_steps + 1):
-            save(step, state, next_record)
-            while next_record < len(record_steps) and record_steps[next_record] == step:
-                recorder.record(book.with_active(state))
-                next_record += 1
+            save(step, state)
+            recorder.record_if_due(step, lambda: book.with_active(state))  # noqa: B023
             if state.weights.shape[0] == 0 or step == total_steps:
                 break
             if stop_on_zero and sparse and step % check_every == 0:
@@ -311,7 +301,7 @@ def train_point(
                 book.last_moved[moved_ids] = step
             finished = torch.zeros(state.weights.shape[0], dtype=torch.bool, device=device)
             if stop_on_zero and info.loss is not None:
-                reached = info.loss < tolerance
+                reached = info.loss <= tolerance
                 if bool(reached.any()):
                     book.freeze(
                         state.replica_ids[reached],
@@ -338,13 +328,9 @@ def train_point(
 
     final_status = "budget_exhausted" if stop_on_zero else "completed"
     book.freeze(state.replica_ids, state.weights, final_status, total_steps, lr, None)
-    while next_record < len(record_steps):  # replicas all stopped early: repeat final state
-        recorder.record(book.weights)
-        next_record += 1
+    recorder.record_end(book.weights, int(book.steps_taken.max()))
     wall_seconds = clock.perf_counter() - started
-    return _assemble(
-        config, recorder, book, problem, record_steps, datasets, device, gd_init_loss, wall_seconds
-    )
+    return _assemble(config, recorder, book, problem, datasets, device, gd_init_loss, wall_seconds)
 
 
 def _assemble(
@@ -352,13 +338,12 @@ def _assemble(
     recorder: Recorder,
     book: ReplicaBook,
     problem: PerceptronProblem,
-    record_steps: np.ndarray,
     datasets: list[Dataset],
     device: torch.device,
     gd_init_loss: float,
     wall_seconds: float,
 ) -> xr.Dataset:
-    """The run artifact: the records on ``recorder.times`` and the book's final state."""
+    """The run artifact: the records on the schedule's steps and the book's final state."""
     from sgdnoise.io.artifact import provenance
     from sgdnoise.io.metadata import describe
 
@@ -367,23 +352,24 @@ def _assemble(
     final_h = _final_stabilities(problem, book.weights, recorder.reference, all_ids)
     variables = {
         name: (
-            ("replica", "time", "feature") if name == "weights" else ("replica", "time"),
+            ("replica", "record", "feature") if name == "weights" else ("replica", "record"),
             recorder.stacked(name),
         )
         for name in recorder.records
     }
+    lr = config["optimizer"]["lr"]
     variables.update(
-        step=(("time",), record_steps),
         final_weights=(("replica", "feature"), book.weights.cpu().numpy()),
         initial_weights=(("replica", "feature"), recorder.initial.cpu().numpy()),
         final_stabilities=(("replica", "sample"), final_h),
         t_star=(("replica",), book.t_star),
+        steps_to_zero_loss=(("replica",), np.rint(book.t_star / lr)),
         steps_taken=(("replica",), book.steps_taken),
         replica_status=(("replica",), np.array(book.status, dtype=object)),
     )
     dataset = xr.Dataset(
         variables,
-        coords={"replica": np.arange(replicas), "time": recorder.times},
+        coords={"replica": np.arange(replicas), **recorder.schedule.coordinates(lr)},
     )
     overall = overall_status(book.status)
     dataset.attrs.update(provenance("run", config))

@@ -65,10 +65,11 @@ from sgdnoise.observables.networks import (
 )
 from sgdnoise.stages.checkpoint import Checkpointer
 from sgdnoise.stages.recording import (
+    RecordingSchedule,
+    ScheduledRecorder,
     data_fingerprint,
     overall_status,
     progress_bar,
-    recording_grid,
     run_setup,
     stopping_time,
 )
@@ -118,7 +119,7 @@ def _rows(parameters: Mapping[str, Tensor], keep: Tensor) -> Parameters:
     return {name: value[keep] for name, value in parameters.items()}
 
 
-class NetworkRecorder:
+class NetworkRecorder(ScheduledRecorder):
     """Evaluates the observables of every replica at the recording steps."""
 
     def __init__(
@@ -128,13 +129,14 @@ class NetworkRecorder:
         test: Samples | None,
         initial: Parameters,
         chunk_size: int,
+        schedule: RecordingSchedule,
     ) -> None:
+        super().__init__(schedule)
         self.network, self.problem, self.test = network, problem, test
         self.initial, self.chunk_size = initial, chunk_size
         self.all_ids = torch.arange(next(iter(initial.values())).shape[0], device=self.device)
         self.initial_train = self.outputs(initial, problem.train, self.all_ids)
         self.initial_test = None if test is None else self.outputs(initial, test, self.all_ids)
-        self.records: dict[str, list[Tensor]] = {}
 
     @property
     def device(self) -> torch.device:
@@ -171,15 +173,6 @@ class NetworkRecorder:
         for name, value in values.items():
             self.records.setdefault(name, []).append(value.detach().cpu())
 
-    def repeat_last(self) -> None:
-        """Append the previous record again (every replica stopped: nothing changes)."""
-        for values in self.records.values():
-            values.append(values[-1])
-
-    def stacked(self, name: str) -> np.ndarray:
-        """(replica, time) array of one recorded observable."""
-        return torch.stack(self.records[name], dim=1).numpy()
-
 
 class ReplicaLedger:
     """Final parameters, stop times and statuses of every replica of a run."""
@@ -199,10 +192,12 @@ class ReplicaLedger:
         steps: np.ndarray,
         t_star: np.ndarray | None = None,
     ) -> None:
-        """Freeze the replicas of ``state`` where ``rows`` is True."""
+        """Freeze the replicas of ``state`` where ``rows`` is True; a diverged replica's
+        parameters are NaN (its errors and losses then read NaN, never 0)."""
         ids = state.replica_ids[rows]
         for name, value in state.parameters.items():
-            self.parameters[name][ids] = value[rows]
+            frozen = value[rows]
+            self.parameters[name][ids] = torch.nan if status == "diverged" else frozen
         index = ids.cpu().numpy()
         for replica in index:
             self.status[replica] = status
@@ -243,11 +238,12 @@ def train_network_point(
     test = samples_of(datasets, True, device, dtype) if datasets[0].has_test else None
     initial = initial_network_parameters(network, run, device, dtype)
     chunk_size = max(1, EVALUATION_BATCH // replicas)
-    recorder = NetworkRecorder(network, problem, test, initial, chunk_size)
+    schedule = RecordingSchedule(run, lr)
+    total_steps = schedule.total_steps
+    recorder = NetworkRecorder(network, problem, test, initial, chunk_size, schedule)
     dynamics = make_network_dynamics(network, problem, optimizer, run["seed"], device, chunk_size)
     state = dynamics.init(initial, list(range(replicas)))
     ledger = ReplicaLedger(initial)
-    times, record_steps, total_steps = recording_grid(run, lr)
     last_moved = torch.full((replicas,), -1, dtype=torch.long, device=device)
     first_nonfinite = torch.full((replicas,), -1, dtype=torch.long, device=device)
     stop_on_zero = run["stop"] == "zero_loss"
@@ -275,21 +271,21 @@ def train_network_point(
                 if bool(reached.any()):
                     last = last_moved[ids[reached]].cpu().numpy()
                     t_star = stopping_time(lr, last, step, tolerance)
-                    steps = np.rint(t_star / lr).astype(np.int64)
-                    ledger.close(state, reached, "completed", steps, t_star)
+                    ledger.close(state, reached, "completed", np.int64(step), t_star)
                     finished |= reached
         return state.subset(~finished) if bool(finished.any()) else state
 
-    next_record, first_step = 0, 0
+    first_step = 0
     checkpointer = Checkpointer(checkpoint, config)
     resumed = checkpointer.resume()
     if resumed is not None:
         state = _resumed_state(state, resumed)
         ledger, recorder.records = resumed["ledger"], resumed["records"]
         last_moved, first_nonfinite = resumed["last_moved"], resumed["first_nonfinite"]
-        next_record, first_step = resumed["next_record"], resumed["step"]
+        first_step = resumed["step"]
+        schedule.restore(resumed["schedule"])
 
-    def save(step: int, state: NetworkState, next_record: int) -> None:
+    def save(step: int, state: NetworkState) -> None:
         """Checkpoint before ``step`` when run.checkpoint_seconds have passed since the last."""
         checkpointer.offer(
             lambda: {
@@ -298,7 +294,7 @@ def train_network_point(
                 "replica_ids": state.replica_ids,
                 "ledger": ledger,
                 "records": recorder.records,
-                "next_record": next_record,
+                "schedule": schedule.state(),
                 "last_moved": last_moved,
                 "first_nonfinite": first_nonfinite,
             }
@@ -306,10 +302,8 @@ def train_network_point(
 
     bar = progress_bar(total_steps, first_step, progress)
     for step in range(first_step, total_steps + 1):
-        save(step, state, next_record)
-        while next_record < len(record_steps) and record_steps[next_record] == step:
-            recorder.record(ledger.with_active(state))
-            next_record += 1
+        save(step, state)
+        recorder.record_if_due(step, lambda: ledger.with_active(state))  # noqa: B023
         if state.replica_ids.numel() == 0 or step == total_steps:
             break
         if step % check_every == 0:
@@ -331,15 +325,9 @@ def train_network_point(
         everyone = torch.ones_like(state.replica_ids, dtype=torch.bool)
         final_status = "budget_exhausted" if stop_on_zero else "completed"
         ledger.close(state, everyone, final_status, np.int64(total_steps))
-    if next_record < len(record_steps):  # every replica stopped early: its final state
-        recorder.record(ledger.parameters)
-        next_record += 1
-    for _ in range(next_record, len(record_steps)):
-        recorder.repeat_last()
+    recorder.record_end(ledger.parameters, int(ledger.steps_taken.max()))
     kernel = kernel_change(network, ledger.parameters, initial, _kernel_samples(problem, replicas))
-    return _assemble(
-        config, recorder, ledger, kernel, times, record_steps, datasets, device, network, started
-    )
+    return _assemble(config, recorder, ledger, kernel, datasets, device, network, started)
 
 
 def _resumed_state(initial: NetworkState, saved: dict) -> NetworkState:
@@ -369,8 +357,6 @@ def _assemble(
     recorder: NetworkRecorder,
     ledger: ReplicaLedger,
     kernel: Tensor,
-    times: np.ndarray,
-    record_steps: np.ndarray,
     datasets: list[Dataset],
     device: torch.device,
     network: nn.Module,
@@ -380,10 +366,11 @@ def _assemble(
     from sgdnoise.io.metadata import describe
 
     replicas = config["run"]["replicas"]
-    variables = {name: (("replica", "time"), recorder.stacked(name)) for name in recorder.records}
+    lr = config["optimizer"]["lr"]
+    variables = {name: (("replica", "record"), recorder.stacked(name)) for name in recorder.records}
     variables.update(
-        step=(("time",), record_steps),
         t_star=(("replica",), ledger.t_star),
+        steps_to_zero_loss=(("replica",), np.rint(ledger.t_star / lr)),
         steps_taken=(("replica",), ledger.steps_taken),
         replica_status=(("replica",), np.array(ledger.status, dtype=object)),
         kernel_change=(("replica",), kernel.detach().cpu().numpy()),
@@ -392,7 +379,8 @@ def _assemble(
             recorder.training_stabilities(ledger.parameters).cpu().numpy(),
         ),
     )
-    dataset = xr.Dataset(variables, coords={"replica": np.arange(replicas), "time": times})
+    coordinates = {"replica": np.arange(replicas), **recorder.schedule.coordinates(lr)}
+    dataset = xr.Dataset(variables, coords=coordinates)
     dataset.attrs.update(provenance("run", config))
     dataset.attrs.update(
         status=overall_status(ledger.status),

@@ -1,4 +1,4 @@
-"""Theory: the discrete-time DMFT of the perceptron and Gardner's capacity (PHYSICS.md A2, A8).
+"""Theory: the discrete-time DMFT of the perceptron and Gardner's capacity (docs/physics.md A2, A8).
 
 Never imports the simulator (dynamics, stages) it is checked against.
 """

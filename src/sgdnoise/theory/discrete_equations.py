@@ -1,4 +1,4 @@
-"""The discrete-time DMFT equations for C, R and m given the kernels (PHYSICS.md A8).
+"""The discrete-time DMFT equations for C, R and m given the kernels (docs/physics.md A8).
 
 Matrices are indexed by steps k, l = 0..T, no lr inside the kernels; observables at step
 k are those of w^k, before the update. With c_k the step's contraction (1 - lr lambda for

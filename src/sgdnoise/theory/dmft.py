@@ -1,6 +1,6 @@
 """solve_dmft: the discrete-time DMFT of the perceptron on the simulator's step grid.
 
-Theory (PHYSICS.md A8): in the limit N, P -> infinity at fixed P/N, the training dynamics
+Theory (docs/physics.md A8): in the limit N, P -> infinity at fixed P/N, the training dynamics
 of the perceptron (square hinge at margin kappa; sphere in multiplier form or ridge;
 random patterns or the Gaussian mixture; gd, sgd, persistent_sgd, langevin) reduces to one
 effective sample driven by a Gaussian field of covariance C plus a memory term through
@@ -336,7 +336,9 @@ def solve_dmft(
         "inverse_precision": str(INVERSE_PRECISION).replace("torch.", ""),
         "field_sampling": field_sampling(problem),
         **_pair_attributes(pairs, pair_seconds),
-        "method": "discrete-time DMFT (PHYSICS.md A8), fixed-point iteration, exact per-path M_R",
+        "method": (
+            "discrete-time DMFT (docs/physics.md A8), fixed-point iteration, exact per-path M_R"
+        ),
         "config": canonical_json(point),
     }
     failed = [s.failed_step for s in solutions if s.failed_step is not None]

@@ -1,4 +1,4 @@
-"""The effective sample of the discrete DMFT, simulated on many paths (PHYSICS.md A8).
+"""The effective sample of the discrete DMFT, simulated on many paths (docs/physics.md A8).
 
 Given the correlation C, the response R and the magnetisation m (Gaussian mixture), each
 path p follows, for k = 0..T,

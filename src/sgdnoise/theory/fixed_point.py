@@ -4,7 +4,7 @@ The random numbers (the normals of the Gaussian field u and the selection paths)
 once and fixed across iterations, so the iteration is a deterministic map whose fixed point is the
 DMFT of this sample of paths (the first iterations run on a quarter of them: COARSE_*).
 Plain, undamped iteration converges front-wise in time because the equations are causal
-(PHYSICS.md A8: damping was slower).
+(docs/physics.md A8: damping was slower).
 
 Stopping rule: the change of an iteration is the largest absolute change of C, R and m,
 each divided by its largest entry (at least 1); the solve is ``converged`` when it falls

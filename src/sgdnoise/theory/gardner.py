@@ -1,4 +1,4 @@
-"""Gardner's storage capacity of the perceptron with margin kappa (PHYSICS.md A2).
+"""Gardner's storage capacity of the perceptron with margin kappa (docs/physics.md A2).
 
 For random patterns and a margin kappa >= 0 the sample ratio P/N up to which the
 constraints h_mu >= kappa can all be satisfied on the sphere |w|^2 = N is

@@ -1,4 +1,4 @@
-"""Causal sampling of the Gaussian field u of the DMFT, covariance C (PHYSICS.md A8).
+"""Causal sampling of the Gaussian field u of the DMFT, covariance C (docs/physics.md A8).
 
 Two ways. response_field (default for gd, fixed_point.SAMPLING): u = sqrt(C00) Phi z0 +
 lr R eta + m z1, eta mixing the previous iteration's forces through a fixed Gaussian
@@ -125,7 +125,7 @@ def response_field(
 
     The effective weight is linear in its noise zeta (covariance M_C):
     w^k = Phi_k w^0 + lr sum_{l < k} R[k, l] (zeta^l - mu^l v) with Phi = C[:, 0] / C[0, 0],
-    so the discrete equations give exactly (PHYSICS.md A8)
+    so the discrete equations give exactly (docs/physics.md A8)
 
         C = C[0, 0] Phi Phi^T + lr^2 R M_C R^T + m m^T       (m m^T: Gaussian mixture).
 

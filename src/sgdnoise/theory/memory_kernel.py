@@ -1,4 +1,4 @@
-"""The memory kernel M_R from exact per-path responses (PHYSICS.md A8).
+"""The memory kernel M_R from exact per-path responses (docs/physics.md A8).
 
 A probe field P^l added to the stability of the effective sample changes the later forces
 through the memory term; on path p, with D = diag(f'), f' = scale s theta(kappa - h),
@@ -15,7 +15,7 @@ a unit lower-triangular inverse. Hence
               = (P/N) a E_p[ (I + lr a R[A_p, A_p])^{-1} embedded on A_p x A_p ],
 
 whose diagonal is (P/N) a P(active at k). No Gaussian integration by parts: that
-estimator is noise-dominated here (PHYSICS.md A8).
+estimator is noise-dominated here (docs/physics.md A8).
 
 Exact savings (no approximation):
 - paths with the same active set share one inverse (GD: most paths are active on one

@@ -1,6 +1,6 @@
 """The parameters of one DMFT solve, read from a resolved grid point.
 
-The discrete-time DMFT (PHYSICS.md A8) of the perceptron depends on the grid point only
+The discrete-time DMFT (docs/physics.md A8) of the perceptron depends on the grid point only
 through the numbers collected here. Conventions are the simulator's:
 
 - steps k = 0..T with T = round(run.max_time / lr) (capped by run.max_steps); time t = lr k;

@@ -1,4 +1,4 @@
-"""Two replicas on one DMFT solution: the replica distance d(t) (PHYSICS.md A6, A8).
+"""Two replicas on one DMFT solution: the replica distance d(t) (docs/physics.md A6, A8).
 
 Replicas a and b share the data and w^0 and draw independent selection paths (and
 independent Langevin noise). A field on w^b does not move w^a, so the cross-replica

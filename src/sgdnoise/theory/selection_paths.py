@@ -1,4 +1,4 @@
-"""Selection paths s^k in {0, 1} of the effective sample (PHYSICS.md A3), one per DMFT path.
+"""Selection paths s^k in {0, 1} of the effective sample (docs/physics.md A3), one per DMFT path.
 
 The effective sample of the DMFT carries an independent copy of the simulator's selection
 process; the selection used by step k is s^k:
