@@ -46,7 +46,12 @@ def run(command: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     environment["PATH"] = SYSTEM_PATH
     result = subprocess.run(
-        command, shell=True, cwd=cwd, env=environment, capture_output=True, text=True,
+        command,
+        shell=True,
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
         timeout=timeout,
     )
     assert result.returncode == 0, (
