@@ -67,7 +67,8 @@ def test_tiny_study_end_to_end(tmp_path):
     assert len(list((results / "data").glob("*.nc"))) == 2  # one data set per P/N
     with xr.open_dataset(results / "summary.nc") as summary:
         assert summary.sizes["P_over_N"] == 2 and summary.sizes["optimizer"] == 3
-        assert set(summary["train_loss"].dims) == {"P_over_N", "optimizer", "replica", "time"}
+        assert set(summary["train_loss"].dims) == {"P_over_N", "optimizer", "replica", "record"}
+        assert set(summary["time"].dims) == {"P_over_N", "optimizer", "record"}
     # nothing to do the second time; a new grid value trains only the new points
     again = snakemake(tmp_path, "--cores", "2", "--configfile", str(config))
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -154,7 +155,7 @@ def test_a_study_asks_for_the_dmft_beside_its_simulations(tmp_path):
         assert (results / "figures" / f"{figure}.png").stat().st_size > 10_000, figure
     with xr.open_dataset(results / "summary.nc") as summary:
         assert summary["dmft_T_eff"].dims == ("b", "window")
-        assert summary["dmft_train_loss"].dims == ("b", "time")
+        assert summary["dmft_train_loss"].dims == ("b", "record")
         assert set(summary["dmft_status"].values) == {"converged"}
         assert np.isfinite(summary["dmft_T_eff"].sel(window="s<=1")).all()
         loss = summary["train_loss"].mean("replica")
