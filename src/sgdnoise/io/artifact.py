@@ -95,6 +95,21 @@ def with_grid_dimensions(
     return dataset.set_coords(extra)
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it (Linux: /proc/self/status) or, where
+    there is no such file, by setting it and restoring it at once."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
 def write_artifact(
     dataset: xr.Dataset,
     path: str | os.PathLike,
@@ -136,6 +151,7 @@ def write_artifact(
         dataset.to_netcdf(
             temporary, engine="netcdf4", format="NETCDF4", encoding=_encoding(dataset)
         )
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp's 0600 would hide it from the group
         os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
