@@ -8,22 +8,30 @@
     sgdnoise study-fits summary.nc --analyses A... --out fits.nc  study-level fits
     sgdnoise render FIGURE summary.nc --out fig.png [--fits F.nc]  draw one figure
 
-Errors in the input (invalid config, unusable artifact) print one clear line to stderr
-and exit with status 2; nothing is written.
+Errors in the input (invalid config, unusable artifact, missing file, bad option) print
+one clear line to stderr and exit with status 2; nothing is written. Also run as
+``python -m sgdnoise`` (how the workflow's rules call it).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import json
 import math
 import sys
+from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
+from typing import NoReturn
 
+import jsonschema
 import numpy as np
 import yaml
 
 from sgdnoise.config import ConfigError, expand_study, load_point, resolve_point
+from sgdnoise.config.grid import grid_size
 from sgdnoise.io.artifact import (
     ArtifactError,
     artifact_config,
@@ -31,6 +39,26 @@ from sgdnoise.io.artifact import (
     read_artifact,
     write_artifact,
 )
+
+LARGE_GRID = 10_000  # above this many points, validate warns and lists no point ids
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (exit status 2), like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _thread_count(text: str) -> int:
+    """The value of --threads: a positive integer."""
+    try:
+        threads = int(text)
+    except ValueError:
+        threads = 0  # refused below, with the text given
+    if threads < 1:
+        raise argparse.ArgumentTypeError(f"a positive integer is required, got {text!r}")
+    return threads
 
 
 def _set_threads(threads: int | None) -> None:
@@ -129,17 +157,91 @@ def cmd_show(args: argparse.Namespace) -> None:
     print(json.dumps(summarize(read_artifact(args.file)), indent=2, default=str))
 
 
+@functools.cache
+def study_schema() -> dict:
+    """The JSON schema of a study config (shipped with the package; the workflow's
+    workflow/schemas/config.schema.yaml is a link to the same file)."""
+    text = resources.files("sgdnoise.config").joinpath("study.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _properties_with_defaults(
+    validator: jsonschema.protocols.Validator, properties: dict, instance: object, schema: dict
+) -> Iterator[jsonschema.ValidationError]:
+    """The ``properties`` keyword, first inserting the defaults of missing keys (as
+    Snakemake's ``validate`` does)."""
+    if validator.is_type(instance, "object"):
+        for key, sub in properties.items():
+            if "default" in sub:
+                instance.setdefault(key, copy.deepcopy(sub["default"]))
+    yield from jsonschema.Draft202012Validator.VALIDATORS["properties"](
+        validator, properties, instance, schema
+    )
+
+
+_FillingValidator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator, {"properties": _properties_with_defaults}
+)
+
+
+def _violation(error: jsonschema.ValidationError) -> str:
+    """One schema violation: the key path and what is allowed there."""
+    path = ".".join(str(key) for key in error.absolute_path) or "<top level>"
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = list(error.schema.get("properties", {}))
+        unknown = ", ".join(sorted(str(key) for key in error.instance if key not in allowed))
+        return f"config key {path}: unknown key(s) {unknown}; allowed: {', '.join(allowed)}"
+    if error.validator == "type":
+        return (
+            f"config key {path}: must be of type {error.validator_value}, "
+            f"got {type(error.instance).__name__}"
+        )
+    if error.validator == "enum":
+        allowed = ", ".join(map(str, error.validator_value))
+        return f"config key {path}: {error.instance!r} is not allowed; allowed: {allowed}"
+    return f"config key {path}: {error.message}"
+
+
+def _read_yaml(path: str) -> object:
+    """The YAML document of a file (ConfigError naming line and column if it is not YAML)."""
+    with open(path, "rb") as handle:
+        try:
+            return yaml.safe_load(handle)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            problem = getattr(error, "problem", None) or str(error)
+            raise ConfigError(f"{path}: not valid YAML: {problem}{where}") from None
+
+
+def load_study_config(path: str) -> dict:
+    """A study config read from YAML, checked against the study schema with its defaults
+    filled in: the config the workflow sees (ConfigError naming every violation)."""
+    config = _read_yaml(path)
+    config = {} if config is None else config
+    errors = sorted(
+        _FillingValidator(study_schema()).iter_errors(config), key=lambda e: list(e.absolute_path)
+    )
+    if errors:
+        raise ConfigError(f"{path}: " + "; ".join(map(_violation, errors)))
+    return config
+
+
 def cmd_validate(args: argparse.Namespace) -> None:
-    with open(args.config) as handle:
-        config = yaml.safe_load(handle) or {}
-    studies = config.get("studies") or {}
-    if not studies:
-        raise ConfigError(f"{args.config}: no studies (config key studies is empty)")
-    for name, study in studies.items():
+    for name, study in load_study_config(args.config)["studies"].items():
+        size = grid_size(study)  # before expanding: a huge grid is named before it is built
+        if size > LARGE_GRID:
+            print(
+                f"sgdnoise validate: warning: study {name} has {size} points (more than "
+                f"{LARGE_GRID}); their ids are not listed",
+                file=sys.stderr,
+                flush=True,
+            )
         points = expand_study(name, study)
         print(f"{name}: {len(points)} points")
-        for point in points:
-            print(f"  {point.point_id}")
+        if size <= LARGE_GRID:
+            for point in points:
+                print(f"  {point.point_id}")
 
 
 def cmd_two_time(args: argparse.Namespace) -> None:
@@ -180,9 +282,23 @@ def cmd_fit(args: argparse.Namespace) -> None:
     write_artifact(fit_point(run, two_time, dmft), args.out, "fit")
 
 
+def _check_grid_table(path: str) -> None:
+    """Refuse a --grid file that is not a study's grid table with at least one point."""
+    from sgdnoise.stages.aggregate import GRID_COLUMNS
+
+    with open(path) as handle:
+        lines = handle.read().splitlines()
+    if len(lines) < 2 or lines[0].split("\t") != list(GRID_COLUMNS):
+        raise ArtifactError(
+            f"{path}: not a study's grid table (a header {' '.join(GRID_COLUMNS)}, then a "
+            "line per point), as the workflow's rule grid_table writes it"
+        )
+
+
 def cmd_aggregate(args: argparse.Namespace) -> None:
     from sgdnoise.stages.aggregate import aggregate
 
+    _check_grid_table(args.grid)
     write_artifact(aggregate(args.grid, args.runs, args.fits or []), args.out, "summary")
 
 
@@ -198,15 +314,21 @@ def cmd_study_fits(args: argparse.Namespace) -> None:
 
 
 def cmd_render(args: argparse.Namespace) -> None:
-    from sgdnoise.plots import render
+    from sgdnoise.plots import FIGURES, render
 
-    render(args.figure, args.summary, args.out, args.fits)
+    try:
+        render(args.figure, args.summary, args.out, args.fits)
+    except (KeyError, ValueError) as error:  # an unknown name, or data the summary lacks
+        detail = error.args[0] if error.args else type(error).__name__
+        if args.figure in FIGURES:
+            detail = f"figure {args.figure} cannot be drawn from {args.summary}: {detail}"
+        raise ArtifactError(detail) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sgdnoise", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="sgdnoise", description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+        "--threads", type=_thread_count, default=None, help="torch threads (default: torch's)"
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -291,13 +413,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(error: Exception) -> str:
+    """The message of a user error on one line (an OSError as 'file: reason')."""
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        text = f"{error.filename}: {error.strerror}"
+    else:
+        text = str(error)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    message = lines[0] if lines else type(error).__name__
+    for line in lines[1:]:  # a list of problems after "...:", or several sentences
+        message += (" " if message.endswith(":") else "; ") + line
+    return message
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; return its exit status (2: an error in the input, on one line)."""
     args = build_parser().parse_args(argv)
     _set_threads(args.threads)
     try:
         args.handler(args)
-    except (ConfigError, ArtifactError) as error:
-        print(f"sgdnoise {args.command}: error: {error}", file=sys.stderr)
+    except (ConfigError, OSError) as error:  # ArtifactError is an OSError
+        print(f"sgdnoise {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     return 0
 

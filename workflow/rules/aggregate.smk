@@ -25,5 +25,5 @@ rule aggregate:
         mem_mb=4000,
         runtime=30,
     shell:
-        "sgdnoise aggregate --grid {input.grid} --fits {input.fits} --out {output}"
-        " {input.runs} > {log} 2>&1"
+        "{SGDNOISE} aggregate --grid {input.grid:q} --fits {input.fits:q} --out {output:q}"
+        " {input.runs:q} > {log:q} 2>&1"

@@ -1,5 +1,6 @@
 # Validation, grid expansion and the named input functions every rule uses.
-import json
+import shlex
+import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -11,7 +12,12 @@ from sgdnoise.stages.generate_data import data_spec_id
 from sgdnoise.workflow_plan import figures_of
 
 
+# a link to the package's study schema, the one `sgdnoise validate` applies
 validate(config, schema="../schemas/config.schema.yaml")
+
+# The command line of every rule: the package of the interpreter that runs Snakemake (the
+# same in a SLURM job's Snakemake), found without an activated environment or PATH.
+SGDNOISE = f"{shlex.quote(sys.executable)} -m sgdnoise"
 
 RESULTS = config["results"]
 try:
@@ -148,9 +154,12 @@ def fit_inputs(wildcards):
 
 
 def fit_options(wildcards, input):
-    """The --two-time and --dmft options of `sgdnoise fit` (for the inputs it has)."""
+    """The --two-time and --dmft options of `sgdnoise fit` (for the inputs it has; paths
+    quoted for the shell)."""
     names = [name for name in ("two_time", "dmft") if name in input.keys()]
-    return " ".join(f"--{name.replace('_', '-')} {getattr(input, name)}" for name in names)
+    return " ".join(
+        f"--{name.replace('_', '-')} {shlex.quote(getattr(input, name))}" for name in names
+    )
 
 
 PER_POINT_ANALYSES = {

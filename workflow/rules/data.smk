@@ -14,4 +14,4 @@ rule generate_data:
         mem_mb=2000,
         runtime=10,
     shell:
-        "sgdnoise data --json {params.config:q} --out {output} > {log} 2>&1"
+        "{SGDNOISE} data --json {params.config:q} --out {output:q} > {log:q} 2>&1"

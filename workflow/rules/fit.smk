@@ -14,4 +14,4 @@ rule fit:
         mem_mb=2000,
         runtime=20,
     shell:
-        "sgdnoise fit {input.run} {params.options} --out {output} > {log} 2>&1"
+        "{SGDNOISE} fit {input.run:q} {params.options} --out {output:q} > {log:q} 2>&1"

@@ -16,5 +16,5 @@ rule correlation_response:
         mem_mb=4000,
         runtime=120,
     shell:
-        "sgdnoise --threads {threads} correlation-response {input.run} --data {input.data}"
-        " --out {output} > {log} 2>&1"
+        "{SGDNOISE} --threads {threads} correlation-response {input.run:q}"
+        " --data {input.data:q} --out {output:q} > {log:q} 2>&1"

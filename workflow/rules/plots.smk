@@ -1,6 +1,8 @@
 # Stage render: the figures of a study, each with its own caption for the report.
 # One rule per figure (a report caption cannot be chosen by a wildcard); figures of
 # study-level fits also read results/<study>/fits.nc.
+import shlex
+
 from sgdnoise.workflow_plan import FIGURES_WITH_STUDY_FITS, all_figures
 
 ALL_FIGURES = all_figures()
@@ -19,8 +21,9 @@ def figure_inputs(figure):
 
 
 def fits_option(wildcards, input):
-    """The --fits option of `sgdnoise render` (empty for figures of the summary alone)."""
-    return f"--fits {input.fits}" if "fits" in input.keys() else ""
+    """The --fits option of `sgdnoise render` (empty for figures of the summary alone;
+    the path quoted for the shell)."""
+    return f"--fits {shlex.quote(input.fits)}" if "fits" in input.keys() else ""
 
 
 for figure_name in ALL_FIGURES:
@@ -46,5 +49,5 @@ for figure_name in ALL_FIGURES:
             mem_mb=2000,
             runtime=10,
         shell:
-            "sgdnoise render {params.figure} {input.summary} {params.fits} --out {output}"
-            " > {log} 2>&1"
+            "{SGDNOISE} render {params.figure} {input.summary:q} {params.fits}"
+            " --out {output:q} > {log:q} 2>&1"

@@ -22,4 +22,5 @@ rule study_fits:
         mem_mb=4000,
         runtime=60,
     shell:
-        "sgdnoise study-fits {input} --analyses {params.analyses} --out {output} > {log} 2>&1"
+        "{SGDNOISE} study-fits {input:q} --analyses {params.analyses} --out {output:q}"
+        " > {log:q} 2>&1"

@@ -17,5 +17,5 @@ rule dmft:
         mem_mb=4000,
         runtime=120,
     shell:
-        "sgdnoise --threads {threads} dmft --json {params.config:q} {params.solver}"
-        " --out {output} > {log} 2>&1"
+        "{SGDNOISE} --threads {threads} dmft --json {params.config:q} {params.solver}"
+        " --out {output:q} > {log:q} 2>&1"

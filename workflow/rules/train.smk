@@ -18,5 +18,5 @@ rule train_replicas:
         mem_mb=4000,
         runtime=120,
     shell:
-        "sgdnoise --threads {threads} point --json {params.config:q} --data {input.data}"
-        " --out {output} --quiet > {log} 2>&1"
+        "{SGDNOISE} --threads {threads} point --json {params.config:q} --data {input.data:q}"
+        " --out {output:q} --quiet > {log:q} 2>&1"
