@@ -17,8 +17,9 @@ import yaml
 
 from sgdnoise import cli
 from sgdnoise.config import expand_study
+from sgdnoise.config.grid import grid_table
 from sgdnoise.io.artifact import write_artifact
-from sgdnoise.stages.aggregate import aggregate, grid_table
+from sgdnoise.stages.aggregate import aggregate
 from sgdnoise.stages.train import train_point
 from tests.conftest import REPO
 from tests.workflow_runner import kill_group, snakemake

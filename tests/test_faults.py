@@ -13,8 +13,9 @@ import xarray as xr
 import yaml
 
 from sgdnoise.config import expand_study
+from sgdnoise.config.grid import grid_table
 from sgdnoise.io.artifact import ArtifactError, read_artifact, write_artifact
-from sgdnoise.stages.aggregate import aggregate, grid_table
+from sgdnoise.stages.aggregate import aggregate
 from sgdnoise.stages.train import train_point
 from tests.workflow_runner import kill_group, snakemake, start_snakemake
 

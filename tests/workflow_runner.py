@@ -1,9 +1,9 @@
 """Run the real Snakefile in a scratch directory: the one helper of tests and benchmarks.
 
 Standard library only (the benchmarks import it without pytest). Snakemake runs as
-``python -m snakemake`` of this interpreter, with its bin directory first on PATH so
-the rules' ``sgdnoise`` commands come from the same environment, and in its own process
-group, so that killing the group kills Snakemake and every job it started.
+``python -m snakemake`` of this interpreter (the rules reach the package through the
+interpreter that runs Snakemake: nothing is put on PATH), in its own process group, so
+that killing the group kills Snakemake and every job it started.
 """
 
 from __future__ import annotations
@@ -33,12 +33,9 @@ def snakemake_command(workdir: Path, *arguments: str) -> list[str]:
 
 def start_snakemake(workdir: Path, *arguments: str, **popen) -> subprocess.Popen:
     """Snakemake started in ``workdir`` as the leader of a new process group."""
-    bin_directory = Path(sys.executable).parent
-    env = dict(os.environ, PATH=f"{bin_directory}{os.pathsep}{os.environ['PATH']}")
     return subprocess.Popen(
         snakemake_command(workdir, *arguments),
         cwd=workdir,
-        env=env,
         start_new_session=True,
         **popen,
     )

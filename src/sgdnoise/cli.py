@@ -98,7 +98,20 @@ def cmd_point(args: argparse.Namespace) -> None:
         dataset = train_network_point(
             point, datasets, progress=not args.quiet, checkpoint=checkpoint
         )
-    write_artifact(dataset, args.out, "run")
+    write_artifact(dataset, args.out, "run", _grid_coordinates(args.coordinates))
+
+
+def _grid_coordinates(text: str | None) -> dict | None:
+    """The --coordinates JSON mapping (dimension name -> swept value), or None."""
+    if text is None:
+        return None
+    try:
+        coordinates = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"--coordinates: not valid JSON: {error}") from None
+    if not isinstance(coordinates, dict):
+        raise ConfigError("--coordinates: a JSON mapping of dimension name to value")
+    return coordinates
 
 
 def cmd_data(args: argparse.Namespace) -> None:
@@ -338,6 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
     point.add_argument("--out", required=True, help="run artifact to write (.nc)")
     point.add_argument("--data", help="data artifact from 'sgdnoise data' (else built here)")
     point.add_argument("--quiet", action="store_true", help="no progress bar")
+    point.add_argument(
+        "--coordinates",
+        help="the point's grid values as JSON {dimension: value}: written as length-1 "
+        "dimensions, so a study's runs combine with xr.open_mfdataset",
+    )
     point.set_defaults(handler=cmd_point)
 
     data = commands.add_parser("data", help="build the data set of a grid point")

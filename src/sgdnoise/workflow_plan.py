@@ -1,8 +1,9 @@
-"""The analyses a study may ask for: what each needs, which figures it draws.
+"""What the workflow asks of the package: the analyses, their needs and figures, and
+the planning helpers of workflow/rules/common.smk.
 
 One registry (``ANALYSES``) read by the config validation (a study whose points cannot
-feed an analysis is refused before any job runs) and by the workflow (which figures are
-its final targets).
+feed an analysis is refused before any job runs), by the workflow (which stage computes
+what, which figures are its final targets) and by the study-level fits.
 """
 
 from __future__ import annotations
@@ -89,6 +90,10 @@ ANALYSES: dict[str, Analysis] = {
         "summary",
         _sweeps("model.alpha", "optimizer.temperature"),
     ),
+    # the test error against T at fixed alpha (one curve per P): the lazy-regime sweep
+    "temperature_sweep": Analysis(
+        ("test_error_vs_temperature",), "summary", _sweeps("optimizer.temperature")
+    ),
     "power_laws": Analysis(
         ("scaling_observables", "exponents_vs_chi"), "study_fits", _sweeps_temperature_to_zero_loss
     ),
@@ -115,6 +120,11 @@ FIGURES_WITH_STUDY_FITS = tuple(
     if analysis.stage == "study_fits"
     for figure in analysis.figures
 )
+
+
+def analyses_of_stage(analyses: Sequence[str], stage: str) -> list[str]:
+    """The analyses among ``analyses`` that ``stage`` computes, in order."""
+    return [name for name in analyses if ANALYSES[name].stage == stage]
 
 
 def unmet_needs(analyses: Sequence[str], points: Points, axes: Sequence[str]) -> list[str]:
@@ -150,3 +160,11 @@ def all_figures() -> list[str]:
     """Every figure some study can ask for, sorted."""
     tables = (FIGURES_OF_ANALYSIS, FIGURES_OF_ANALYSES_TOGETHER)
     return sorted({f for table in tables for figures in table.values() for f in figures})
+
+
+def data_spec_id(point: dict) -> str:
+    """File id of a point's data set (kind and hash of its spec): points that share it
+    share one data artifact."""
+    from sgdnoise.stages.generate_data import data_spec_id as spec_id
+
+    return spec_id(point)

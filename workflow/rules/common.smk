@@ -1,4 +1,5 @@
 # Validation, grid expansion and the named input functions every rule uses.
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -7,9 +8,8 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from sgdnoise.config import ConfigError, canonical_json, expand_study
-from sgdnoise.stages.aggregate import grid_table
-from sgdnoise.stages.generate_data import data_spec_id
-from sgdnoise.workflow_plan import figures_of
+from sgdnoise.config.grid import grid_table
+from sgdnoise.workflow_plan import analyses_of_stage, data_spec_id, figures_of
 
 
 # a link to the package's study schema, the one `sgdnoise validate` applies
@@ -50,6 +50,11 @@ wildcard_constraints:
 def point_of(wildcards):
     """The GridPoint of a {study}/{point} pair."""
     return STUDIES[wildcards.study][wildcards.point]
+
+
+def point_coordinates_text(wildcards):
+    """The point's grid values as JSON (length-1 dimensions of its run artifact)."""
+    return json.dumps(point_of(wildcards).coordinates)
 
 
 def point_config_text(wildcards):
@@ -109,27 +114,6 @@ def dmft_asked(study: str) -> bool:
     return "dmft" in config["studies"][study].get("analyses", [])
 
 
-def check_dmft_studies():
-    """Refuse, before any job runs, a `dmft` study with a point outside the theory."""
-    from sgdnoise.theory.problem import UnsupportedPointError, problem_from_point
-
-    for study, points in STUDIES.items():
-        if not dmft_asked(study):
-            continue
-        for point_id, point in points.items():
-            try:
-                problem_from_point(point.config)
-            except UnsupportedPointError as error:
-                raise WorkflowError(
-                    f"invalid configuration: study {study!r} asks for the analysis dmft, but "
-                    f"its point {point_id} is outside the theory: {error}"
-                ) from None
-
-
-if any(dmft_asked(study) for study in STUDIES):
-    check_dmft_studies()
-
-
 def dmft_solver_options(wildcards):
     """The solver options of `sgdnoise dmft` (the study's `dmft` settings; seed = run.seed)."""
     settings = config["studies"][wildcards.study]["dmft"]
@@ -162,19 +146,9 @@ def fit_options(wildcards, input):
     )
 
 
-PER_POINT_ANALYSES = {
-    "teff",
-    "langevin_calibration",
-    "discretisation",
-    "replica_distance",
-    "margins",
-    "dmft",
-}
-
-
 def study_fits(wildcards):
     """The fits artifacts of a study's points (none if no per-point analysis is asked)."""
-    analyses = set(config["studies"][wildcards.study].get("analyses", []))
-    if not analyses & PER_POINT_ANALYSES:
+    analyses = config["studies"][wildcards.study].get("analyses", [])
+    if not analyses_of_stage(analyses, "fit"):
         return []
     return [f"{RESULTS}/{wildcards.study}/fits/{p}.nc" for p in STUDIES[wildcards.study]]

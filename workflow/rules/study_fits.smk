@@ -1,12 +1,9 @@
 # Stage study_fits: study-level analyses of the aggregated summary (power laws, critical
 # temperature and collapse) in fits.nc; plots.smk draws the figures from summary and fits.
-from sgdnoise.stages.study_fits import STUDY_ANALYSES
-
-
 def study_level_analyses(wildcards):
     """The study-level analyses a study asks for (arguments of `sgdnoise study-fits`)."""
     analyses = config["studies"][wildcards.study].get("analyses", [])
-    return " ".join(name for name in analyses if name in STUDY_ANALYSES)
+    return " ".join(analyses_of_stage(analyses, "study_fits"))
 
 
 rule study_fits:

@@ -13,10 +13,11 @@ rule train_replicas:
         f"{RESULTS}/{{study}}/benchmarks/train/{{point}}.tsv"
     params:
         config=point_config_text,
+        coordinates=point_coordinates_text,
     threads: 1
     resources:
         mem_mb=4000,
         runtime=120,
     shell:
         "{SGDNOISE} --threads {threads} point --json {params.config:q} --data {input.data:q}"
-        " --out {output:q} --quiet > {log:q} 2>&1"
+        " --coordinates {params.coordinates:q} --out {output:q} --quiet > {log:q} 2>&1"

@@ -9,13 +9,17 @@ points.
 from __future__ import annotations
 
 import copy
+import csv
 import itertools
+import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sgdnoise.config.schema import (
     ConfigError,
+    config_sha256,
     known_key_paths,
     refuse_non_finite,
     resolve_point,
@@ -30,6 +34,7 @@ ANALYSES = tuple(ANALYSIS_REGISTRY)  # every analysis a study may ask for
 # Longest point id: file names add up to ~40 characters (".nc.ckpt", the temporary
 # ".<name>.XXXXXXXX.part" of atomic writes) and most file systems stop at 255 bytes.
 MAX_POINT_ID_LENGTH = 200
+GRID_COLUMNS = ("point_id", "config_sha256", "assignments")
 
 
 @dataclass(frozen=True)
@@ -275,3 +280,21 @@ def expand_study(name: str, study: dict) -> list[GridPoint]:
 def swept_key_paths(grid: dict) -> list[str]:
     """Every configuration key path a study's grid sets (bundles and variants opened)."""
     return sorted(set().union(*(_keys_set_by(axis, values) for axis, values in grid.items())))
+
+
+def grid_table(points: list[GridPoint]) -> str:
+    """Tab-separated table of a study's points: id, config hash, swept values (JSON)."""
+    lines = ["\t".join(GRID_COLUMNS)]
+    for point in points:
+        assignments = json.dumps(point.assignments, sort_keys=True)
+        lines.append("\t".join([point.point_id, config_sha256(point.config), assignments]))
+    return "\n".join(lines) + "\n"
+
+
+def read_grid_table(path: str | Path) -> list[dict]:
+    """Rows of a grid table with the assignments decoded."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    for row in rows:
+        row["assignments"] = json.loads(row["assignments"])
+    return rows

@@ -10,37 +10,17 @@ reuses stale results silently.
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
-from sgdnoise.config import GridPoint, config_sha256, coordinate_name
-from sgdnoise.config.grid import grid_coordinates
+from sgdnoise.config import coordinate_name
+from sgdnoise.config.grid import grid_coordinates, read_grid_table
 from sgdnoise.io.artifact import ArtifactError, provenance, read_artifact, with_grid_dimensions
 
-GRID_COLUMNS = ("point_id", "config_sha256", "assignments")
 HEAVY_VARIABLES = ("weights", "final_weights", "initial_weights", "final_stabilities")
-
-
-def grid_table(points: list[GridPoint]) -> str:
-    """Tab-separated table of a study's points: id, config hash, swept values (JSON)."""
-    lines = ["\t".join(GRID_COLUMNS)]
-    for point in points:
-        assignments = json.dumps(point.assignments, sort_keys=True)
-        lines.append("\t".join([point.point_id, config_sha256(point.config), assignments]))
-    return "\n".join(lines) + "\n"
-
-
-def read_grid_table(path: str | Path) -> list[dict]:
-    """Rows of a grid table with the assignments decoded."""
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t"))
-    for row in rows:
-        row["assignments"] = json.loads(row["assignments"])
-    return rows
 
 
 def reduce_run(run: xr.Dataset) -> xr.Dataset:

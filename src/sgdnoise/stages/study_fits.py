@@ -21,8 +21,9 @@ from sgdnoise.analysis import critical_temperature, power_laws
 from sgdnoise.analysis.scaling_data import TEMPERATURE, with_temperature
 from sgdnoise.io.artifact import provenance
 from sgdnoise.io.metadata import describe
+from sgdnoise.workflow_plan import ANALYSES, analyses_of_stage
 
-STUDY_ANALYSES = ("power_laws", "critical_temperature")
+STUDY_ANALYSES = tuple(analyses_of_stage(list(ANALYSES), "study_fits"))
 
 
 def study_fits(summary: xr.Dataset, analyses: list[str]) -> xr.Dataset:
