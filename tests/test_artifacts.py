@@ -124,6 +124,7 @@ def test_killed_training_leaves_no_artifact(tmp_path, sgdnoise_command):
     assert all(not p.name.endswith(".nc") for p in leftovers)
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, sgdnoise_command):
     config = {
         "data": {"N": 100, "P": 200},
@@ -168,6 +169,7 @@ def _kill_once_checkpointed(command: list[str], checkpoint, after: float) -> Non
     process.wait()
 
 
+@pytest.mark.slow
 def test_a_killed_network_run_resumes_to_the_uninterrupted_result(tmp_path, sgdnoise_command):
     """Killed after a checkpoint and before any replica stops, the rerun resumes: its
     artifact (stop times, records, final stabilities) is the uninterrupted run's."""

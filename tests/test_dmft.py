@@ -642,6 +642,7 @@ def ridge_minimum(kappa: float, ridge: float, sample_ratio: float) -> tuple[floa
     return 0.5 * second_moment(q)[1] / (1 + chi) ** 2, q
 
 
+@pytest.mark.slow
 def test_gd_dmft_reaches_the_exact_static_minimum_of_the_ridge():
     """Exact reference: GD's fixed point is the minimum, lr-independent, and for the
     strongly convex ridge square hinge its loss and norm are the replica-symmetric ones."""

@@ -147,6 +147,7 @@ def test_study_fits_artifact_has_units_and_both_analyses(tmp_path):
         study_fits(summary, ["training_curves"])
 
 
+@pytest.mark.slow
 def test_scaling_figures_render_from_summary_and_fits(tmp_path):
     from sgdnoise.io.artifact import write_artifact
     from sgdnoise.plots import render

@@ -297,7 +297,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
 
 def _check_grid_table(path: str) -> None:
     """Refuse a --grid file that is not a study's grid table with at least one point."""
-    from sgdnoise.stages.aggregate import GRID_COLUMNS
+    from sgdnoise.config.grid import GRID_COLUMNS
 
     with open(path) as handle:
         lines = handle.read().splitlines()
