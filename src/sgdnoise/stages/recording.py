@@ -115,9 +115,17 @@ class RecordingSchedule:
         return not self.steps or end_step > self.steps[-1]
 
     def coordinates(self, lr: float) -> dict[str, tuple]:
-        """The ``time`` (lr x step) and ``step`` coordinates of the records."""
+        """The ``record`` index and its ``time`` (lr x step) and ``step`` coordinates.
+
+        The index lets points with different numbers of records combine (outer join:
+        a shorter run reads NaN past its last record).
+        """
         steps = np.asarray(self.steps, dtype=np.int64)
-        return {"time": ("record", lr * steps), "step": ("record", steps)}
+        return {
+            "record": ("record", np.arange(len(steps))),
+            "time": ("record", lr * steps),
+            "step": ("record", steps),
+        }
 
     def state(self) -> dict:
         """What a checkpoint keeps to resume the schedule exactly."""
