@@ -310,3 +310,25 @@ def test_runs_open_together_with_plain_xarray(tmp_path):
     assert set(one["train_loss"].dims) == {"replica", "record"}
     assert json.loads(one.attrs["config"])["optimizer"]["b"] in (0.2, 0.5)
     assert not math.isnan(float(one["train_loss"].isel(record=0).mean()))
+
+
+def test_runs_with_different_record_counts_make_one_summary(tmp_path):
+    """Runs with different budgets (or stops at different t*) hold different numbers of
+    records: the summary pads the shorter ones with NaN (it used to refuse to combine)."""
+    from sgdnoise.config.grid import grid_table
+    from sgdnoise.stages.aggregate import aggregate
+
+    base = {**TINY, "run": {"replicas": 2, "max_time": 10.0, "record": {"count": 60}}}
+    points = expand_study("s", study({"run.max_steps": [5, 20]}, base=base))
+    runs = []
+    for point in points:
+        runs.append(tmp_path / f"{point.point_id}.nc")
+        write_artifact(train_point(point.config), runs[-1], "run", point.coordinates)
+    counts = {read_artifact(path, "run").sizes["record"] for path in runs}
+    assert len(counts) == 2  # the test's premise: two lengths
+    (tmp_path / "grid.tsv").write_text(grid_table(points))
+    summary = aggregate(tmp_path / "grid.tsv", runs)
+    assert summary.sizes["record"] == max(counts)
+    recorded = summary["time"].notnull().sum("record")  # per point: its own count
+    assert sorted(recorded.values.ravel().tolist()) == sorted(counts)
+    assert np.isnan(summary["train_loss"]).any()  # the shorter run, past its end
