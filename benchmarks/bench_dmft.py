@@ -39,7 +39,8 @@ import warnings
 import torch
 
 from sgdnoise.config import resolve_point
-from sgdnoise.theory import fixed_point, solve_dmft
+from sgdnoise.stages.dmft import solve_dmft
+from sgdnoise.theory import fixed_point
 
 REFERENCE_SECONDS = {  # (kind, steps): (per iteration, per solve), one core
     ("sgd", 250): (0.45, 7.0),

@@ -21,8 +21,9 @@ import warnings
 import numpy as np
 
 from sgdnoise.config import resolve_point
+from sgdnoise.stages.dmft import solve_dmft
 from sgdnoise.stages.train import train_point
-from sgdnoise.theory import fixed_point, solve_dmft
+from sgdnoise.theory import fixed_point
 
 
 def main() -> None:

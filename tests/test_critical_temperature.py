@@ -19,6 +19,7 @@ from sgdnoise.analysis.critical_temperature import (
     critical_temperature,
     departure_temperature,
     fit_critical_temperature,
+    log_amplitude,
 )
 from tests.synthetic_scaling import SIZES, crossover, perceptron_summary
 from tests.synthetic_scaling import departure_temperature as exact_departure
@@ -122,3 +123,18 @@ def test_study_critical_temperature_on_perceptron_and_network_summaries():
         rtol=0.25,
     )
     assert isinstance(fits, xr.Dataset)
+
+
+def test_line_through_the_critical_temperatures_at_the_fitted_exponent():
+    """log A of T_c = A P^-a (the line critical_temperature_vs_P draws): exact for an exact
+    power law, NaN with fewer than two T_c or without an exponent."""
+    sizes = np.array([1024.0, 2048.0, 4096.0])
+    critical = xr.DataArray(
+        [2.0 * sizes**-0.5, [0.1, np.nan, np.nan], 2.0 * sizes**-0.5],
+        dims=("N", "P"),
+        coords={"N": [8, 16, 32], "P": sizes},
+    )
+    a = xr.DataArray([0.5, 0.5, np.nan], dims="N", coords={"N": [8, 16, 32]})
+    amplitude = log_amplitude(critical, a).values
+    assert amplitude[0] == pytest.approx(np.log(2.0), rel=1e-12)
+    assert np.isnan(amplitude[1:]).all()

@@ -20,7 +20,9 @@ import torch
 from scipy import stats
 
 from sgdnoise.config import resolve_point
-from sgdnoise.theory import UnsupportedPointError, gardner_capacity, solve_dmft
+from sgdnoise.io.metadata import PER_TIME_UNITS, TIME_UNITS
+from sgdnoise.stages.dmft import solve_dmft
+from sgdnoise.theory import UnsupportedPointError, gardner_capacity
 from sgdnoise.theory.fixed_point import solve_seed
 from sgdnoise.theory.memory_kernel import memory_kernel
 from sgdnoise.theory.problem import problem_from_point
@@ -305,8 +307,11 @@ def test_dataset_vocabulary_units_and_seed_errors():
     assert ds.sizes["step"] == steps and ds.sizes["step2"] == steps and ds.sizes["t_w"] == 1
     np.testing.assert_allclose(ds.time.values, 0.1 * np.arange(steps))
     assert ds.C.dims == ("step", "step2") and ds.chi.dims == ("step", "t_w")
-    for name, variable in ds.data_vars.items():
+    for name, variable in ds.variables.items():
         assert variable.attrs.get("units") and variable.attrs.get("long_name"), name
+    assert ds.time.attrs["units"] == ds.t_w.attrs["units"] == TIME_UNITS  # the simulator's
+    for name in ("R", "nu", "M_C", "M_R_stderr"):
+        assert ds[name].attrs["units"] == PER_TIME_UNITS, name
     assert ds.attrs["status"] == "converged" and ds.attrs["seeds"] == 3
     assert ds.attrs["paths"] == 1000 and ds.attrs["final_change"] < ds.attrs["tolerance"]
     # the standard error is the scatter of independent seeds: a loss at t = 5 from

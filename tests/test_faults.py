@@ -58,8 +58,8 @@ def test_a_diverged_point_measures_and_fits_to_nan_not_to_a_crash():
     from sgdnoise.config import resolve_point
     from sgdnoise.data import make_dataset
     from sgdnoise.stages.correlation_response import measure_two_time
+    from sgdnoise.stages.dmft import solve_dmft
     from sgdnoise.stages.fit import fit_point
-    from sgdnoise.theory import solve_dmft
 
     point = resolve_point(
         {

@@ -15,6 +15,7 @@ from scipy import stats
 
 from sgdnoise.analysis.power_laws import fit_power_law, power_laws, window_start
 from sgdnoise.stages.study_fits import study_fits
+from sgdnoise.workflow_plan import CROSSOVER_FIGURES, SCALING_FIGURES
 from tests.synthetic_scaling import SIZES, TEMPERATURES, crossover, perceptron_summary
 
 
@@ -151,13 +152,37 @@ def test_study_fits_artifact_has_units_and_both_analyses(tmp_path):
 def test_scaling_figures_render_from_summary_and_fits(tmp_path):
     from sgdnoise.io.artifact import write_artifact
     from sgdnoise.plots import render
-    from sgdnoise.workflow_plan import FIGURES_WITH_STUDY_FITS
 
     summary = perceptron_summary(np.random.default_rng(6), chis=(1.0, 3.0), dims=(16.0,))
     write_artifact(summary, tmp_path / "summary.nc", "summary")
     fits = study_fits(summary, ["power_laws", "critical_temperature"])
     write_artifact(fits, tmp_path / "fits.nc", "fit")
-    for figure in FIGURES_WITH_STUDY_FITS:
+    for figure in SCALING_FIGURES + CROSSOVER_FIGURES:
         out = tmp_path / f"{figure}.png"
         render(figure, str(tmp_path / "summary.nc"), str(out), str(tmp_path / "fits.nc"))
         assert out.stat().st_size > 10_000, figure
+
+
+@pytest.mark.parametrize("given", ["no fits", "fits of another analysis"])
+def test_scaling_figures_refuse_to_draw_without_their_study_fits(tmp_path, given):
+    """A figure of a study-level analysis never reruns the fits: without them it raises a
+    ValueError naming the missing variables and the stage that computes them."""
+    import xarray as xr
+
+    from sgdnoise.plots import FIGURES
+
+    summary = perceptron_summary(np.random.default_rng(6), chis=(1.0,), dims=(16.0,))
+    extra = {} if given == "no fits" else {"fits": xr.Dataset({"unrelated": 0.0})}
+    for figure in SCALING_FIGURES + CROSSOVER_FIGURES:
+        with pytest.raises(ValueError, match=f"{figure} needs .* study-fits"):
+            FIGURES[figure](summary, str(tmp_path / f"{figure}.png"), **extra)
+        assert not (tmp_path / f"{figure}.png").exists()
+
+
+def test_the_stage_computes_every_study_level_analysis_of_the_registry():
+    """The workflow asks study_fits for the analyses its registry puts in that stage: the
+    stage must know a fit for each of them."""
+    from sgdnoise.stages.study_fits import STUDY_FITS
+    from sgdnoise.workflow_plan import ANALYSES, analyses_of_stage
+
+    assert set(analyses_of_stage(list(ANALYSES), "study_fits")) == set(STUDY_FITS)

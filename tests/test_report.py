@@ -17,7 +17,7 @@ from jinja2 import Environment
 from matplotlib.collections import PolyCollection
 
 from sgdnoise.config import resolve_point
-from sgdnoise.plots import FIGURES, noise
+from sgdnoise.plots import FIGURES, dmft, fdt, margins, replica_distance
 from sgdnoise.workflow_plan import all_figures, figures_of
 from tests.conftest import REPO
 
@@ -72,12 +72,13 @@ GAPS = np.linspace(-0.5, 1.5, 9)
 
 
 def noise_summary(dmft: bool, stopped: bool) -> xr.Dataset:
-    """A summary shaped like stages.aggregate's over (b, optimizer): distances, T_eff,
-    margins and t* of 4 replicas (finite when they ``stopped`` at zero loss), and with
-    ``dmft`` the dmft_* variables of analysis.dmft_fits (the same trends, 10% apart)."""
+    """A summary shaped like stages.aggregate's over (b, optimizer): distances, T_eff (and
+    T_eff / b, as stages.fit writes it), margins and t* of 4 replicas (finite when they
+    ``stopped`` at zero loss), and with ``dmft`` the dmft_* variables of analysis.dmft_fits
+    (the same trends, 10% apart)."""
     grid = ("b", "optimizer")
     noise_level = np.outer(B, [2.0, 1.0])  # (b, optimizer): persistence adds noise
-    window = np.ones(len(noise.FIT_WINDOWS))
+    window = np.ones(len(fdt.FIT_WINDOWS))
     density = np.exp(-np.abs(GAPS))[None, None, :] / (1 + noise_level[..., None])
     variables = {
         "replica_distance": (grid, 0.01 * noise_level),
@@ -86,6 +87,10 @@ def noise_summary(dmft: bool, stopped: bool) -> xr.Dataset:
         "T_eff": ((*grid, "window"), 0.1 * noise_level[..., None] * window),
         "T_eff_low": ((*grid, "window"), 0.08 * noise_level[..., None] * window),
         "T_eff_high": ((*grid, "window"), 0.12 * noise_level[..., None] * window),
+        "T_eff_per_drift": (
+            (*grid, "window"),
+            0.1 * noise_level[..., None] * window / np.array(B)[:, None, None],
+        ),
         "gap_density": ((*grid, "gap"), density),
         "kappa_eff": (grid, -0.01 * noise_level),
         "kappa_eff_stderr": (grid, 0.001 * noise_level),
@@ -106,7 +111,7 @@ def noise_summary(dmft: bool, stopped: bool) -> xr.Dataset:
     coords = {
         "b": B,
         "optimizer": OPTIMIZERS,
-        "window": list(noise.FIT_WINDOWS),
+        "window": list(fdt.FIT_WINDOWS),
         "gap": GAPS,
         "replica": np.arange(4),
     }
@@ -133,7 +138,7 @@ def regime_bundle(summary: xr.Dataset) -> xr.Dataset:
 
 @pytest.fixture
 def drawn(monkeypatch, tmp_path):
-    """The figures the noise module draws, kept open (and checked to render) instead of
+    """The figures the noise modules draw, kept open (and checked to render) instead of
     saved, so that their artists can be inspected."""
     figures = []
 
@@ -141,7 +146,8 @@ def drawn(monkeypatch, tmp_path):
         figure.savefig(tmp_path / "figure.png")
         figures.append(figure)
 
-    monkeypatch.setattr(noise, "save", keep)
+    for module in (dmft, fdt, margins, replica_distance):
+        monkeypatch.setattr(module, "save", keep)
     yield figures
     for figure in figures:
         plt.close(figure)
@@ -181,7 +187,7 @@ def test_each_sat_figure_draws_the_dmft_of_every_curve_and_point(drawn):
     lines = dmft_lines(relation.axes[0])
     assert len(lines) == len(OPTIMIZERS)
     assert all(line.get_markerfacecolor() == "none" for line in lines)
-    sgd = summary.sel(optimizer="sgd", window=noise.MAIN_WINDOW)
+    sgd = summary.sel(optimizer="sgd", window=fdt.MAIN_WINDOW)
     np.testing.assert_allclose(lines[1].get_xdata(), sgd["dmft_replica_distance"])
     np.testing.assert_allclose(lines[1].get_ydata(), sgd["dmft_T_eff"] / sgd["b"])
     # dashed DMFT gap densities in the colour of each point's simulated one; the DMFT's
@@ -203,9 +209,9 @@ def test_teff_against_distance_reads_the_longest_window_measured_everywhere(draw
     """A short max_lag leaves s <= 10/b empty at small b: the figure falls back to the
     longest window with a T_eff at every point, for the simulation and the DMFT alike."""
     summary = noise_summary(dmft=True, stopped=False)
-    for name in ("T_eff", "dmft_T_eff"):
-        summary[name].loc[{"b": B[0], "window": noise.MAIN_WINDOW}] = np.nan
-    noise.teff_vs_distance(summary, "unused.png")
+    for name in ("T_eff", "dmft_T_eff", "T_eff_per_drift", "dmft_T_eff_per_drift"):
+        summary[name].loc[{"b": B[0], "window": fdt.MAIN_WINDOW}] = np.nan
+    replica_distance.teff_vs_distance(summary, "unused.png")
     (figure,) = drawn
     axis = figure.axes[0]
     assert "window s<=3/b" in axis.get_ylabel()
@@ -239,3 +245,72 @@ def test_a_figure_of_two_analyses_needs_both():
         "replica_distance_vs_b",
         "teff_vs_distance",
     ]
+
+
+# ----------------------------------------------------------------- figures draw, never compute
+
+LEARNING_RATES = [0.025, 0.05, 0.1]
+
+
+def discretisation_summary() -> xr.Dataset:
+    """A Langevin summary over lr at T = 0.2 whose T_eff / T is exactly 1 / (1 / 1.05 +
+    0.8 lr) in every window (the simulation's) and 1 / (1 + 0.8 lr) (the DMFT's), with
+    the ratios the fit stage writes (analysis.fdt.temperature_ratios)."""
+    lr = np.array(LEARNING_RATES)
+    windows = list(fdt.FIT_WINDOWS)
+    ones = np.ones((lr.size, len(windows)))
+    variables = {}
+    for prefix, limit in (("", 1.05), ("dmft_", 1.0)):
+        ratio = ones / (1.0 / limit + 0.8 * lr[:, None])
+        for suffix, factor in (("", 1.0), ("_low", 0.95), ("_high", 1.05)):
+            variables[f"{prefix}T_eff{suffix}"] = (("lr", "window"), 0.2 * factor * ratio)
+            variables[f"{prefix}T_eff_over_T{suffix}"] = (("lr", "window"), factor * ratio)
+    summary = xr.Dataset(variables, coords={"lr": lr, "window": windows})
+    config = resolve_point(
+        {"data": {"P_over_N": 3.0}, "optimizer": {"kind": "langevin", "temperature": 0.2}}
+    )
+    summary.attrs.update(
+        example_config=json.dumps(config), grid_axes=json.dumps({"lr": "optimizer.lr"})
+    )
+    return summary
+
+
+def test_teff_vs_lr_draws_the_extrapolation_of_the_study_fits_and_refuses_without(drawn):
+    """The lr -> 0 extrapolation is a study fit (study_fits, analysis discretisation): the
+    figure draws it through the exact limits and refuses, naming it, to draw without it."""
+    from sgdnoise.stages.study_fits import study_fits
+
+    summary = discretisation_summary()
+    with pytest.raises(ValueError, match="zero_step_T_eff_over_T.*discretisation"):
+        FIGURES["teff_vs_lr"](summary, "unused.png")
+    fits = study_fits(summary, ["discretisation"])
+    np.testing.assert_allclose(fits["zero_step_T_eff_over_T"], 1.05, rtol=1e-12)
+    np.testing.assert_allclose(fits["dmft_zero_step_T_eff_over_T"], 1.0, rtol=1e-12)
+    np.testing.assert_allclose(fits["zero_step_slope"], 0.8, rtol=1e-12)
+    FIGURES["teff_vs_lr"](summary, "unused.png", fits=fits)
+    (figure,) = drawn
+    limits = [
+        line.get_ydata()[0] for line in figure.axes[0].get_lines() if "lr -> 0" in line.get_label()
+    ]
+    np.testing.assert_allclose(limits, [1.05, 1.0], rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("figure", "dropped", "named"),
+    [
+        ("teff_vs_distance", "T_eff_per_drift", "T_eff_per_drift"),
+        ("dmft_vs_simulation", "train_loss_stderr", "train_loss_stderr"),
+        ("teff_vs_lr", "T_eff_over_T", "T_eff_over_T"),
+    ],
+)
+def test_a_figure_without_its_computed_input_names_it(figure, dropped, named):
+    """Unit conversions and standard errors come from the fit stage: a summary without
+    them is refused with the missing variable's name, never recomputed at render time."""
+    if figure == "teff_vs_lr":
+        summary = discretisation_summary()
+    else:
+        summary = noise_summary(dmft=True, stopped=False)
+        summary["train_loss_mean"] = summary["replica_distance"]
+        summary["train_loss_stderr"] = summary["replica_distance"]
+    with pytest.raises(ValueError, match=named):
+        FIGURES[figure](summary.drop_vars(dropped), "unused.png")

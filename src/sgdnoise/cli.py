@@ -35,7 +35,6 @@ from sgdnoise.config.grid import grid_size
 from sgdnoise.io.artifact import (
     ArtifactError,
     artifact_config,
-    provenance,
     read_artifact,
     write_artifact,
 )
@@ -268,7 +267,8 @@ def cmd_two_time(args: argparse.Namespace) -> None:
 
 
 def cmd_dmft(args: argparse.Namespace) -> None:
-    from sgdnoise.theory import UnsupportedPointError, solve_dmft
+    from sgdnoise.stages.dmft import solve_dmft
+    from sgdnoise.theory import UnsupportedPointError
 
     point = _point_of(args)
     try:
@@ -282,7 +282,6 @@ def cmd_dmft(args: argparse.Namespace) -> None:
         )
     except UnsupportedPointError as error:
         raise ConfigError(f"the DMFT does not cover this point: {error}") from None
-    theory.attrs.update(provenance("dmft", point))
     write_artifact(theory, args.out, "dmft")
 
 

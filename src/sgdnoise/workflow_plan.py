@@ -63,44 +63,54 @@ def _sweeps_temperature_to_zero_loss(points: Points, axes: Sequence[str]) -> str
 
 @dataclass(frozen=True)
 class Analysis:
-    """An analysis: its figures, where it is computed, and what its points must provide.
+    """An analysis: its figures, the stages that compute it, what its points must provide.
 
-    ``needs(points, axes)`` returns None when the study can feed the analysis, else a
-    phrase saying what is missing (shown in the validation error).
+    ``stages``: "fit" (per point, fits/<point>.nc) and/or "study_fits" (the study's
+    fits.nc); none: drawn from summary.nc alone. ``study_fit_figures``: the figures that
+    also read fits.nc. ``needs(points, axes)`` returns None when the study can feed the
+    analysis, else a phrase saying what is missing (shown in the validation error).
     """
 
     figures: tuple[str, ...]
-    stage: str  # "fit" (per point, fits/<point>.nc), "study_fits" (fits.nc) or "summary"
+    stages: tuple[str, ...] = ()
     needs: Callable[[Points, Sequence[str]], str | None] | None = None
+    study_fit_figures: tuple[str, ...] = ()
 
+
+PER_POINT, STUDY_LEVEL = ("fit",), ("study_fits",)
+SCALING_FIGURES = ("scaling_observables", "exponents_vs_chi")
+CROSSOVER_FIGURES = ("critical_temperature_vs_P", "scaling_collapse")
 
 ANALYSES: dict[str, Analysis] = {
-    "training_curves": Analysis(("training_curves",), "summary"),
-    "teff": Analysis(("fdt_parametric", "teff_vs_b"), "fit", _measures_response),
+    "training_curves": Analysis(("training_curves",)),
+    "teff": Analysis(("fdt_parametric", "teff_vs_b"), PER_POINT, _measures_response),
     "langevin_calibration": Analysis(
-        ("fdt_parametric", "langevin_calibration"), "fit", _measures_response
+        ("fdt_parametric", "langevin_calibration"), PER_POINT, _measures_response
     ),
-    "replica_distance": Analysis(("replica_distance_vs_b",), "fit", _has_same_init_pairs),
-    "margins": Analysis(("margins",), "fit"),
+    "replica_distance": Analysis(("replica_distance_vs_b",), PER_POINT, _has_same_init_pairs),
+    "margins": Analysis(("margins",), PER_POINT),
     # and a DMFT line on the figures of the other analyses
-    "dmft": Analysis(("dmft_vs_simulation",), "fit", _inside_the_theory),
-    "discretisation": Analysis(("fdt_parametric", "teff_vs_lr"), "fit", _measures_response),
+    "dmft": Analysis(("dmft_vs_simulation",), PER_POINT, _inside_the_theory),
+    # T_eff per point, then its extrapolation to lr -> 0 across the study
+    "discretisation": Analysis(
+        ("fdt_parametric", "teff_vs_lr"),
+        PER_POINT + STUDY_LEVEL,
+        _measures_response,
+        study_fit_figures=("teff_vs_lr",),
+    ),
     "phase_diagram": Analysis(
         ("phase_diagram", "test_error_vs_temperature"),
-        "summary",
-        _sweeps("model.alpha", "optimizer.temperature"),
+        needs=_sweeps("model.alpha", "optimizer.temperature"),
     ),
     # the test error against T at fixed alpha (one curve per P): the lazy-regime sweep
     "temperature_sweep": Analysis(
-        ("test_error_vs_temperature",), "summary", _sweeps("optimizer.temperature")
+        ("test_error_vs_temperature",), needs=_sweeps("optimizer.temperature")
     ),
     "power_laws": Analysis(
-        ("scaling_observables", "exponents_vs_chi"), "study_fits", _sweeps_temperature_to_zero_loss
+        SCALING_FIGURES, STUDY_LEVEL, _sweeps_temperature_to_zero_loss, SCALING_FIGURES
     ),
     "critical_temperature": Analysis(
-        ("critical_temperature_vs_P", "scaling_collapse"),
-        "study_fits",
-        _sweeps_temperature_to_zero_loss,
+        CROSSOVER_FIGURES, STUDY_LEVEL, _sweeps_temperature_to_zero_loss, CROSSOVER_FIGURES
     ),
 }
 
@@ -115,16 +125,13 @@ FIGURES_OF_ANALYSES_TOGETHER: dict[tuple[str, ...], tuple[str, ...]] = {
 
 # Figures drawn from the study-level fits (results/<study>/fits.nc, rule study_fits).
 FIGURES_WITH_STUDY_FITS = tuple(
-    figure
-    for analysis in ANALYSES.values()
-    if analysis.stage == "study_fits"
-    for figure in analysis.figures
+    figure for analysis in ANALYSES.values() for figure in analysis.study_fit_figures
 )
 
 
 def analyses_of_stage(analyses: Sequence[str], stage: str) -> list[str]:
     """The analyses among ``analyses`` that ``stage`` computes, in order."""
-    return [name for name in analyses if ANALYSES[name].stage == stage]
+    return [name for name in analyses if stage in ANALYSES[name].stages]
 
 
 def unmet_needs(analyses: Sequence[str], points: Points, axes: Sequence[str]) -> list[str]:

@@ -17,10 +17,11 @@ temperature T_c is where SGD noise starts to change the trained model. Criterion
 Seed means <y> are arithmetic (a test error can be 0); points where a replica did not
 complete are left out of the curve. Uncertainty: bootstrap over seeds (replica indices
 resampled jointly for the whole study), the criterion re-applied in every resample, and
-the Student-t interval on log T_c (scaling_data.student_interval).
+the Student-t interval on log T_c (statistics.student_interval).
 
 Exponent a (T_c ~ P^-a): least squares of log T_c on log P (and log N when swept) over
-the curves with a T_c, in every resample; a = -slope, Student-t interval.
+the curves with a T_c, in every resample; a = -slope, Student-t interval. The line drawn
+through the T_c of each N at that a has log A = mean over P of (log T_c + a log P).
 
 Collapse (independent estimate): if T_c ~ P^-a the departure curves log(<y>/y_0) of
 different P coincide as functions of x = log T + a log P. The collapse exponent
@@ -37,14 +38,13 @@ import xarray as xr
 
 from sgdnoise.analysis.scaling_data import (
     REPLICA,
-    bootstrap_means,
     complete_points,
     fit_groups,
     log_axes,
     observables_at_stop,
-    student_interval,
     temperature_curves,
 )
+from sgdnoise.analysis.statistics import bootstrap_means, student_interval
 
 DEPARTURE_THRESHOLD = 0.5
 RESAMPLES = 400
@@ -238,6 +238,18 @@ def _collapse_by_n(values, sizes, means, usable, log_temperature, resamples) -> 
     return result
 
 
+def log_amplitude(critical: xr.DataArray, a: xr.DataArray) -> xr.DataArray:
+    """log A of the line T_c = A P^-a at the fitted a through the measured T_c:
+
+        log A = mean over the P with a T_c of (log T_c + a log P),
+
+    at every value of the other dims (NaN with fewer than two T_c or no a)."""
+    log_tc = np.log(critical)
+    known = np.isfinite(log_tc)
+    shifted = (log_tc + a * np.log(critical["P"].astype(float))).where(known)
+    return shifted.mean("P").where((known.sum("P") >= 2) & np.isfinite(a))
+
+
 def critical_temperature(
     summary: xr.Dataset,
     threshold: float = DEPARTURE_THRESHOLD,
@@ -261,6 +273,9 @@ def critical_temperature(
         for name, source in (("a", ""), ("a_low", "_high"), ("a_high", "_low")):
             slope = result["critical_temperature_slope" + source]
             result[name] = -slope.sel(size="P", drop=True)
+        result["critical_temperature_log_amplitude"] = log_amplitude(
+            result["critical_temperature"], result["a"]
+        )
     result.attrs.update(
         critical_temperature_criterion=(
             "plateau y_0 = seed mean at the lowest T (accepted if the next T departs by less "
@@ -284,6 +299,7 @@ def critical_temperature(
 
 
 UNITS = {
+    "observable": ("1", "observable at stopping"),
     "size": ("1", "system size the critical temperature is regressed on: P or N"),
     "critical_temperature": (
         "temperature",
@@ -299,6 +315,10 @@ UNITS = {
     "a": ("1", "exponent a of T_c ~ P^-a"),
     "a_low": ("1", "lower end of the interval of a"),
     "a_high": ("1", "upper end of the interval of a"),
+    "critical_temperature_log_amplitude": (
+        "1",
+        "log A of the line T_c = A P^-a at the fitted a: mean over P of log T_c + a log P",
+    ),
     "collapse_exponent": ("1", "exponent a that best collapses the curves against T P^a"),
     "collapse_exponent_low": ("1", "lower end of the interval of the collapse exponent"),
     "collapse_exponent_high": ("1", "upper end of the interval of the collapse exponent"),

@@ -1,6 +1,6 @@
 """The DMFT read on the simulation's grids, and its T_eff by the simulation's own FDT fit.
 
-A dmft artifact (theory.solve_dmft) holds, per solver seed, the loss, C(t, t), C(t, t_w)
+A dmft artifact (stages.dmft.solve_dmft) holds, per solver seed, the loss, C(t, t), C(t, t_w)
 and chi(t, t_w) on the step grid k = 0..T. Here they are read at the run's recorded steps
 and on the lag grid of the two-time stage (fdt.lag_grid), so that theory and simulation
 are compared at identical times, and the theory's effective temperature is fitted by
@@ -20,7 +20,7 @@ import numpy as np
 import xarray as xr
 
 from sgdnoise.analysis import fdt, margins
-from sgdnoise.analysis.replica_statistics import standard_error
+from sgdnoise.analysis.statistics import standard_error
 from sgdnoise.io.artifact import ArtifactError, artifact_config
 
 PREFIX = "dmft_"

@@ -19,7 +19,12 @@ local slopes and the whole curve. A window longer than the measured lags is left
 (never fitted on a shorter range under its name). Confidence intervals: percentile bootstrap over
 replicas (each replica its own noise, and its own data draw with data.per_replica), drawing
 the two replicas of a same-init pair together (they share w(0) and data:
-analysis.replica_statistics).
+analysis.statistics).
+
+Units of comparison (temperature_ratios, per point): T_eff / b under the sum normalisation
+(the temperature per unit mean drift, comparable across b) and T_eff / T for an imposed
+temperature T. Across a study's lr axis, T_eff / T is extrapolated to lr -> 0
+(zero_step_extrapolation, a study-level fit: discrete steps alone violate the FDT).
 
 Stationarity (no T_eff is reported without it): with at least two waiting times, the
 replica-mean Delta C(s; t_w) and chi(s; t_w) of every t_w agree with those of the last
@@ -34,7 +39,7 @@ import math
 import numpy as np
 import xarray as xr
 
-from sgdnoise.analysis.replica_statistics import bootstrap_indices, unit_means
+from sgdnoise.analysis.statistics import percentile_bootstrap, standard_error, unit_means
 
 WINDOWS = ("s<=1", "s<=3/b", "s<=10/b", "s<=tau", "s<=3tau")
 DEFAULT_TOLERANCE = 0.1
@@ -91,11 +96,13 @@ def bootstrap_temperature(
 ) -> tuple[float, float, float]:
     """T_eff and its 95% percentile-bootstrap interval over replicas (axis 0), resampling
     whole units of ``per_unit`` replicas (2: same-init pairs)."""
-    estimate = temperature_through_origin(delta_c, chi)
-    draws = bootstrap_indices(rng, delta_c.shape[0], resamples, per_unit)
-    samples = np.array([temperature_through_origin(delta_c[d], chi[d]) for d in draws])
-    low, high = np.percentile(samples, [2.5, 97.5])
-    return estimate, float(low), float(high)
+    return percentile_bootstrap(
+        lambda replicas: temperature_through_origin(delta_c[replicas], chi[replicas]),
+        delta_c.shape[0],
+        resamples,
+        rng,
+        per_unit,
+    )
 
 
 def stationarity_deviation(
@@ -108,7 +115,7 @@ def stationarity_deviation(
 
     The deviation is max |X(s; t_w) - X(s; t_w,last)| / (tolerance x scale + 3 s.e.) over
     X in (Delta C, chi, loss) and lags s <= longest_lag; stationary iff it is <= 1. The
-    standard errors count units of ``per_unit`` replicas (analysis.replica_statistics).
+    means and standard errors are over units of ``per_unit`` replicas (analysis.statistics).
     """
     if two_time.sizes["t_w"] < 2:
         return False, math.inf
@@ -119,9 +126,8 @@ def stationarity_deviation(
         return False, math.inf  # a waiting time or lag without any finite value (diverged)
     worst = 0.0
     for values in (delta_c, chi, loss):
-        values = unit_means(values, per_unit)
-        mean = np.nanmean(values, axis=0)
-        error = np.nanstd(values, axis=0, ddof=1) / math.sqrt(values.shape[0])
+        mean = np.nanmean(unit_means(values, per_unit), axis=0)
+        error = standard_error(values, per_unit)
         difference = np.abs(mean - mean[-1])
         allowance = tolerance * np.nanmax(np.abs(mean[-1])) + 3 * np.hypot(error, error[-1])
         ratio = np.where(allowance > 0, difference / np.maximum(allowance, 1e-300), 0.0)
@@ -204,6 +210,67 @@ def zero_step_fit(learning_rates: np.ndarray, temperatures: np.ndarray) -> tuple
     return (1.0 / intercept if intercept > 0 else math.nan), float(slope)
 
 
+def temperature_ratios(fits: xr.Dataset, optimizer: dict) -> xr.Dataset:
+    """A point's T_eff in the units the figures compare, for every ``<prefix>T_eff`` of its
+    fits (the simulation's, and the DMFT's with the prefix dmft_):
+
+    - ``T_eff_per_drift`` = T_eff / b with the sum normalisation (optimizer.
+      batch_normalization sum: the mean drift of SGD is b grad L, so the temperature per
+      unit drift, comparable across b, is T_eff / b; docs/physics.md A7b);
+    - ``T_eff_over_T`` (and _low, _high) = T_eff / T for an imposed temperature T
+      (optimizer.temperature; 1 where the FDT holds).
+
+    Without a T_eff, or where neither applies, an empty Dataset.
+    """
+    names = [name for name in fits.data_vars if str(name).endswith("T_eff")]
+    ratios = xr.Dataset()
+    for name in names:
+        prefix = str(name)[: -len("T_eff")]
+        if optimizer.get("batch_normalization") == "sum":
+            ratios[f"{prefix}T_eff_per_drift"] = fits[name] / optimizer["b"]
+        if optimizer.get("temperature") is not None:
+            for suffix in ("", "_low", "_high"):
+                ratio = fits[f"{name}{suffix}"] / optimizer["temperature"]
+                ratios[f"{prefix}T_eff_over_T{suffix}"] = ratio
+    return ratios
+
+
+def zero_step_extrapolation(summary: xr.Dataset) -> xr.Dataset:
+    """T_eff / T extrapolated to lr -> 0 along the grid axis ``lr`` (zero_step_fit), at
+    every other grid coordinate and fit window: ``zero_step_T_eff_over_T`` and
+    ``zero_step_slope`` = d(T / T_eff) / d lr, so that T_eff / T = 1 / (1 / limit +
+    slope lr); the same with the prefix dmft_ where the summary has the DMFT's.
+
+    ValueError without an lr axis or without T_eff_over_T (temperature_ratios, written
+    by the fit stage for points with an imposed optimizer.temperature).
+    """
+    if "lr" not in summary.dims:
+        raise ValueError(
+            "the extrapolation to lr -> 0 needs optimizer.lr as a grid axis; the summary has "
+            f"dims {sorted(map(str, summary.dims))}"
+        )
+    names = [name for name in summary.data_vars if str(name).endswith("T_eff_over_T")]
+    if not names:
+        raise ValueError(
+            "the extrapolation to lr -> 0 needs T_eff_over_T in the summary (the fit stage "
+            "writes it for points with a response measurement and an optimizer.temperature)"
+        )
+    result = xr.Dataset()
+    for name in names:
+        prefix = str(name)[: -len("T_eff_over_T")]
+        limit, slope = xr.apply_ufunc(
+            zero_step_fit,
+            summary["lr"],
+            summary[name],
+            input_core_dims=[["lr"], ["lr"]],
+            output_core_dims=[[], []],
+            vectorize=True,
+        )
+        result[f"{prefix}zero_step_T_eff_over_T"] = limit
+        result[f"{prefix}zero_step_slope"] = slope
+    return result
+
+
 UNITS = {
     "T_eff": ("1", "effective temperature: slope of C(t,t) - C(t,t_w) against chi in the window"),
     "T_eff_low": ("1", "lower end of the 95% bootstrap interval of T_eff"),
@@ -215,4 +282,16 @@ UNITS = {
     "fdt_chi": ("1", "integrated response chi(t, t_w), mean over replicas and t_w"),
     "local_temperature": ("1", "inverse local slope d Delta C / d chi along the FDT curve"),
     "window": ("1", "FDT fit window, s = t - t_w"),
+    "T_eff_per_drift": ("1", "T_eff / b: the effective temperature per unit mean drift b grad L"),
+    "T_eff_over_T": ("1", "T_eff / T, T the imposed temperature (1 where the FDT holds)"),
+    "T_eff_over_T_low": ("1", "lower end of the 95% bootstrap interval of T_eff / T"),
+    "T_eff_over_T_high": ("1", "upper end of the 95% bootstrap interval of T_eff / T"),
+}
+
+ZERO_STEP_UNITS = {
+    "window": UNITS["window"],
+    "zero_step_T_eff_over_T": ("1", "T_eff / T extrapolated to lr -> 0, linearly in 1 / T_eff"),
+    "zero_step_slope": ("1 / lr", "slope d(T / T_eff) / d lr of the extrapolation to lr -> 0"),
+    "dmft_zero_step_T_eff_over_T": ("1", "DMFT: T_eff / T extrapolated to lr -> 0"),
+    "dmft_zero_step_slope": ("1 / lr", "DMFT: slope d(T / T_eff) / d lr of the extrapolation"),
 }

@@ -8,7 +8,7 @@ From the final stabilities h_mu of each replica and the margin kappa:
 - kappa_eff = min_mu h_mu.
 Noisier algorithms are expected to end with fewer contacts and a larger kappa_eff.
 Averages are over replicas, with the standard error over independent units (a same-init
-pair is one: analysis.replica_statistics).
+pair is one: analysis.statistics).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from sgdnoise.analysis.replica_statistics import standard_error
+from sgdnoise.analysis.statistics import standard_error
 
 CONTACT_TOLERANCE = 1e-3
 DELTAS = (0.01, 0.05, 0.1, 0.3)

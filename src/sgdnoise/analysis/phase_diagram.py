@@ -32,6 +32,7 @@ import numpy as np
 import xarray as xr
 
 from sgdnoise.analysis.scaling_data import last_finite
+from sgdnoise.analysis.statistics import standard_error
 
 ALPHA, TEMPERATURE, SAMPLES = "model.alpha", "optimizer.temperature", "data.P"
 LAZY_KERNEL_CHANGE = 1.0
@@ -60,11 +61,15 @@ def cell_statistics(summary: xr.Dataset) -> xr.Dataset:
     diverged = status == "diverged"
     kept = ~diverged
     test_error = last_finite(summary["test_error"]).where(kept)
-    count = kept.sum("replica")
     statistics = xr.Dataset(
         {
             "test_error": test_error.mean("replica"),
-            "test_error_stderr": test_error.std("replica", ddof=1) / np.sqrt(count),
+            "test_error_stderr": xr.apply_ufunc(
+                standard_error,
+                test_error,
+                input_core_dims=[["replica"]],
+                kwargs={"axis": -1},
+            ),
             "weight_change": last_finite(summary["weight_change"]).where(kept).mean("replica"),
             "kernel_change": summary["kernel_change"].where(kept).mean("replica"),
             "t_star": summary["t_star"].where(status == "completed").mean("replica"),

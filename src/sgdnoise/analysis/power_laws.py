@@ -54,14 +54,17 @@ from scipy import stats
 from sgdnoise.analysis.scaling_data import (
     REPLICA,
     TEMPERATURE,
-    bootstrap_means,
-    bootstrap_spread,
     complete_points,
     fit_groups,
     log_axes,
     observables_at_stop,
-    student_interval,
     temperature_curves,
+)
+from sgdnoise.analysis.statistics import (
+    bootstrap_means,
+    bootstrap_spread,
+    standard_error,
+    student_interval,
 )
 from sgdnoise.io.artifact import study_config
 
@@ -127,7 +130,7 @@ def window_start(
         gap = log_temperature[first + 1] - log_temperature[first]
         deviation = (log_mean[:, first] - log_mean[:, first + 1 :] @ weights) / gap
         seed_deviation = (per_seed[first] - weights @ per_seed[first + 1 :]) / gap
-        error = seed_deviation.std(ddof=1) / np.sqrt(replicas) if replicas > 1 else 0.0
+        error = float(standard_error(seed_deviation)) if replicas > 1 else 0.0
         growing &= np.abs(deviation) <= max(tolerance, critical * error)
         start[growing] = first
     return start

@@ -3,8 +3,8 @@
 Pairs of replicas (2k, 2k + 1) start from the same w(0) and see independent selection
 noise; both are trained to zero loss (within run.tolerance), where their weights freeze.
 d = |w_a - w_b|^2 / N (= 2 (1 - q_ab) on the sphere), averaged over the pairs whose two
-replicas completed, with a 95% percentile-bootstrap interval over pairs. GD gives d = 0
-exactly (no noise).
+replicas completed, with a 95% percentile-bootstrap interval over pairs (each pair one
+unit: analysis.statistics). GD gives d = 0 exactly (no noise).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import math
 import numpy as np
 import xarray as xr
 
-from sgdnoise.analysis.replica_statistics import bootstrap_indices
+from sgdnoise.analysis.statistics import percentile_bootstrap
 
 
 def pair_distances(final_weights: np.ndarray, statuses: list[str]) -> np.ndarray:
@@ -35,10 +35,12 @@ def replica_distance(run: xr.Dataset, resamples: int = 1000, seed: int = 0) -> x
     if distances.size == 0:
         mean = low = high = math.nan
     else:
-        rng = np.random.default_rng(seed)
-        draws = bootstrap_indices(rng, distances.size, resamples)
-        mean = float(distances.mean())
-        low, high = (float(v) for v in np.percentile(distances[draws].mean(axis=1), [2.5, 97.5]))
+        mean, low, high = percentile_bootstrap(
+            lambda pairs: distances[pairs].mean(),
+            distances.size,
+            resamples,
+            np.random.default_rng(seed),
+        )
     return xr.Dataset(
         {
             "replica_distance": ((), mean),

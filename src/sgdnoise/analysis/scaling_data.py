@@ -1,4 +1,4 @@
-"""What the scaling analyses share: observables at stopping, curves, seed resampling.
+"""What the scaling analyses share: observables at stopping, curves y(T), their axes.
 
 A study summary (stages.aggregate) holds, per grid point and replica, the recorded time
 series and the per-replica scalars. The scaling analyses (power_laws,
@@ -19,7 +19,8 @@ weights towards the fast ones. Excluded points are counted and reported, never a
 The seeds of a grid point are its replicas (data.per_replica: replica r trains on its
 own training set, with its own initialisation and batches). Replica r of every point of
 a study is seed r, so a bootstrap over seeds resamples replica indices jointly for all
-points: correlations between points that share a seed are kept.
+points: correlations between points that share a seed are kept (statistics.bootstrap_means,
+statistics.student_interval).
 
 Temperature: the grid axis ``temperature`` (optimizer.temperature), or ``lr`` converted
 with T = lr / (width x batch size) (docs/physics.md B1; width 1 for the perceptron).
@@ -27,12 +28,10 @@ with T = lr / (width x batch size) (docs/physics.md B1; width 1 for the perceptr
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import numpy as np
 import xarray as xr
-from scipy import stats
 
 from sgdnoise.io.artifact import grid_axes, study_config
 
@@ -160,57 +159,6 @@ def log_axes(values: xr.DataArray, sizes: list[str]) -> tuple[np.ndarray, np.nda
     grids = np.meshgrid(*[np.log(values[d].values.astype(float)) for d in sizes], indexing="ij")
     log_sizes = np.stack([g.ravel() for g in grids], -1) if sizes else np.zeros((1, 0))
     return log_temperature, log_sizes
-
-
-def bootstrap_means(data: np.ndarray, resamples: int, seed: int) -> np.ndarray:
-    """Seed means of curves (C, nT, R): (1 + resamples, C, nT), the plain mean first.
-
-    The resamples draw the seeds (replica indices) jointly for every curve
-    (``resample_counts`` from ``np.random.default_rng(seed)``); missing values count 0.
-    """
-    replicas = data.shape[-1]
-    rng = np.random.default_rng(seed)
-    counts = np.vstack([np.ones((1, replicas)), resample_counts(replicas, resamples, rng)])
-    return np.einsum("br,ctr->bct", counts, np.nan_to_num(data)) / replicas
-
-
-def resample_counts(replicas: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """Bootstrap multiplicities of the seeds, (resamples, replicas), each row summing to R."""
-    draws = rng.integers(0, replicas, size=(resamples, replicas))
-    counts = np.zeros((resamples, replicas))
-    np.add.at(counts, (np.arange(resamples)[:, None], draws), 1.0)
-    return counts
-
-
-def bootstrap_spread(replicates: np.ndarray, replicas: int) -> np.ndarray:
-    """sqrt(R / (R - 1)) x the standard deviation of the bootstrap replicates (axis 0).
-
-    The factor turns the bootstrap variance of a mean over R seeds into the classical
-    squared standard error. NaN where fewer than two resamples gave a value.
-    """
-    finite = np.isfinite(replicates)
-    count = finite.sum(axis=0)
-    mean = np.where(finite, replicates, 0.0).sum(axis=0) / np.maximum(count, 1)
-    squares = np.where(finite, (replicates - mean) ** 2, 0.0).sum(axis=0)
-    variance = np.where(count >= 2, squares / np.maximum(count - 1, 1), np.nan)
-    return np.sqrt(variance) * math.sqrt(replicas / max(replicas - 1, 1))
-
-
-def student_interval(
-    estimate: np.ndarray, replicates: np.ndarray, replicas: int, confidence: float = 0.95
-) -> tuple[np.ndarray, np.ndarray]:
-    """Interval estimate +- t_{R-1} sqrt(R / (R - 1)) sd(bootstrap replicates).
-
-    ``replicates`` has the resample axis first. For a statistic that is a mean over
-    seeds (a least-squares fit of seed-averaged data in a fixed window is one), the
-    bootstrap variance is (R - 1) / R times the squared classical standard error, and
-    this interval is the Student-t interval: nominal coverage with few seeds, where the
-    percentile bootstrap covers too rarely (~80% for R = 5 instead of 95%).
-    Resamples that gave no value (NaN) are ignored.
-    """
-    spread = bootstrap_spread(replicates, replicas)
-    quantile = stats.t.ppf(0.5 + confidence / 2, df=max(replicas - 1, 1))
-    return estimate - quantile * spread, estimate + quantile * spread
 
 
 def fixed_parameters_text(summary: xr.Dataset, keys: dict[str, str]) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import xarray as xr
 
 TIME_UNITS = "lr x steps"
+PER_TIME_UNITS = f"1 / ({TIME_UNITS})"  # rates, multipliers and kernels per unit time
 
 VARIABLES: dict[str, tuple[str, str]] = {
     # coordinates
@@ -56,6 +57,62 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "x_test": ("1", "test inputs"),
     "y_test": ("1", "test labels +-1"),
     "teacher": ("1", "direction generating the labels"),
+}
+
+
+# The dmft artifact (stages.dmft): the means over solver seeds, their standard errors, the
+# per-seed copies the fits resample, the iteration diagnostics and its coordinates.
+_DMFT_SEED_MEANS: dict[str, tuple[str, str]] = {
+    "loss": ("1", "training loss per sample E[v(h)], v(h) = (kappa - h)^2 theta(kappa - h) / 2"),
+    "violated_fraction": ("1", "fraction of samples with h < kappa - error_tolerance"),
+    "C": ("1", "correlation C(t, t') = w(t) . w(t') / N"),
+    "R": (PER_TIME_UNITS, "response R[k, l] = (1/lr) dE[w^k] / dH^l (field entering as + lr H^l)"),
+    "chi": ("1", "integrated response chi(t, t_w) = lr sum_{l = k_w}^{k - 1} R[k, l]"),
+    "nu": (PER_TIME_UNITS, "spherical multiplier nu = (1 - c) / lr of the step from t"),
+    "m": ("1", "magnetisation m(t) = w(t) . v / N along the mixture centre v"),
+    "M_C": (
+        PER_TIME_UNITS,
+        "noise kernel M_C[k, l] = Delta (P/N) E[f^k f^l], f = scale s v'(h) (+ 2 T / lr on the "
+        "diagonal for langevin)",
+    ),
+    "M_R": (
+        PER_TIME_UNITS,
+        "memory kernel M_R[k, l] = Delta (P/N) E[d f^k / dP^l] (exact per path)",
+    ),
+    "replica_distance": (
+        "1",
+        "replica distance d(t) = |w_a - w_b|^2 / N of two replicas with the same data and w(0) "
+        "and independent selection (and Langevin) noise",
+    ),
+}
+DMFT_VARIABLES: dict[str, tuple[str, str]] = {
+    # coordinates
+    "step": ("1", "step index k"),
+    "time": (TIME_UNITS, "time t = lr k"),
+    "step2": ("1", "second step index l"),
+    "time2": (TIME_UNITS, "second time lr l"),
+    "t_w": (TIME_UNITS, "waiting time t_w"),
+    "waiting_step": ("1", "waiting step k_w = round(t_w / lr)"),
+    "solver_seed": ("1", "index of the independent solver seed"),
+    # means over solver seeds and their standard errors
+    **_DMFT_SEED_MEANS,
+    **{
+        f"{name}_stderr": (units, f"standard error over solver seeds of {name}")
+        for name, (units, _) in _DMFT_SEED_MEANS.items()
+    },
+    # per solver seed
+    "seed_loss": ("1", "loss of each solver seed (for fits that resample seeds)"),
+    "seed_C_diagonal": ("1", "C(t, t) of each solver seed"),
+    "seed_C_waiting": ("1", "C(t, t_w) of each solver seed"),
+    "seed_chi": ("1", "chi(t, t_w) of each solver seed"),
+    "seed_replica_distance": ("1", "replica distance d(t) of each solver seed"),
+    "seed_final_stability": (
+        "1",
+        "stability h of each path of the effective sample at the last step (its gap "
+        "statistics are the final margins; analysis.margins)",
+    ),
+    "change": ("1", "change per iteration (largest of C, R, m, relative)"),
+    "iterations": ("1", "fixed-point iterations done"),
 }
 
 

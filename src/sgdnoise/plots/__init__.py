@@ -1,22 +1,24 @@
-"""Figures of a study, drawn from its summary.nc (io only: plots never import the dynamics)."""
+"""Figures of a study, drawn from its summary.nc and, for the study-level analyses, its
+fits.nc (io only: plots never import the dynamics; a figure that lacks what an analysis
+computes for it raises a ValueError naming the missing input, it never recomputes it)."""
 
 from __future__ import annotations
 
 from sgdnoise.io.artifact import read_artifact
-from sgdnoise.plots import noise, scaling
+from sgdnoise.plots import dmft, fdt, margins, replica_distance, scaling
 from sgdnoise.plots.phase_diagram import phase_diagram_figure, test_error_vs_temperature
 from sgdnoise.plots.training_curves import training_curves
 
 FIGURES = {
     "training_curves": training_curves,
-    "fdt_parametric": noise.fdt_parametric,
-    "teff_vs_b": noise.teff_vs_b,
-    "dmft_vs_simulation": noise.dmft_vs_simulation,
-    "replica_distance_vs_b": noise.replica_distance_vs_b,
-    "teff_vs_distance": noise.teff_vs_distance,
-    "margins": noise.margins,
-    "langevin_calibration": noise.langevin_calibration,
-    "teff_vs_lr": noise.teff_vs_lr,
+    "fdt_parametric": fdt.fdt_parametric,
+    "teff_vs_b": fdt.teff_vs_b,
+    "dmft_vs_simulation": dmft.dmft_vs_simulation,
+    "replica_distance_vs_b": replica_distance.replica_distance_vs_b,
+    "teff_vs_distance": replica_distance.teff_vs_distance,
+    "margins": margins.margins,
+    "langevin_calibration": fdt.langevin_calibration,
+    "teff_vs_lr": fdt.teff_vs_lr,
     "phase_diagram": phase_diagram_figure,
     "test_error_vs_temperature": test_error_vs_temperature,
     "scaling_observables": scaling.scaling_observables,

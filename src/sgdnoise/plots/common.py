@@ -1,13 +1,17 @@
-"""What every figure shares: reading a summary, naming its axes, titling what is fixed."""
+"""What every figure shares: reading a summary, naming its axes, titling what is fixed,
+iterating over its grid points, refusing a figure whose computed inputs are missing."""
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Iterable
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
 from sgdnoise.io.artifact import grid_axes, study_config  # noqa: E402
@@ -77,3 +81,73 @@ def label(name: str) -> str:
 def save(figure: plt.Figure, out: str) -> None:
     figure.savefig(out, dpi=120, bbox_inches="tight")
     plt.close(figure)
+
+
+def require(data: xr.Dataset | None, names: Iterable[str], figure: str, source: str) -> xr.Dataset:
+    """``data`` if it holds every variable of ``names``, else ValueError naming the figure,
+    the missing input and what computes it (``source``): figures draw what the analyses
+    computed and never compute it themselves."""
+    missing = [name for name in names if data is None or name not in data]
+    if missing:
+        given = "none was given" if data is None else "they are missing"
+        raise ValueError(f"{figure} needs {', '.join(missing)} from {source}; {given}")
+    return data
+
+
+def points(summary: xr.Dataset, exclude: tuple[str, ...] = ()) -> list[dict]:
+    """Every combination of grid coordinates (minus ``exclude``), as selection dicts."""
+    axes = [a for a in grid_axes(summary) if a not in exclude]
+    values = [summary[a].values.tolist() for a in axes]
+    return [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*values)]
+
+
+def describe_point(selection: dict, drop: tuple[str, ...] = ("regime",)) -> str:
+    """Short text of a point's coordinates (the regime is implied by the figure)."""
+    return ", ".join(f"{k}={v}" for k, v in selection.items() if k not in drop)
+
+
+def title(summary: xr.Dataset, what: str) -> str:
+    """A figure title: what it shows, then the parameters held fixed."""
+    return f"{what}\nfixed: {fixed_parameters(summary)}"
+
+
+def has(part: xr.Dataset, name: str) -> bool:
+    """Whether the summary holds a variable with some finite value (e.g. the DMFT's)."""
+    return name in part and bool(np.isfinite(part[name]).any())
+
+
+def errorbar(axis, x, centre, low, high, **style) -> None:
+    """Markers at the finite centres with asymmetric bars to low and high."""
+    centre, low, high = (np.asarray(v, dtype=float) for v in (centre, low, high))
+    keep = np.isfinite(centre)
+    if keep.any():
+        yerr = np.vstack([centre - low, high - centre])[:, keep]
+        axis.errorbar(
+            np.asarray(x)[keep], centre[keep], yerr=np.abs(yerr), capsize=3, marker="o", **style
+        )
+
+
+def legend_once(axis, **style) -> None:
+    """The axis legend with one entry per distinct label (the first artist drawn with it)."""
+    unique: dict[str, object] = {}
+    for handle, text in zip(*axis.get_legend_handles_labels(), strict=True):
+        unique.setdefault(text, handle)
+    axis.legend(unique.values(), unique.keys(), **style)
+
+
+def linear_below(distance: xr.DataArray) -> float:
+    """The symlog threshold of a distance axis: a decade below the smallest positive
+    distance (GD's d = 0 still shows, the measured values sit on the log part)."""
+    positive = distance.values[np.isfinite(distance.values) & (distance.values > 0)]
+    return 10.0 ** (np.floor(np.log10(positive.min())) - 1) if positive.size else 1e-6
+
+
+def final_state(summary: xr.Dataset) -> str:
+    """When the final weights of the points with a replica distance were taken: 'at zero
+    loss' if every replica of them stopped at zero training loss (a finite t*, run.stop
+    zero_loss), else 'at the end of training' (run.stop never, or a budget exhausted)."""
+    measured = np.isfinite(summary["replica_distance"])
+    if "t_star" not in summary or not bool(measured.any()):
+        return "at the end of training"
+    stopped = np.isfinite(summary["t_star"]).all("replica")
+    return "at zero loss" if bool((stopped | ~measured).all()) else "at the end of training"

@@ -8,7 +8,8 @@
   T_c ~ P^-a;
 - scaling_collapse: <y>/y_0 against T P^a at the collapse exponent a.
 
-Each takes the study summary and, optionally, its fits.nc (computed here when absent).
+Each takes the study summary and its fits.nc (stages.study_fits): without the fits it
+needs, a figure raises a ValueError naming them (it never reruns the fits).
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
-from sgdnoise.analysis.critical_temperature import critical_temperature
-from sgdnoise.analysis.power_laws import power_laws, predicted_exponent
+from sgdnoise.analysis.power_laws import predicted_exponent
 from sgdnoise.analysis.scaling_data import (
     REPLICA,
     TEMPERATURE,
@@ -27,8 +27,9 @@ from sgdnoise.analysis.scaling_data import (
     group_dims,
     observables_at_stop,
 )
+from sgdnoise.analysis.statistics import error_bar, mean_and_error
 from sgdnoise.io.artifact import study_config
-from sgdnoise.plots.common import save
+from sgdnoise.plots.common import require, save
 
 NAMES = {
     "signal": "signal $u_1$ at stop",
@@ -54,15 +55,10 @@ def _fixed(summary: xr.Dataset) -> dict[str, str]:
     return {**COMMON_FIXED, "model.depth": "depth", "model.width": "h"}
 
 
-def _fits(summary: xr.Dataset, fits: xr.Dataset | None, variable: str) -> xr.Dataset:
-    """The study fits holding ``variable`` (computed from the summary if not given)."""
-    if fits is not None and variable in fits:
-        return fits
-    return (
-        critical_temperature(summary)
-        if variable.startswith(("critical", "collapse"))
-        else (power_laws(summary))
-    )
+def _fits(fits: xr.Dataset | None, figure: str, analysis: str, *variables: str) -> xr.Dataset:
+    """The study fits if they hold ``variables`` (ValueError naming them otherwise)."""
+    source = f"the study fits of {analysis} (--fits fits.nc of `sgdnoise study-fits`)"
+    return require(fits, variables, figure, source)
 
 
 def _groups(values: xr.DataArray) -> list[dict]:
@@ -121,7 +117,7 @@ def _panels(
 
 def scaling_observables(summary: xr.Dataset, out: str, fits: xr.Dataset | None = None) -> None:
     """Observables at stopping against T, per P, with the fitted power laws."""
-    fits = _fits(summary, fits, "exponent")
+    fits = _fits(fits, "scaling_observables", "power_laws", "exponent", "power_law_window")
     observed = {
         name: values
         for name, values in observables_at_stop(summary).items()
@@ -160,7 +156,9 @@ def _draw_curves(axis, values: xr.DataArray, fit: xr.Dataset, shown: dict) -> No
         curve = values.sel(P=size) if size is not None else values
         data = curve.transpose(TEMPERATURE, REPLICA).values
         complete = complete_points(data)
-        mean, error = _seed_mean(data)
+        # geometric seed means where every value is positive: the fits average log y
+        positive = bool((data[np.isfinite(data)] > 0).all())
+        mean, low, high = error_bar(data.T, geometric=positive)
         window = (
             fit["power_law_window"].sel(P=size).values
             if size is not None
@@ -170,7 +168,7 @@ def _draw_curves(axis, values: xr.DataArray, fit: xr.Dataset, shown: dict) -> No
         axis.errorbar(
             temperatures,
             mean,
-            yerr=error,
+            yerr=np.stack([mean - low, high - mean]),
             color=colour,
             ls="-",
             lw=0.8,
@@ -193,28 +191,17 @@ def _draw_curves(axis, values: xr.DataArray, fit: xr.Dataset, shown: dict) -> No
         excluded = ~complete
         if excluded.any():
             axis.plot(
-                temperatures[excluded], np.nanmean(data[excluded], axis=1), "x", color=colour, ms=6
+                temperatures[excluded],
+                mean_and_error(data[excluded], axis=1)[0],
+                "x",
+                color=colour,
+                ms=6,
             )
-
-
-def _seed_mean(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean over seeds (axis 1) and its error bars (2, n): geometric when every value is
-    positive (the fits average log y), else arithmetic with the standard error."""
-    counts = np.isfinite(data).sum(axis=1).clip(1)
-    if (data[np.isfinite(data)] > 0).all():
-        logs = np.log(data)
-        centre = np.nanmean(logs, axis=1)
-        spread = np.nanstd(logs, axis=1, ddof=1) / np.sqrt(counts)
-        mean = np.exp(centre)
-        return mean, np.stack([mean - np.exp(centre - spread), np.exp(centre + spread) - mean])
-    mean = np.nanmean(data, axis=1)
-    error = np.nanstd(data, axis=1, ddof=1) / np.sqrt(counts)
-    return mean, np.stack([error, error])
 
 
 def exponents_vs_chi(summary: xr.Dataset, out: str, fits: xr.Dataset | None = None) -> None:
     """Measured exponents in P and T against chi, with paper B's predicted curves."""
-    fits = _fits(summary, fits, "exponent")
+    fits = _fits(fits, "exponents_vs_chi", "power_laws", "exponent", "exponent_predicted")
     names = [
         n
         for n in ("signal", "noise", "t_star", "weight_change", "test_error")
@@ -289,7 +276,13 @@ def critical_temperature_vs_p(
     summary: xr.Dataset, out: str, fits: xr.Dataset | None = None
 ) -> None:
     """T_c against P (log-log) for every observable, with the fitted T_c ~ P^-a."""
-    fits = _fits(summary, fits, "critical_temperature")
+    fits = _fits(
+        fits,
+        "critical_temperature_vs_P",
+        "critical_temperature",
+        "critical_temperature",
+        "critical_temperature_log_amplitude",
+    )
     names = [
         n
         for n in fits["observable"].values
@@ -312,9 +305,8 @@ def critical_temperature_vs_p(
             if "a" in part and np.isfinite(part["a"].item()):
                 a = part["a"].item()
                 a_text = f": a={a:.2f} [{part['a_low'].item():.2f}, {part['a_high'].item():.2f}]"
-                known = np.isfinite(tc)
-                if known.sum() >= 2:
-                    amplitude = np.mean(np.log(tc[known]) + a * np.log(sizes[known]))
+                amplitude = part["critical_temperature_log_amplitude"].item()
+                if np.isfinite(amplitude):
                     axis.plot(
                         sizes, np.exp(amplitude - a * np.log(sizes)), "--", lw=0.8, color="grey"
                     )
@@ -356,7 +348,7 @@ def critical_temperature_vs_p(
 
 def scaling_collapse(summary: xr.Dataset, out: str, fits: xr.Dataset | None = None) -> None:
     """<y>/y_0 against T P^a at the collapse exponent a, one curve per P."""
-    fits = _fits(summary, fits, "collapse_exponent")
+    fits = _fits(fits, "scaling_collapse", "critical_temperature", "collapse_exponent")
     observed = observables_at_stop(summary)
     names = [
         n for n in observed if np.isfinite(fits["collapse_exponent"].sel(observable=n).values).any()
@@ -369,7 +361,7 @@ def scaling_collapse(summary: xr.Dataset, out: str, fits: xr.Dataset | None = No
         for colour, size in zip(colours, sizes, strict=False):
             data = values.sel(P=size).transpose(TEMPERATURE, REPLICA).values
             keep = complete_points(data)
-            mean = data[keep].mean(axis=1)
+            mean = mean_and_error(data[keep], axis=1)[0]
             if mean.size == 0 or mean[0] == 0:
                 continue
             scale = float(size) ** (a if np.isfinite(a) else 0.0)

@@ -12,15 +12,14 @@ artifact must not be able to execute code in the job that resumes it. The file i
 torch.save zip archive of plain data only (tensors, dicts with str keys, lists, tuples,
 str, int, float, bool, None), which ``torch.load(weights_only=True)`` reads without
 unpickling anything else. The content is encoded to that form and back: numpy arrays
-travel as tensors, and instances of RESTORABLE_TYPES as their attribute dicts; any
-other type is refused when saving and when loading. The archive's comment holds a JSON
+travel as tensors; any other type (an object of any class) is refused when saving and
+when loading. The archive's comment holds a JSON
 header with the config's sha256, read (plain zip metadata) before the payload is
 deserialised: a checkpoint of another config is never unpickled at all.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import time as clock
@@ -35,13 +34,8 @@ import torch
 
 from sgdnoise.config import config_sha256
 
-# The classes (module.qualname) whose instances a checkpoint may hold and rebuild: the
-# runners' per-replica bookkeeping.
-RESTORABLE_TYPES = frozenset(
-    {"sgdnoise.stages.train.ReplicaBook", "sgdnoise.stages.train_network.ReplicaLedger"}
-)
 HEADER_FORMAT = "sgdnoise checkpoint"
-TYPE_KEY = "__checkpoint_type__"  # marks an encoded numpy array or object in a dict
+TYPE_KEY = "__checkpoint_type__"  # marks an encoded numpy array in a dict
 PLAIN_TYPES = (bool, int, float, str)
 
 
@@ -62,9 +56,7 @@ def _encode(value: Any) -> Any:
     if type(value) is np.ndarray:
         return {TYPE_KEY: "numpy.ndarray", "data": torch.from_numpy(value.copy())}
     name = f"{type(value).__module__}.{type(value).__qualname__}"
-    if name not in RESTORABLE_TYPES:
-        raise UnsafeCheckpointError(f"a checkpoint cannot hold a {name} (RESTORABLE_TYPES)")
-    return {TYPE_KEY: name, "attributes": _encode(vars(value))}
+    raise UnsafeCheckpointError(f"a checkpoint holds plain data only, not a {name}")
 
 
 def _decode(value: Any) -> Any:
@@ -78,21 +70,14 @@ def _decode(value: Any) -> Any:
         return {key: _decode(item) for key, item in value.items()}
     if name == "numpy.ndarray" and isinstance(value.get("data"), torch.Tensor):
         return value["data"].numpy()
-    attributes = _decode(value.get("attributes"))
-    if type(name) is not str or name not in RESTORABLE_TYPES or type(attributes) is not dict:
-        raise UnsafeCheckpointError(f"it holds a {name!r} it may not rebuild")
-    module, _, class_name = name.rpartition(".")
-    kind = getattr(importlib.import_module(module), class_name)
-    instance = kind.__new__(kind)
-    vars(instance).update(attributes)
-    return instance
+    raise UnsafeCheckpointError(f"it holds a {name!r}: a checkpoint holds plain data only")
 
 
 def save_checkpoint(path: Path, config: dict, content: dict) -> None:
     """Write ``content`` for ``config`` to ``path``, atomically.
 
-    ``content``: tensors, numpy arrays, instances of RESTORABLE_TYPES, and dicts (str
-    keys), lists and tuples of them or of str, int, float, bool, None
+    ``content``: tensors, numpy arrays, and dicts (str keys), lists and tuples of them
+    or of str, int, float, bool, None
     (UnsafeCheckpointError otherwise). The file is written beside ``path`` and renamed
     over it, so a kill leaves either the previous checkpoint or the new one, never a
     torn file at ``path``.

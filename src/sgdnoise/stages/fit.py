@@ -4,7 +4,10 @@
 - replica_distance (pairing same_init, stop zero_loss): d with CI;
 - margins (always, from the final stabilities): contacts, kappa_eff, gap density;
 - dmft (with the point's dmft artifact): the theory's T_eff by the same fit, its FDT
-  curve and its loss at the run's times, as dmft_* variables (analysis.dmft_fits).
+  curve and its loss at the run's times, as dmft_* variables (analysis.dmft_fits), beside
+  the simulation's loss: its mean over replicas and standard error over units;
+- every T_eff also in the units the figures compare (fdt.temperature_ratios): T_eff / b
+  under the sum normalisation, T_eff / T for an imposed temperature.
 """
 
 from __future__ import annotations
@@ -12,9 +15,29 @@ from __future__ import annotations
 import xarray as xr
 
 from sgdnoise.analysis import dmft_fits, fdt, margins, replica_distance
-from sgdnoise.analysis.replica_statistics import replicas_per_unit
+from sgdnoise.analysis.statistics import mean_and_error, replicas_per_unit
 from sgdnoise.io.artifact import artifact_config, provenance
 from sgdnoise.io.metadata import describe
+
+LOSS_UNITS = {
+    "train_loss_mean": ("1", "training loss per sample, mean over replicas"),
+    "train_loss_stderr": (
+        "1",
+        "standard error of the mean training loss over independent units (a same-init pair "
+        "counts once)",
+    ),
+}
+
+
+def loss_statistics(run: xr.Dataset, per_unit: int) -> xr.Dataset:
+    """The training loss's mean over replicas and its standard error over units of
+    ``per_unit`` replicas, at every record of the run."""
+    mean, error = mean_and_error(run["train_loss"].transpose("replica", "record").values, per_unit)
+    time = ("record", run["time"].values)
+    return xr.Dataset(
+        {"train_loss_mean": ("record", mean), "train_loss_stderr": ("record", error)},
+        coords={"time": time},
+    )
 
 
 def fit_point(
@@ -38,8 +61,10 @@ def fit_point(
         units.update(fdt.UNITS)
     if dmft is not None:
         parts.append(dmft_fits.dmft_fits(dmft, run))
-        units.update(dmft_fits.UNITS)
+        parts.append(loss_statistics(run, per_unit))
+        units.update(dmft_fits.UNITS, **LOSS_UNITS)
     fits = xr.merge(parts, combine_attrs="no_conflicts")
+    fits = fits.merge(fdt.temperature_ratios(fits, config["optimizer"]))
     fits.attrs.update(provenance("fit", config))
     units["lag"] = ("lr x steps", "time difference s = t - t_w")
     return describe(fits, units)

@@ -4,8 +4,8 @@ With a margin loss (hinge or square hinge: v'(h) = 0 for h >= kappa), no constra
 and no ridge, a step whose batch holds no violated sample (h < kappa) leaves the
 weights exactly unchanged: an idle step. Late in training nearly every step is idle
 (paper B's perceptron at P = 16384 takes ~10^6 steps of which ~10^3 move the weights),
-so the step-by-step engine spends its time on steps that change nothing. This runner
-makes the SAME trajectory without paying for idle steps one by one:
+so the step-by-step engine spends its time on steps that change nothing. Advancing
+by windows makes the SAME trajectory without paying for idle steps one by one:
 
 - batches: the engine's, drawn from the same counter-based stream a block of steps at a
   time (``MinibatchSelection.draw_range``);
@@ -21,11 +21,12 @@ makes the SAME trajectory without paying for idle steps one by one:
 
 Zero-loss checks (at multiples of run.check_every, on the weights before the step),
 recordings (before the step) and the exact stopping time t* = lr (last move + 1) are
-the engine's, so the run artifact is the engine's up to floating-point rounding in the
-stabilities used for the idle test (tested: same t*, weights to 1e-12). Steps between
-two events (a record step, a check, the budget) form a window that each replica crosses
-on its own. Cost: O(B N) arithmetic per idle step in large array operations, and a few
-small array operations per weight update.
+the shared loop's (stages.runner), as with the engine, so the run artifact is the
+engine's up to floating-point rounding in the stabilities used for the idle test
+(tested: same t*, weights to 1e-12). Steps between two events (a record step, a check,
+the budget) form a window that each replica crosses on its own. Cost: O(B N)
+arithmetic per idle step in large array operations, and a few small array operations
+per weight update.
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from sgdnoise.dynamics.perceptron import PerceptronProblem, PerceptronState
 from sgdnoise.dynamics.selection import MinibatchSelection
+from sgdnoise.stages.runner import Outcome
 
 LONGEST_WINDOW = 1 << 16  # steps whose batches are drawn at once (bounds memory)
 CACHED_ELEMENTS = 1 << 20  # pattern entries cached per block (span x B x N)
@@ -53,57 +54,23 @@ def applies(config: dict) -> bool:
     )
 
 
-def _next_multiple(step: int, every: int) -> int:
-    return (step // every + 1) * every
+def skipping_idle_steps(
+    config: dict, problem: PerceptronProblem, device: torch.device
+) -> Callable[[PerceptronState, int, int], tuple[PerceptronState, Outcome]]:
+    """The ``advance`` of a point that applies: a window of steps, skipping idle ones.
 
-
-def train_skipping_idle_steps(
-    config: dict,
-    problem: PerceptronProblem,
-    state: PerceptronState,
-    recorder,
-    book,
-    total_steps: int,
-    bar: tqdm,
-    first_step: int = 0,
-    save: Callable[[int, PerceptronState], None] | None = None,
-) -> PerceptronState:
-    """Run the point to its stop or budget; record and book-keep as the engine does.
-
-    ``recorder`` and ``book`` are the runner's Recorder (with its RecordingSchedule) and
-    ReplicaBook (stages.train); a resumed run starts at ``first_step``.
-    ``save(step, state)`` is offered the state at every window boundary (the runner's
-    checkpoint). Returns the replicas still training at the budget.
+    The shared loop (stages.runner) ends each window at the next record, the next
+    zero-loss check or the budget (at most LONGEST_WINDOW steps): each replica crosses
+    it on its own.
     """
     run, optimizer = config["run"], config["optimizer"]
-    lr = optimizer["lr"]
-    selection = MinibatchSelection(
-        optimizer["batch_size"], problem.P, run["seed"], state.weights.device
-    )
+    selection = MinibatchSelection(optimizer["batch_size"], problem.P, run["seed"], device)
     patterns = problem.patterns.detach().cpu().numpy()  # the scan runs on the host
-    stop_on_zero = run["stop"] == "zero_loss"
-    tolerance, check_every = run["tolerance"], run["check_every"]
-    step = first_step
-    while True:
-        if save is not None:
-            save(step, state)
-        recorder.record_if_due(step, lambda: book.with_active(state))  # noqa: B023
-        if state.weights.shape[0] == 0 or step == total_steps:
-            return state
-        if stop_on_zero and step % check_every == 0:
-            training = state.weights.shape[0]
-            state = book.stop_at_zero_loss(problem, state, step, lr, tolerance)
-            if state.weights.shape[0] < training:  # some stopped: this step again
-                continue
-        stop = min(total_steps, step + LONGEST_WINDOW)
-        next_record = recorder.schedule.next_step()
-        if next_record is not None:
-            stop = min(stop, next_record)
-        if stop_on_zero:
-            stop = min(stop, _next_multiple(step, check_every))
-        state = _advance(problem, patterns, state, selection, lr, book, step, stop)
-        bar.update(stop - step)
-        step = stop
+
+    def advance(state: PerceptronState, start: int, stop: int) -> tuple[PerceptronState, Outcome]:
+        return _advance(problem, patterns, state, selection, optimizer["lr"], start, stop)
+
+    return advance
 
 
 def _advance(
@@ -112,34 +79,32 @@ def _advance(
     state: PerceptronState,
     selection: MinibatchSelection,
     lr: float,
-    book,
     start: int,
     stop: int,
-) -> PerceptronState:
-    """Take steps start .. stop - 1 for every replica; freeze replicas that diverge.
+) -> tuple[PerceptronState, Outcome]:
+    """Take steps start .. stop - 1 for every replica; report last moves and divergences.
 
     ``patterns``: the training patterns y x / sqrt(N) as a host array (problem.patterns).
+    A replica whose weights turn non-finite stops there (its weights stay non-finite).
     """
     ids = state.replica_ids
     batches = selection.draw_range(start, stop, ids.tolist()).cpu().numpy()  # (R, L, B)
     rows_of = (lambda r: patterns[r]) if problem.per_replica else (lambda r: patterns)
     weights = state.weights.clone()
-    alive = torch.ones(ids.numel(), dtype=torch.bool)
+    last_moved, nonfinite_after = [], []
     for row, replica in enumerate(ids.tolist()):
         reference = None if state.reference is None else state.reference[row]
         moved, last, broken_at = _advance_replica(
             rows_of(replica), batches[row], weights[row], reference, problem, lr
         )
         weights[row] = moved
-        if last >= 0:
-            book.last_moved[replica] = start + last
-        if broken_at >= 0:
-            alive[row] = False
-            book.freeze(
-                ids[row : row + 1], moved.unsqueeze(0), "diverged", start + broken_at + 1, lr, None
-            )
-    advanced = PerceptronState(weights, state.reference, None, ids, stop)
-    return advanced if bool(alive.all()) else advanced.subset(alive.to(ids.device))
+        last_moved.append(start + last if last >= 0 else -1)
+        nonfinite_after.append(start + broken_at + 1 if broken_at >= 0 else -1)
+    outcome = Outcome(
+        last_moved=torch.tensor(last_moved, dtype=torch.long, device=ids.device),
+        nonfinite_after=torch.tensor(nonfinite_after, dtype=torch.long, device=ids.device),
+    )
+    return PerceptronState(weights, state.reference, None, ids, stop), outcome
 
 
 def _block_stabilities(

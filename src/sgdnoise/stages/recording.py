@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -146,24 +146,28 @@ class ScheduledRecorder:
     """Records of every replica taken on a RecordingSchedule.
 
     A runner's recorder subclasses it and defines ``record(current)``: append the
-    observables of every replica (``current`` is what that runner's observables read: the
-    weights, or the stacked parameters) to ``self.records``, one list per observable.
+    observables of every replica to ``self.records``, one list per observable.
+    ``current`` holds the per-replica tensors of every replica keyed by name (the
+    perceptron's ``weights``, a network's parameters). ``record_dims``: the dimensions
+    of a recorded observable beyond (replica, record), by name.
     """
+
+    record_dims: dict[str, tuple[str, ...]] = {}
 
     def __init__(self, schedule: RecordingSchedule) -> None:
         self.schedule = schedule
         self.records: dict[str, list[torch.Tensor]] = {}
 
-    def record(self, current) -> None:
+    def record(self, current: Mapping[str, torch.Tensor]) -> None:
         raise NotImplementedError
 
-    def record_if_due(self, step: int, current: Callable[[], object]) -> None:
+    def record_if_due(self, step: int, current: Callable[[], Mapping[str, torch.Tensor]]) -> None:
         """Record ``current()`` if ``step`` is on the schedule (built only then)."""
         if self.schedule.is_due(step):
             self.record(current())
             self.schedule.taken(step, self.records)
 
-    def record_end(self, final: object, end_step: int) -> None:
+    def record_end(self, final: Mapping[str, torch.Tensor], end_step: int) -> None:
         """Record the final state at the step where training ended, unless already done."""
         if self.schedule.needs_final(end_step):
             self.record(final)

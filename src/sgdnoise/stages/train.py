@@ -1,9 +1,11 @@
-"""Stage train_replicas: train the R replicas of one grid point and record them.
+"""Stage train_replicas: train the R replicas of one perceptron grid point and record them.
 
-The runner drives the dynamics (dynamics.perceptron), evaluates the observables
-(observables.perceptron) on the recording grid and returns one xarray Dataset. It owns
-what the pure step does not: initialisation, the recording grid, stopping rules,
-divergence detection, masking out finished replicas, checkpoints.
+This module supplies what is the perceptron's in the shared training loop
+(stages.runner): the problem and the initial weights (random, or GD minima), the
+observables recorded (observables.perceptron), the way a block of steps advances (the
+engine of dynamics.perceptron step by step, or stages.idle_skipping) and the run
+artifact. The loop owns the rest: recording grid, stopping rules, divergence detection,
+masking out finished replicas, checkpoints.
 
 Recording grid (stages.recording.RecordingSchedule): records are indexed by the
 dimension ``record`` with coordinates ``step`` and ``time`` = lr x step; observables at a
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import math
 import time as clock
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,9 +33,11 @@ import xarray as xr
 from sgdnoise.config import draw_owners
 from sgdnoise.data import Dataset
 from sgdnoise.dynamics.perceptron import (
+    Dynamics,
     PerceptronProblem,
     PerceptronState,
     make_perceptron_dynamics,
+    stabilities_of,
 )
 from sgdnoise.dynamics.random import ReplicaStream
 from sgdnoise.models.losses import MarginLoss
@@ -45,14 +50,14 @@ from sgdnoise.observables.perceptron import (
 from sgdnoise.stages import idle_skipping
 from sgdnoise.stages.checkpoint import Checkpointer
 from sgdnoise.stages.generate_data import data_draws
-from sgdnoise.stages.recording import (
-    RecordingSchedule,
-    ScheduledRecorder,
-    data_fingerprint,
-    overall_status,
-    progress_bar,
-    run_setup,
-    stopping_time,
+from sgdnoise.stages.recording import RecordingSchedule, ScheduledRecorder, run_setup
+from sgdnoise.stages.runner import (
+    Outcome,
+    Runner,
+    StopRules,
+    ledger_variables,
+    run_artifact,
+    run_attributes,
 )
 
 
@@ -136,55 +141,64 @@ def gd_minimum_starts(
     return minima[draws]
 
 
-@dataclass
-class ReplicaBook:
-    """Per-replica bookkeeping of a run: frozen weights, stop times, statuses."""
+@dataclass(frozen=True)
+class PerceptronStepper:
+    """The perceptron's replicas in the shared loop (a stages.runner.Stepper).
 
-    weights: torch.Tensor  # latest known weights of every replica (R_total, N)
-    t_star: np.ndarray
-    steps_taken: np.ndarray
-    status: list[str]
-    last_moved: np.ndarray
+    The state is a PerceptronState, its one per-replica tensor ``weights``; ``advance``
+    takes a block of steps: the engine step by step (``engine_steps``, blocks of one
+    step) or idle-step skipping (stages.idle_skipping, windows).
+    """
 
-    def freeze(self, ids: torch.Tensor, weights: torch.Tensor, status: str, steps: int, lr, t_star):
-        """Stop the replicas ``ids`` at ``weights``; a diverged replica's weights are NaN
-        (its errors, losses and stabilities then read NaN, never a count of 0)."""
-        if status == "diverged":
-            weights = torch.full_like(weights, torch.nan)
-        for row, replica in enumerate(ids.tolist()):
-            self.weights[replica] = weights[row]
-            self.status[replica] = status
-            self.steps_taken[replica] = steps
-            if t_star is not None:
-                self.t_star[replica] = t_star[row] if np.ndim(t_star) else t_star
+    problem: PerceptronProblem
+    advance: Callable[[PerceptronState, int, int], tuple[PerceptronState, Outcome]]
+    longest_block: int
 
-    def with_active(self, state: PerceptronState) -> torch.Tensor:
-        """Weights of every replica: the frozen ones, and the active ones of ``state``."""
-        weights = self.weights.clone()
-        weights[state.replica_ids] = state.weights
-        return weights
+    def tensors(self, state: PerceptronState) -> dict[str, torch.Tensor]:
+        return {"weights": state.weights}
 
-    def stop_at_zero_loss(
-        self, problem: PerceptronProblem, state: PerceptronState, step: int, lr, tolerance
-    ) -> PerceptronState:
-        """Freeze as completed the replicas with training loss <= tolerance; return the rest.
+    def training_loss(self, state: PerceptronState) -> torch.Tensor:
+        """Mean loss over every training sample of each replica, (R,)."""
+        h = stabilities_of(self.problem, state.weights, state.reference, state.replica_ids)
+        return self.problem.loss.value(h).mean(-1)
 
-        Checked on the weights before ``step``; t* as stages.recording.stopping_time.
-        """
-        observables = margin_observables(
-            problem, state.weights, state.reference, state.replica_ids, 0.0
+    def saved(self, state: PerceptronState) -> dict:
+        return {
+            "weights": state.weights,
+            "reference": state.reference,
+            "selection": state.selection,
+            "replica_ids": state.replica_ids,
+        }
+
+    def restored(self, initial: PerceptronState, saved: dict, step: int) -> PerceptronState:
+        return PerceptronState(
+            saved["weights"], saved["reference"], saved["selection"], saved["replica_ids"], step
         )
-        done = observables["train_loss"] <= tolerance
-        if not bool(done.any()):
-            return state
-        ids = state.replica_ids[done]
-        t_star = stopping_time(lr, self.last_moved[ids.cpu().numpy()], step, tolerance)
-        self.freeze(ids, state.weights[done], "completed", step, lr, t_star)
-        return state.subset(~done)
+
+
+def engine_steps(
+    dynamics: Dynamics,
+) -> Callable[[PerceptronState, int, int], tuple[PerceptronState, Outcome]]:
+    """Advance by one step of the engine (every optimizer and constraint).
+
+    A full-batch or Bernoulli/Markov step evaluates every sample's loss: it reports the
+    loss before the step (the zero-loss check, free). A minibatch step sees its batch
+    only: it reports whether it moved the weights (the checks' exact t*).
+    """
+
+    def advance(state: PerceptronState, step: int, stop: int) -> tuple[PerceptronState, Outcome]:
+        advanced, info = dynamics.step(state)
+        moved = torch.where(info.moved, step, -1) if info.loss is None else None
+        before = {"weights": state.weights}
+        return advanced, Outcome(last_moved=moved, loss_before=info.loss, tensors_before=before)
+
+    return advance
 
 
 class Recorder(ScheduledRecorder):
     """Evaluates the observables of every replica at the recording steps."""
+
+    record_dims = {"weights": ("feature",)}
 
     def __init__(self, config, problem, test_problem, teacher, initial, reference, schedule):
         super().__init__(schedule)
@@ -192,8 +206,8 @@ class Recorder(ScheduledRecorder):
         self.teacher, self.initial, self.reference = teacher, initial, reference
         self.all_ids = torch.arange(initial.shape[0], device=initial.device)
 
-    def record(self, weights: torch.Tensor) -> None:
-        run = self.config["run"]
+    def record(self, tensors: dict[str, torch.Tensor]) -> None:
+        run, weights = self.config["run"], tensors["weights"]
         values = margin_observables(
             self.problem, weights, self.reference, self.all_ids, run["error_tolerance"]
         )
@@ -226,13 +240,11 @@ def train_point(
     started = clock.perf_counter()
     run, optimizer = config["run"], config["optimizer"]
     device, dtype, datasets = run_setup(config, datasets)
-    replicas, lr = run["replicas"], optimizer["lr"]
     problem, test_problem, teacher = build_problems(config, datasets, device, dtype)
-    N = problem.N
 
     checkpointer = Checkpointer(checkpoint, config)
     resumed = checkpointer.resume()
-    start = initial_weights(config, N, device, dtype)
+    start = initial_weights(config, problem.N, device, dtype)
     gd_init_loss = math.nan
     if resumed is not None:
         start, gd_init_loss = resumed["start"], resumed["gd_init_loss"]
@@ -243,148 +255,36 @@ def train_point(
     reference = start.clone() if config["model"]["alpha"] is not None else None
 
     dynamics = make_perceptron_dynamics(problem, optimizer, run["seed"], device)
-    state = dynamics.init(start.clone(), list(range(replicas)), reference)
-    schedule = RecordingSchedule(run, lr)
-    total_steps = schedule.total_steps
+    state = dynamics.init(start.clone(), list(range(run["replicas"])), reference)
+    schedule = RecordingSchedule(run, optimizer["lr"])
     recorder = Recorder(config, problem, test_problem, teacher, start, reference, schedule)
-    book = ReplicaBook(
-        weights=start.clone(),
-        t_star=np.full(replicas, np.nan),
-        steps_taken=np.zeros(replicas, dtype=np.int64),
-        status=["completed"] * replicas,
-        last_moved=np.full(replicas, -1, dtype=np.int64),
-    )
-    stop_on_zero = run["stop"] == "zero_loss"
-    tolerance = run["tolerance"]
-    sparse = optimizer["kind"] == "minibatch_sgd"
-    check_every = run["check_every"] if sparse else 1
-    first_step = 0
-    if resumed is not None:
-        weights, saved_reference, selection, replica_ids = resumed["state"]
-        state = PerceptronState(weights, saved_reference, selection, replica_ids, resumed["step"])
-        book, first_step = resumed["book"], resumed["step"]
-        recorder.records = resumed["records"]
-        schedule.restore(resumed["schedule"])
-    bar = progress_bar(total_steps, first_step, progress)
-
-    def save(step: int, state: PerceptronState) -> None:
-        """Checkpoint before ``step`` when run.checkpoint_seconds have passed since the last."""
-        checkpointer.offer(
-            lambda: {
-                "step": step,
-                "state": (state.weights, state.reference, state.selection, state.replica_ids),
-                "book": book,
-                "records": recorder.records,
-                "schedule": schedule.state(),
-                "start": start,
-                "gd_init_loss": gd_init_loss,
-            }
-        )
-
     if idle_skipping.applies(config):
-        state = idle_skipping.train_skipping_idle_steps(
-            config, problem, state, recorder, book, total_steps, bar, first_step, save
-        )
+        advance = idle_skipping.skipping_idle_steps(config, problem, device)
+        stepper = PerceptronStepper(problem, advance, idle_skipping.LONGEST_WINDOW)
     else:
-        for step in range(first_step, total_steps + 1):
-            save(step, state)
-            recorder.record_if_due(step, lambda: book.with_active(state))  # noqa: B023
-            if state.weights.shape[0] == 0 or step == total_steps:
-                break
-            if stop_on_zero and sparse and step % check_every == 0:
-                state = book.stop_at_zero_loss(problem, state, step, lr, tolerance)
-                if state.weights.shape[0] == 0:
-                    continue
-            new_state, info = dynamics.step(state)
-            if sparse:
-                moved_ids = state.replica_ids[info.moved].cpu().numpy()
-                book.last_moved[moved_ids] = step
-            finished = torch.zeros(state.weights.shape[0], dtype=torch.bool, device=device)
-            if stop_on_zero and info.loss is not None:
-                reached = info.loss <= tolerance
-                if bool(reached.any()):
-                    book.freeze(
-                        state.replica_ids[reached],
-                        state.weights[reached],
-                        "completed",
-                        step,
-                        lr,
-                        lr * step,
-                    )
-                    finished |= reached
-            bad = ~torch.isfinite(new_state.weights).all(-1)
-            if info.loss is not None:
-                bad |= ~torch.isfinite(info.loss)
-            bad &= ~finished
-            if bool(bad.any()):
-                book.freeze(
-                    state.replica_ids[bad], new_state.weights[bad], "diverged", step + 1, lr, None
-                )
-                finished |= bad
-            state = new_state.subset(~finished) if bool(finished.any()) else new_state
-            bar.update(1)
-    bar.close()
-    checkpointer.remove()
-
-    final_status = "budget_exhausted" if stop_on_zero else "completed"
-    book.freeze(state.replica_ids, state.weights, final_status, total_steps, lr, None)
-    recorder.record_end(book.weights, int(book.steps_taken.max()))
-    wall_seconds = clock.perf_counter() - started
-    return _assemble(config, recorder, book, problem, datasets, device, gd_init_loss, wall_seconds)
-
-
-def _assemble(
-    config: dict,
-    recorder: Recorder,
-    book: ReplicaBook,
-    problem: PerceptronProblem,
-    datasets: list[Dataset],
-    device: torch.device,
-    gd_init_loss: float,
-    wall_seconds: float,
-) -> xr.Dataset:
-    """The run artifact: the records on the schedule's steps and the book's final state."""
-    from sgdnoise.io.artifact import provenance
-    from sgdnoise.io.metadata import describe
-
-    replicas = config["run"]["replicas"]
-    all_ids = torch.arange(replicas, device=book.weights.device)
-    final_h = _final_stabilities(problem, book.weights, recorder.reference, all_ids)
+        stepper = PerceptronStepper(problem, engine_steps(dynamics), longest_block=1)
+    zero_loss = run["stop"] == "zero_loss"
+    # a minibatch step sees its batch only: checks find zero loss (other steps report it)
+    checked = zero_loss and optimizer["kind"] == "minibatch_sgd"
+    rules = StopRules(
+        lr=optimizer["lr"],
+        zero_loss=zero_loss,
+        tolerance=run["tolerance"],
+        check_every=run["check_every"] if checked else None,
+    )
+    kept = {"start": start, "gd_init_loss": gd_init_loss}
+    runner = Runner(stepper, recorder, rules, checkpointer, kept)
+    ledger = runner.run(state, resumed, progress)
+    final_weights = ledger.tensors["weights"]
+    all_ids = torch.arange(run["replicas"], device=device)
+    final_stabilities = stabilities_of(problem, final_weights, reference, all_ids)
     variables = {
-        name: (
-            ("replica", "record", "feature") if name == "weights" else ("replica", "record"),
-            recorder.stacked(name),
-        )
-        for name in recorder.records
+        "final_weights": (("replica", "feature"), final_weights.cpu().numpy()),
+        "initial_weights": (("replica", "feature"), start.cpu().numpy()),
+        "final_stabilities": (("replica", "sample"), final_stabilities.cpu().numpy()),
+        **ledger_variables(ledger, optimizer["lr"]),
     }
-    lr = config["optimizer"]["lr"]
-    variables.update(
-        final_weights=(("replica", "feature"), book.weights.cpu().numpy()),
-        initial_weights=(("replica", "feature"), recorder.initial.cpu().numpy()),
-        final_stabilities=(("replica", "sample"), final_h),
-        t_star=(("replica",), book.t_star),
-        steps_to_zero_loss=(("replica",), np.rint(book.t_star / lr)),
-        steps_taken=(("replica",), book.steps_taken),
-        replica_status=(("replica",), np.array(book.status, dtype=object)),
-    )
-    dataset = xr.Dataset(
-        variables,
-        coords={"replica": np.arange(replicas), **recorder.schedule.coordinates(lr)},
-    )
-    overall = overall_status(book.status)
-    dataset.attrs.update(provenance("run", config))
-    dataset.attrs.update(
-        status=overall,
-        device=str(device),
-        wall_seconds=wall_seconds,
-        data_sha256=data_fingerprint(datasets),
-        learning_rate=config["optimizer"]["lr"],
-        gd_init_loss=gd_init_loss,
-    )
-    return describe(dataset)
-
-
-def _final_stabilities(problem, weights, reference, ids) -> np.ndarray:
-    from sgdnoise.dynamics.perceptron import stabilities_of
-
-    return stabilities_of(problem, weights, reference, ids).cpu().numpy()
+    wall_seconds = clock.perf_counter() - started
+    attributes = run_attributes(config, ledger, datasets, device, wall_seconds)
+    attributes["gd_init_loss"] = gd_init_loss
+    return run_artifact(config, recorder, variables, attributes)

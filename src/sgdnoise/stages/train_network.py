@@ -1,11 +1,11 @@
 """Stage train_replicas for model.kind fcn | cnn: alpha-trick networks on images (paper B).
 
-The runner drives minibatch SGD (dynamics.networks) for the R replicas of one grid
-point at once, evaluates the observables (observables.networks) on the recording grid
-and returns one xarray Dataset with the conventions of the perceptron runner
-(stages.train, stages.recording): dims ``replica`` and ``time`` (nominal times; the
-step recorded is ``step``), observables measured on the parameters BEFORE that step's
-update, stopped replicas frozen at their final parameters.
+This module supplies what is the networks' in the shared training loop (stages.runner):
+minibatch SGD (dynamics.networks) of the R replicas of one grid point at once, the
+observables recorded (observables.networks) and the run artifact, with the conventions
+of the perceptron's (stages.train, stages.recording): dims ``replica`` and ``record``
+(coordinates ``step`` and ``time``), observables measured on the parameters BEFORE
+that step's update, stopped replicas frozen at their final parameters.
 
 Stopping at zero training loss, exactly and cheaply. With the hinge the batch gradient
 is zero unless a batch sample violates the margin (h < 1/alpha), so the parameters of a
@@ -16,7 +16,9 @@ on the full training set; a replica with loss <= run.tolerance stops, with
 t* = lr (last moving step + 1) when the tolerance is 0 (stages.recording.stopping_time).
 The check therefore costs a full-set evaluation only for replicas near convergence,
 and delays the stop (never t*) by at most 2 check_every steps. Replicas whose batch
-stabilities or parameters turn non-finite are marked ``diverged`` at the next check.
+stabilities or parameters turn non-finite are marked ``diverged`` at the next check,
+and a last check at the budget examines every replica still training (the loop's lazy
+rules, stages.runner.StopRules).
 
 f0 = f(w0, x) is computed once for the training and test sets with the same chunking
 as every later evaluation, so F = alpha (f - f0) is exactly 0 at initialisation: the
@@ -25,7 +27,7 @@ train_loss = 1/alpha.
 
 Checkpoints (stages.checkpoint): every run.checkpoint_seconds of wall time the loop
 saves, before a step, the parameters and ids of the replicas still training, the
-ledger, the stop bookkeeping and the records so far. The batches are counter-based
+ledger (with the stop bookkeeping) and the records so far. The batches are counter-based
 (dynamics.networks: a function of seed, replica and step), and w0, f0 follow from the
 seed, so the resumed run is the uninterrupted one, bit for bit.
 """
@@ -35,7 +37,7 @@ from __future__ import annotations
 import math
 import time as clock
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +48,7 @@ from torch import Tensor, nn
 from sgdnoise.config import draw_owners
 from sgdnoise.data import Dataset
 from sgdnoise.dynamics.networks import (
+    NetworkDynamics,
     NetworkProblem,
     NetworkState,
     Parameters,
@@ -57,21 +60,20 @@ from sgdnoise.models.losses import MarginLoss
 from sgdnoise.models.networks import initial_parameters, make_network
 from sgdnoise.observables.networks import (
     classification_error,
-    finite_parameters,
     kernel_change,
     labelled_stabilities,
     training_observables,
     weight_change,
 )
 from sgdnoise.stages.checkpoint import Checkpointer
-from sgdnoise.stages.recording import (
-    RecordingSchedule,
-    ScheduledRecorder,
-    data_fingerprint,
-    overall_status,
-    progress_bar,
-    run_setup,
-    stopping_time,
+from sgdnoise.stages.recording import RecordingSchedule, ScheduledRecorder, run_setup
+from sgdnoise.stages.runner import (
+    Outcome,
+    Runner,
+    StopRules,
+    ledger_variables,
+    run_artifact,
+    run_attributes,
 )
 
 EVALUATION_BATCH = 2048
@@ -113,10 +115,6 @@ def initial_network_parameters(
         for owner in draw_owners(run)
     ]
     return initial_parameters(network, generators, dtype, device)
-
-
-def _rows(parameters: Mapping[str, Tensor], keep: Tensor) -> Parameters:
-    return {name: value[keep] for name, value in parameters.items()}
 
 
 class NetworkRecorder(ScheduledRecorder):
@@ -174,43 +172,49 @@ class NetworkRecorder(ScheduledRecorder):
             self.records.setdefault(name, []).append(value.detach().cpu())
 
 
-class ReplicaLedger:
-    """Final parameters, stop times and statuses of every replica of a run."""
+@dataclass(frozen=True)
+class NetworkStepper:
+    """The network replicas in the shared loop (a stages.runner.Stepper).
 
-    def __init__(self, initial: Parameters) -> None:
-        self.parameters = {name: value.clone() for name, value in initial.items()}
-        replicas = next(iter(initial.values())).shape[0]
-        self.t_star = np.full(replicas, np.nan)
-        self.steps_taken = np.zeros(replicas, dtype=np.int64)
-        self.status = ["completed"] * replicas
+    The state is a NetworkState, its per-replica tensors the parameter dict; a block is
+    one minibatch SGD step (dynamics.networks), which reports on the device, without
+    synchronising, whether it moved each replica and whether its batch stabilities
+    were finite.
+    """
 
-    def close(
-        self,
-        state: NetworkState,
-        rows: Tensor,
-        status: str,
-        steps: np.ndarray,
-        t_star: np.ndarray | None = None,
-    ) -> None:
-        """Freeze the replicas of ``state`` where ``rows`` is True; a diverged replica's
-        parameters are NaN (its errors and losses then read NaN, never 0)."""
-        ids = state.replica_ids[rows]
-        for name, value in state.parameters.items():
-            frozen = value[rows]
-            self.parameters[name][ids] = torch.nan if status == "diverged" else frozen
-        index = ids.cpu().numpy()
-        for replica in index:
-            self.status[replica] = status
-        self.steps_taken[index] = steps
-        if t_star is not None:
-            self.t_star[index] = t_star
+    dynamics: NetworkDynamics
+    recorder: NetworkRecorder
+    longest_block: int = 1
 
-    def with_active(self, state: NetworkState) -> Parameters:
-        """Parameters of every replica: the frozen ones, and the active ones of ``state``."""
-        parameters = {name: value.clone() for name, value in self.parameters.items()}
-        for name, value in state.parameters.items():
-            parameters[name][state.replica_ids] = value
-        return parameters
+    def advance(self, state: NetworkState, step: int, stop: int) -> tuple[NetworkState, Outcome]:
+        advanced, info = self.dynamics.step(state)
+        outcome = Outcome(
+            last_moved=torch.where(info.moved, step, -1),
+            nonfinite_after=torch.where(info.finite, -1, step),
+        )
+        return advanced, outcome
+
+    def tensors(self, state: NetworkState) -> Parameters:
+        return state.parameters
+
+    def training_loss(self, state: NetworkState) -> Tensor:
+        return self.recorder.training_loss(state.parameters, state.replica_ids)
+
+    def saved(self, state: NetworkState) -> dict:
+        return {"parameters": state.parameters, "replica_ids": state.replica_ids}
+
+    def restored(self, initial: NetworkState, saved: dict, step: int) -> NetworkState:
+        """The saved state, from the initial state of every replica.
+
+        The run's state only ever loses replicas (``subset`` keeps their order), so its
+        w0 and f0 are the rows of the initial state's: only the current parameters and
+        the step are read from the checkpoint.
+        """
+        ids = saved["replica_ids"].to(initial.replica_ids.device)
+        state = initial.subset(torch.isin(initial.replica_ids, ids))
+        if not torch.equal(state.replica_ids, ids):
+            raise ValueError("checkpoint replica ids are not an ordered subset of the run's")
+        return replace(state, parameters=saved["parameters"], step=step)
 
 
 def train_network_point(
@@ -239,109 +243,35 @@ def train_network_point(
     initial = initial_network_parameters(network, run, device, dtype)
     chunk_size = max(1, EVALUATION_BATCH // replicas)
     schedule = RecordingSchedule(run, lr)
-    total_steps = schedule.total_steps
     recorder = NetworkRecorder(network, problem, test, initial, chunk_size, schedule)
     dynamics = make_network_dynamics(network, problem, optimizer, run["seed"], device, chunk_size)
     state = dynamics.init(initial, list(range(replicas)))
-    ledger = ReplicaLedger(initial)
-    last_moved = torch.full((replicas,), -1, dtype=torch.long, device=device)
-    first_nonfinite = torch.full((replicas,), -1, dtype=torch.long, device=device)
-    stop_on_zero = run["stop"] == "zero_loss"
-    tolerance, check_every = run["tolerance"], run["check_every"]
-
-    def check(state: NetworkState, step: int, final: bool = False) -> NetworkState:
-        """Close diverged replicas and, with stop zero_loss, those at zero training loss.
-
-        Only replicas that did not move since the previous check can be at zero loss;
-        the final check (at the budget) examines every replica still training.
-        """
-        ids = state.replica_ids
-        flagged = first_nonfinite[ids]
-        diverged = (flagged >= 0) | ~finite_parameters(state.parameters)
-        if bool(diverged.any()):
-            steps = torch.where(flagged >= 0, flagged, step)[diverged].cpu().numpy()
-            ledger.close(state, diverged, "diverged", steps)
-        finished = diverged.clone()
-        if stop_on_zero:
-            idle = ~diverged if final else (last_moved[ids] < step - check_every) & ~diverged
-            if bool(idle.any()):
-                at_zero = recorder.training_loss(_rows(state.parameters, idle), ids[idle])
-                reached = torch.zeros_like(idle)
-                reached[idle] = at_zero <= tolerance
-                if bool(reached.any()):
-                    last = last_moved[ids[reached]].cpu().numpy()
-                    t_star = stopping_time(lr, last, step, tolerance)
-                    ledger.close(state, reached, "completed", np.int64(step), t_star)
-                    finished |= reached
-        return state.subset(~finished) if bool(finished.any()) else state
-
-    first_step = 0
+    rules = StopRules(
+        lr=lr,
+        zero_loss=run["stop"] == "zero_loss",
+        tolerance=run["tolerance"],
+        check_every=run["check_every"],
+        lazy=True,
+    )
     checkpointer = Checkpointer(checkpoint, config)
-    resumed = checkpointer.resume()
-    if resumed is not None:
-        state = _resumed_state(state, resumed)
-        ledger, recorder.records = resumed["ledger"], resumed["records"]
-        last_moved, first_nonfinite = resumed["last_moved"], resumed["first_nonfinite"]
-        first_step = resumed["step"]
-        schedule.restore(resumed["schedule"])
+    runner = Runner(NetworkStepper(dynamics, recorder), recorder, rules, checkpointer)
+    ledger = runner.run(state, checkpointer.resume(), progress)
 
-    def save(step: int, state: NetworkState) -> None:
-        """Checkpoint before ``step`` when run.checkpoint_seconds have passed since the last."""
-        checkpointer.offer(
-            lambda: {
-                "step": step,
-                "parameters": state.parameters,
-                "replica_ids": state.replica_ids,
-                "ledger": ledger,
-                "records": recorder.records,
-                "schedule": schedule.state(),
-                "last_moved": last_moved,
-                "first_nonfinite": first_nonfinite,
-            }
-        )
-
-    bar = progress_bar(total_steps, first_step, progress)
-    for step in range(first_step, total_steps + 1):
-        save(step, state)
-        recorder.record_if_due(step, lambda: ledger.with_active(state))  # noqa: B023
-        if state.replica_ids.numel() == 0 or step == total_steps:
-            break
-        if step % check_every == 0:
-            state = check(state, step)
-            if state.replica_ids.numel() == 0:
-                continue
-        ids = state.replica_ids
-        state, info = dynamics.step(state)
-        last_moved[ids] = torch.where(info.moved, step, last_moved[ids])
-        first_nonfinite[ids] = torch.where(
-            ~info.finite & (first_nonfinite[ids] < 0), step, first_nonfinite[ids]
-        )
-        bar.update(1)
-    bar.close()
-    checkpointer.remove()
-
-    if state.replica_ids.numel():
-        state = check(state, total_steps, final=True)
-        everyone = torch.ones_like(state.replica_ids, dtype=torch.bool)
-        final_status = "budget_exhausted" if stop_on_zero else "completed"
-        ledger.close(state, everyone, final_status, np.int64(total_steps))
-    recorder.record_end(ledger.parameters, int(ledger.steps_taken.max()))
-    kernel = kernel_change(network, ledger.parameters, initial, _kernel_samples(problem, replicas))
-    return _assemble(config, recorder, ledger, kernel, datasets, device, network, started)
-
-
-def _resumed_state(initial: NetworkState, saved: dict) -> NetworkState:
-    """The state saved in a checkpoint, from the initial state of every replica.
-
-    The run's state only ever loses replicas (``subset`` keeps their order), so its w0
-    and f0 are the rows of the initial state's: only the current parameters and the step
-    are read from the checkpoint.
-    """
-    ids = saved["replica_ids"].to(initial.replica_ids.device)
-    state = initial.subset(torch.isin(initial.replica_ids, ids))
-    if not torch.equal(state.replica_ids, ids):
-        raise ValueError("checkpoint replica ids are not an ordered subset of the run's")
-    return replace(state, parameters=saved["parameters"], step=saved["step"])
+    final = ledger.tensors
+    kernel = kernel_change(network, final, initial, _kernel_samples(problem, replicas))
+    variables = {
+        **ledger_variables(ledger, lr),
+        "kernel_change": (("replica",), kernel.detach().cpu().numpy()),
+        "final_stabilities": (
+            ("replica", "sample"),
+            recorder.training_stabilities(final).cpu().numpy(),
+        ),
+    }
+    wall_seconds = clock.perf_counter() - started
+    attributes = run_attributes(config, ledger, datasets, device, wall_seconds)
+    attributes["temperature"] = optimizer["temperature"]
+    attributes["parameter_count"] = sum(math.prod(p.shape) for p in network.parameters())
+    return run_artifact(config, recorder, variables, attributes, NETWORK_VARIABLES)
 
 
 def _kernel_samples(problem: NetworkProblem, replicas: int) -> Tensor:
@@ -350,48 +280,6 @@ def _kernel_samples(problem: NetworkProblem, replicas: int) -> Tensor:
     if problem.train.per_replica:
         return x[:, :KERNEL_SAMPLES]
     return x[:KERNEL_SAMPLES].expand(replicas, *x[:KERNEL_SAMPLES].shape)
-
-
-def _assemble(
-    config: dict,
-    recorder: NetworkRecorder,
-    ledger: ReplicaLedger,
-    kernel: Tensor,
-    datasets: list[Dataset],
-    device: torch.device,
-    network: nn.Module,
-    started: float,
-) -> xr.Dataset:
-    from sgdnoise.io.artifact import provenance
-    from sgdnoise.io.metadata import describe
-
-    replicas = config["run"]["replicas"]
-    lr = config["optimizer"]["lr"]
-    variables = {name: (("replica", "record"), recorder.stacked(name)) for name in recorder.records}
-    variables.update(
-        t_star=(("replica",), ledger.t_star),
-        steps_to_zero_loss=(("replica",), np.rint(ledger.t_star / lr)),
-        steps_taken=(("replica",), ledger.steps_taken),
-        replica_status=(("replica",), np.array(ledger.status, dtype=object)),
-        kernel_change=(("replica",), kernel.detach().cpu().numpy()),
-        final_stabilities=(
-            ("replica", "sample"),
-            recorder.training_stabilities(ledger.parameters).cpu().numpy(),
-        ),
-    )
-    coordinates = {"replica": np.arange(replicas), **recorder.schedule.coordinates(lr)}
-    dataset = xr.Dataset(variables, coords=coordinates)
-    dataset.attrs.update(provenance("run", config))
-    dataset.attrs.update(
-        status=overall_status(ledger.status),
-        device=str(device),
-        wall_seconds=clock.perf_counter() - started,
-        data_sha256=data_fingerprint(datasets),
-        learning_rate=config["optimizer"]["lr"],
-        temperature=config["optimizer"]["temperature"],
-        parameter_count=sum(math.prod(p.shape) for p in network.parameters()),
-    )
-    return describe(dataset, NETWORK_VARIABLES)
 
 
 NETWORK_VARIABLES = {

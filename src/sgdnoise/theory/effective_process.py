@@ -17,7 +17,7 @@ Shapes: arrays are time-major, (T + 1, paths): row k holds step k of every path.
 
 The kink of v' at h = kappa: the active indicator theta(kappa - h) (the derivative of the
 force, which enters M_R) jumps there, while the force itself is continuous. With random
-numbers fixed, a path hovering at h = kappa (GD late times: 1e-5 away) flips side between
+numbers fixed, a path hovering at h = kappa (GD at late times) flips side between
 iterations and the iteration cycles at the 1/paths level. At the kink any value in [0, 1]
 is a subgradient, so a path within ``KINK_BAND`` of kappa keeps the side it had in the
 previous iteration (hysteresis); the fraction of such (path, step) pairs is returned as a

@@ -3,8 +3,7 @@
 The random numbers (the normals of the Gaussian field u and the selection paths) are drawn
 once and fixed across iterations, so the iteration is a deterministic map whose fixed point is the
 DMFT of this sample of paths (the first iterations run on a quarter of them: COARSE_*).
-Plain, undamped iteration converges front-wise in time because the equations are causal
-(docs/physics.md A8: damping was slower).
+Plain, undamped iteration: the equations are causal, so it converges front-wise in time.
 
 Stopping rule: the change of an iteration is the largest absolute change of C, R and m,
 each divided by its largest entry (at least 1); the solve is ``converged`` when it falls
@@ -46,19 +45,13 @@ DIVERGENCE_BOUND = 1e12
 COARSE_FRACTION = 4
 COARSE_UNTIL = 1e-2
 COARSE_ITERATIONS = 8
-# The per-path triangular inverses are computed in float32 (about twice as fast; their
-# rounding, ~1e-9 on M_R after the average over paths, is far below the Monte Carlo error)
-# and accumulated in float64.
+# Per-path triangular inverses in float32, accumulated in float64: rounding << Monte Carlo error.
 INVERSE_PRECISION = torch.float32
 # How the field u of covariance C is sampled (gaussian_sampling): "response",
 # u = sqrt(C00) Phi z0 + lr R eta with eta mixing the previous iteration's forces through a
-# fixed Gaussian matrix (smooth in the iterate), or "cholesky", u = chol(C) z. C of GD is
-# numerically singular and chol(C) z then hypersensitive to C: GD at T = 500 stalls at
-# ~1e-3 with it. The response sampling costs ~T paths^2 flops more per iteration and more
-# iterations (each path's change feeds every path's field through the mixing matrix):
-# SGD (b = 0.3, T = 250) took 25 s instead of 9 s with it. "auto": response for gd and
-# for runs after a gd_minimum prefix (no
-# noise of its own), cholesky for sgd, persistent_sgd and langevin (C well conditioned).
+# fixed Gaussian matrix, or "cholesky", u = chol(C) z. "auto": response for gd and after a
+# gd_minimum prefix, cholesky for sgd, persistent_sgd and langevin.
+# Why: chol(C) z is hypersensitive to a numerically singular C; elsewhere cholesky is cheaper.
 SAMPLING = "auto"
 # Each path mixes at most MIXED_FORCES forces (float32 matrix MIXED_FORCES x paths; cost
 # ~T x paths x MIXED_FORCES per iteration); None: every force (exact per path), as long as

@@ -10,7 +10,7 @@ fixed-point iterations): row k of L depends only on C[:k+1, :k+1], so u^k depend
 the correlation up to step k (causality of the solve).
 
 Early iterates of C need not be positive definite, the converged C of GD is nearly
-singular (condition numbers ~1e18), and so is a Monte Carlo estimate of a covariance whose
+singular, and so is a Monte Carlo estimate of a covariance whose
 conditional variances are tiny (the half-sum covariance C - D / 4 of a replica pair at late
 times on the sphere: theory.replica_pair). When LAPACK's Cholesky fails, a causal
 factorisation with clipped pivots is used instead: a conditional variance of u^k given the
@@ -18,9 +18,7 @@ past that is below ``relative_floor`` x C[k, k] is set to zero (u^k is then the
 conditional mean, a deterministic function of the past) and that step's column of L is
 zero. Where the pivot is negative the conditional mean alone has a variance above
 C[k, k]; its row is then scaled down to variance C[k, k], so every u^k keeps the variance
-C[k, k] it is meant to have. Unscaled, such rows had fields of 6 standard deviations and
-sent the replica pair to distances 2-5x the simulation's (sphere, P/N = 3, SGD, T = 250,
-4000 paths).
+C[k, k] it is meant to have (unscaled, such rows give outlying fields).
 """
 
 from __future__ import annotations

@@ -30,8 +30,7 @@ estimate from the pair) and the two fields the cross-covariance C^ab. C, R and m
 the single-replica solution; only D is iterated, and the iteration is causal (u^k uses the
 forces of steps < k) and converges front-wise in time. The response sampling is a smooth
 function of the iterate but each path's change feeds every path through the mixing matrix
-g: for SGD (sphere, P/N = 3, b = 0.3, T = 500, 1e4 paths) it did not converge in 100
-iterations, the Cholesky sampling converged (benchmarks/RESULTS.md). GD (every sample
+g, which slows the iteration: hence cholesky wherever C allows it. GD (every sample
 selected at every step, no Langevin noise) has F_a = F_b, hence D = 0, delta = 0 and
 d = 0 exactly with either sampling.
 """
@@ -51,9 +50,8 @@ from sgdnoise.theory.selection_paths import draw_selection_paths
 
 # Each path's difference noise mixes at most MIXING_ELEMENTS / paths force differences
 # (float32 matrix of MIXING_ELEMENTS entries, 256 MB; gaussian_sampling.force_groups):
-# ~T x paths x min(paths, 6710 at 1e4 paths) flops per iteration. Groups mixing only
-# their own forces are separate small ensembles: with 512 paths per group the iteration
-# failed to converge (sphere, P/N = 3, SGD b = 0.3, T = 250), with 1677 it converged.
+# ~T x paths x min(paths, 6710 at 1e4 paths) flops per iteration. Large, because groups
+# mixing only their own forces are small separate ensembles, whose iteration may not converge.
 MIXING_ELEMENTS = 1 << 26
 
 
