@@ -332,3 +332,30 @@ def test_runs_with_different_record_counts_make_one_summary(tmp_path):
     recorded = summary["time"].notnull().sum("record")  # per point: its own count
     assert sorted(recorded.values.ravel().tolist()) == sorted(counts)
     assert np.isnan(summary["train_loss"]).any()  # the shorter run, past its end
+
+
+# --- the repository is self-contained --------------------------------------------------
+
+
+def test_the_docs_the_code_cites_are_in_the_repository():
+    """Every 'docs/physics.md A7b' a docstring, config or README cites names a section
+    that docs/physics.md has, and nothing sends a user outside the repository."""
+    import re
+    import subprocess
+
+    from tests.conftest import REPO
+
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    headings = set(re.findall(r"^### ([AB]\d+b?)\.", (REPO / "docs/physics.md").read_text(), re.M))
+    cited: set[str] = set()
+    for name in files:
+        path = REPO / name
+        if path.suffix not in {".py", ".md", ".yaml", ".smk", ".rst"} or not path.is_file():
+            continue
+        text = path.read_text(errors="replace")
+        outside = ("../" + "shared", "PHYSICS" + ".md", "DESIGN" + ".md")  # not this line
+        assert not any(word in text for word in outside), name
+        cited |= set(re.findall(r"docs/physics\.md,? ([AB]\d+b?)\b", text))
+    assert cited and cited <= headings, sorted(cited - headings)
