@@ -332,6 +332,8 @@ def test_runs_with_different_record_counts_make_one_summary(tmp_path):
     recorded = summary["time"].notnull().sum("record")  # per point: its own count
     assert sorted(recorded.values.ravel().tolist()) == sorted(counts)
     assert np.isnan(summary["train_loss"]).any()  # the shorter run, past its end
+    for name in ("t_star", "steps_taken", "replica_status"):  # no dimension invented
+        assert set(summary[name].dims) == {"max_steps", "replica"}, name
 
 
 # --- the repository is self-contained --------------------------------------------------

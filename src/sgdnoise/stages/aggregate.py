@@ -62,7 +62,7 @@ def aggregate(
     by_id = {Path(p).stem: Path(p) for p in run_paths}
     fits_by_id = {Path(p).stem: Path(p) for p in fit_paths}
     axes = sorted(rows[0]["assignments"]) if rows else []
-    parts, example_config = [], None
+    reduced_points, example_config = [], None
     for row in rows:
         path = by_id.get(row["point_id"])
         if path is None:
@@ -79,10 +79,22 @@ def aggregate(
             fits = read_artifact(fits_by_id[row["point_id"]], "fit")
             fits.attrs = {}
             reduced = xr.merge([reduced, fits], combine_attrs="override")
-        parts.append(with_grid_coordinates(reduced, row["assignments"], axes))
+        reduced_points.append(reduced)
+    parts = [
+        with_grid_coordinates(reduced, row["assignments"], axes)
+        for reduced, row in zip(reduced_points, rows, strict=True)
+    ]
     summary = (
+        # every variable already carries the grid dimensions ("minimal"): with "all",
+        # xarray gives variables dimensions they do not have (a scalar T_eff gained
+        # record when runs of different lengths met)
         xr.combine_by_coords(
-            parts, compat="no_conflicts", join="outer", coords="different", combine_attrs="override"
+            parts,
+            compat="no_conflicts",
+            join="outer",
+            data_vars="minimal",
+            coords="minimal",
+            combine_attrs="override",
         )
         if axes
         else parts[0]
