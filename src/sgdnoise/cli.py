@@ -239,6 +239,22 @@ def load_study_config(path: str) -> dict:
     return config
 
 
+def cmd_grid(args: argparse.Namespace) -> None:
+    from sgdnoise.config import canonical_json
+    from sgdnoise.config.grid import grid_table
+
+    try:
+        study = json.loads(args.json)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"--json: not valid JSON: {error}") from None
+    points = expand_study(args.study, study)
+    directory = Path(args.points)
+    directory.mkdir(parents=True, exist_ok=True)
+    for point in points:
+        (directory / f"{point.point_id}.yaml").write_text(canonical_json(point.config) + "\n")
+    Path(args.table).write_text(grid_table(points))
+
+
 def cmd_validate(args: argparse.Namespace) -> None:
     for name, study in load_study_config(args.config)["studies"].items():
         size = grid_size(study)  # before expanding: a huge grid is named before it is built
@@ -366,6 +382,15 @@ def build_parser() -> argparse.ArgumentParser:
     show = commands.add_parser("show", help="JSON summary of an artifact's scalars")
     show.add_argument("file")
     show.set_defaults(handler=cmd_show)
+
+    grid = commands.add_parser(
+        "grid", help="write a study's grid table and every point's full config"
+    )
+    grid.add_argument("study", help="the study's name")
+    grid.add_argument("--json", required=True, help="the study (base, grid, analyses) as JSON")
+    grid.add_argument("--table", required=True, help="grid table to write (grid.tsv)")
+    grid.add_argument("--points", required=True, help="folder for points/<id>.yaml")
+    grid.set_defaults(handler=cmd_grid)
 
     validate = commands.add_parser("validate", help="validate a study config and list its points")
     validate.add_argument("config")

@@ -5,11 +5,14 @@ rule grid_table:
     output:
         table=f"{RESULTS}/{{study}}/grid.tsv",
         points=directory(f"{RESULTS}/{{study}}/points"),
+    log:
+        f"{RESULTS}/{{study}}/logs/grid_table.log",
     params:
-        table=grid_table_text,
+        study=study_text,
     localrule: True
-    run:
-        write_grid(wildcards.study, output.table, output.points)
+    shell:
+        "{SGDNOISE} grid {wildcards.study} --json {params.study:q} --table {output.table:q}"
+        " --points {output.points:q} > {log:q} 2>&1"
 
 
 rule aggregate:

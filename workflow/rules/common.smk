@@ -2,13 +2,11 @@
 import json
 import shlex
 import sys
-from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from sgdnoise.config import ConfigError, canonical_json, expand_study
-from sgdnoise.config.grid import grid_table
 from sgdnoise.workflow_plan import analyses_of_stage, data_spec_id, figures_of
 
 
@@ -62,9 +60,9 @@ def point_config_text(wildcards):
     return canonical_json(point_of(wildcards).config)
 
 
-def grid_table_text(wildcards):
-    """The study's grid table (point id, config sha256, swept values)."""
-    return grid_table(list(STUDIES[wildcards.study].values()))
+def study_text(wildcards):
+    """The study's section of the config as canonical JSON (a rule param: edits rerun)."""
+    return canonical_json(config["studies"][wildcards.study])
 
 
 def data_file(wildcards):
@@ -79,14 +77,6 @@ def spec_point_config_text(wildcards):
     if point_id is None:
         raise WorkflowError(f"no point of study {wildcards.study} uses data spec {wildcards.spec}")
     return canonical_json(STUDIES[wildcards.study][point_id].config)
-
-
-def write_grid(study, table_path, points_directory):
-    """The grid table and every point's full config (points/<id>.yaml, for runs by hand)."""
-    Path(points_directory).mkdir(parents=True, exist_ok=True)
-    for point_id, point in STUDIES[study].items():
-        Path(points_directory, f"{point_id}.yaml").write_text(canonical_json(point.config) + "\n")
-    Path(table_path).write_text(grid_table(list(STUDIES[study].values())))
 
 
 def study_runs(wildcards):
