@@ -228,3 +228,16 @@ def test_validate_counts_a_large_grid_before_expanding_it(tmp_path, sgdnoise_com
     assert result.returncode == 2 and result.stdout == ""
     warning, error = stderr_lines(result)
     assert "1000000" in warning and "error" in error and "replicas" in error
+
+
+def test_show_into_a_pipe_that_closes_early_is_not_an_error(tmp_path):
+    """`sgdnoise show X.nc | head -2` is how people read a file: no error when the reader
+    leaves early (here `true`, which leaves before sgdnoise writes anything)."""
+    point = expand_study("s", {"base": {"data": {"N": 20, "P": 20}, "run": {"replicas": 2}}})[0]
+    path = tmp_path / "run.nc"
+    write_artifact(train_point(point.config), path, "run")
+    command = f"{shlex.quote(sys.executable)} -m sgdnoise show {shlex.quote(str(path))} | true"
+    result = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0 and result.stderr == "", result.stderr

@@ -20,6 +20,7 @@ import copy
 import functools
 import json
 import math
+import os
 import sys
 from collections.abc import Iterator
 from importlib import resources
@@ -474,6 +475,9 @@ def main(argv: list[str] | None = None) -> int:
     _set_threads(args.threads)
     try:
         args.handler(args)
+    except BrokenPipeError:  # the reader stopped early (sgdnoise show X.nc | head): fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ConfigError, OSError) as error:  # ArtifactError is an OSError
         print(f"sgdnoise {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
