@@ -129,7 +129,7 @@ def dmft_fits(dmft: xr.Dataset, run: xr.Dataset) -> xr.Dataset:
     parts = [dmft_end_of_training(dmft, config["loss"]["kappa"])]
     if config["run"]["response"]["waiting_times"]:
         parts.insert(0, dmft_fdt(dmft, config))
-    fits = xr.merge(parts, combine_attrs="override")
+    fits = xr.merge(parts, compat="no_conflicts", combine_attrs="override")
     teff_method = fits.attrs.get("teff_method", "")
     fits = fits.rename({name: PREFIX + name for name in fits.data_vars})
     for name in ("loss", "violated_fraction"):

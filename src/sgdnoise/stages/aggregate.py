@@ -78,7 +78,7 @@ def aggregate(
         if row["point_id"] in fits_by_id:
             fits = read_artifact(fits_by_id[row["point_id"]], "fit")
             fits.attrs = {}
-            reduced = xr.merge([reduced, fits], combine_attrs="override")
+            reduced = xr.merge([reduced, fits], compat="no_conflicts", combine_attrs="override")
         reduced_points.append(reduced)
     parts = [
         with_grid_coordinates(reduced, row["assignments"], axes)

@@ -63,7 +63,7 @@ def fit_point(
         parts.append(dmft_fits.dmft_fits(dmft, run))
         parts.append(loss_statistics(run, per_unit))
         units.update(dmft_fits.UNITS, **LOSS_UNITS)
-    fits = xr.merge(parts, combine_attrs="no_conflicts")
+    fits = xr.merge(parts, compat="no_conflicts", combine_attrs="no_conflicts")
     fits = fits.merge(fdt.temperature_ratios(fits, config["optimizer"]))
     fits.attrs.update(provenance("fit", config))
     units["lag"] = ("lr x steps", "time difference s = t - t_w")

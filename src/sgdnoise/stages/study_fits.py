@@ -50,7 +50,7 @@ def study_fits(summary: xr.Dataset, analyses: list[str]) -> xr.Dataset:
         if name in asked:
             parts.append(fit(summary))
             units.update(fit_units)
-    fits = xr.merge(parts, combine_attrs="drop_conflicts", join="outer")
+    fits = xr.merge(parts, compat="no_conflicts", combine_attrs="drop_conflicts", join="outer")
     if "power_law_window" in fits:  # observables without a power law: never in a window
         fits["power_law_window"] = fits["power_law_window"].fillna(False).astype(bool)
     for part in parts:
