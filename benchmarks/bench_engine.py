@@ -45,9 +45,9 @@ def engine(dtype: torch.dtype, replicas: int):
             },
         }
     )
-    problem, _, _ = build_problems(point, [make_dataset(point["data"])], "cpu", dtype)
+    problem, _, _ = build_problems(point, [make_dataset(point.data)], "cpu", dtype)
     weights = initial_weights(point, N, "cpu", dtype)
-    dynamics = make_perceptron_dynamics(problem, point["optimizer"], 0, "cpu")
+    dynamics = make_perceptron_dynamics(problem, point.optimizer, 0, "cpu")
     return dynamics, weights
 
 

@@ -59,19 +59,19 @@ def paper_point(alpha: float, temperature: float, replicas: int = REPLICAS) -> d
 def engine(config: dict):
     """Network, dynamics and initial parameters of a point, on the CPU in float32."""
     device, dtype = torch.device("cpu"), torch.float32
-    datasets = [make_dataset(config["data"], r) for r in range(config["run"]["replicas"])]
-    network = make_network(config["model"], datasets[0].input_shape)
-    loss = MarginLoss(config["loss"]["kind"], config["loss"]["kappa"])
+    datasets = [make_dataset(config.data, r) for r in range(config.run.replicas)]
+    network = make_network(config.model, datasets[0].input_shape)
+    loss = MarginLoss(config.loss.kind, config.loss.kappa)
     problem = NetworkProblem(samples_of(datasets, False, device, dtype), loss)
-    chunk = max(1, EVALUATION_BATCH // config["run"]["replicas"])
+    chunk = max(1, EVALUATION_BATCH // config.run.replicas)
     dynamics = make_network_dynamics(
-        network, problem, config["optimizer"], config["run"]["seed"], device, chunk
+        network, problem, config.optimizer, config.run.seed, device, chunk
     )
     return (
         network,
         problem,
         dynamics,
-        initial_network_parameters(network, config["run"], device, dtype),
+        initial_network_parameters(network, config.run, device, dtype),
     )
 
 
@@ -92,14 +92,14 @@ def seconds_per_step(dynamics, initial, replica_ids: list[int], steps: int) -> f
 
 def eager_seconds_per_step(config: dict, problem: NetworkProblem, steps: int) -> float:
     """One replica as a plain module + autograd + torch.optim.SGD, same batch size."""
-    network = make_network(config["model"], tuple(problem.train.x.shape[2:]))
-    optimizer = torch.optim.SGD(network.parameters(), lr=config["optimizer"]["lr"])
+    network = make_network(config.model, tuple(problem.train.x.shape[2:]))
+    optimizer = torch.optim.SGD(network.parameters(), lr=config.optimizer.lr)
     x, y = problem.train.x[0], problem.train.y[0]
-    batch = config["optimizer"]["batch_size"]
+    batch = config.optimizer.batch_size
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         initial = network(x)
-    kappa = config["loss"]["kappa"]
+    kappa = config.loss.kappa
 
     def step() -> None:
         index = torch.randperm(x.shape[0], generator=generator)[:batch]

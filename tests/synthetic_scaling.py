@@ -17,6 +17,8 @@ import json
 import numpy as np
 import xarray as xr
 
+from sgdnoise.config import canonical_json, resolve_point
+
 TEMPERATURES = np.geomspace(1e-3, 1e3, 19)
 SIZES = np.array([1024.0, 2048.0, 4096.0, 8192.0, 16384.0])
 
@@ -129,13 +131,16 @@ def perceptron_summary(
                 "temperature": "optimizer.temperature",
             }
         ),
-        example_config=json.dumps(
-            {
-                "model": {"kind": "perceptron", "alpha": 32768.0},
-                "data": {"kind": "depleted_sign", "N": 16, "P": 1024, "chi": 0.0},
-                "optimizer": {"kind": "minibatch_sgd", "batch_size": 2},
-                "run": {"replicas": replicas},
-            }
+        example_config=canonical_json(
+            resolve_point(
+                {
+                    "model": {"kind": "perceptron", "alpha": 32768.0, "constraint": "none"},
+                    "loss": {"kind": "hinge"},
+                    "data": {"kind": "depleted_sign", "N": 16, "P": 1024, "chi": 0.0},
+                    "optimizer": {"kind": "minibatch_sgd", "batch_size": 2, "lr": 0.01},
+                    "run": {"replicas": replicas, "stop": "zero_loss"},
+                }
+            )
         ),
     )
     return summary

@@ -23,4 +23,4 @@ def test_gd_reaches_zero_loss_only_below_the_jamming_line(small_point, ratio, sa
         assert run["t_star"].max() < 300
     else:
         assert run.attrs["status"] == "budget_exhausted"
-        assert (final_loss * point["data"]["P"] > 1.0).all()  # total loss ~4.4 in A7b
+        assert (final_loss * point.data.P > 1.0).all()  # total loss ~4.4 in A7b

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import typing
 from pathlib import Path
 
 import pytest
 import yaml
 
-from sgdnoise.config import ConfigError, expand_study, point_id, resolve_point
+from sgdnoise.config import (
+    ConfigError,
+    PointConfig,
+    canonical_json,
+    expand_study,
+    point_id,
+    resolve_point,
+)
 from sgdnoise.config.grid import ANALYSES
 
 
@@ -40,19 +50,19 @@ def test_persistent_sgd_tau_below_its_bound_is_rejected():
     with pytest.raises(ConfigError, match=r"tau >= 0\.4"):
         resolve_point(raw)
     raw["optimizer"]["tau"] = 0.4
-    assert resolve_point(raw)["optimizer"]["tau"] == 0.4
+    assert resolve_point(raw).optimizer.tau == 0.4
 
 
 def test_derived_values():
     point = resolve_point({"data": {"N": 100, "P_over_N": 1.5}})
-    assert point["data"]["P"] == 150
+    assert point.data.P == 150
     batch = resolve_point(
         {
             "data": {"N": 10, "P": 50},
             "optimizer": {"kind": "minibatch_sgd", "temperature": 0.01, "batch_size": 2},
         }
     )
-    assert batch["optimizer"]["lr"] == pytest.approx(0.02)  # T = lr / (width B), width 1
+    assert batch.optimizer.lr == pytest.approx(0.02)  # T = lr / (width B), width 1
     alpha = resolve_point(
         {
             "data": {"N": 10, "P": 5},
@@ -60,14 +70,14 @@ def test_derived_values():
             "loss": {"kind": "hinge", "kappa": None},
         }
     )
-    assert alpha["loss"]["kappa"] == 0.25
+    assert alpha.loss.kappa == 0.25
     with pytest.raises(ConfigError, match="1/alpha"):
         resolve_point({"data": {"N": 10, "P": 5}, "model": {"alpha": 4.0}, "loss": {"kappa": 1.0}})
 
 
 def test_yaml_scientific_notation_read_as_a_number():
     point = resolve_point({"data": {"P": 10}, "run": {"tolerance": "1e-12"}})
-    assert point["run"]["tolerance"] == 1e-12
+    assert point.run.tolerance == 1e-12
     with pytest.raises(ConfigError, match="run.tolerance"):
         resolve_point({"data": {"P": 10}, "run": {"tolerance": "tiny"}})
 
@@ -103,3 +113,33 @@ def test_workflow_schema_lists_every_analysis_the_package_knows():
     study = schema["properties"]["studies"]["additionalProperties"]["properties"]
     listed = study["analyses"]["items"]["enum"]
     assert len(listed) == len(set(listed)) and set(listed) == set(ANALYSES)
+
+
+def test_typed_sections_have_exactly_the_schema_keys():
+    """Resolves: a key added to point.schema.yaml but not to its dataclass (or the reverse)
+    would make every resolve fail, or drop a key from the hash and the artifacts."""
+    from sgdnoise.config.schema import point_schema
+
+    def compare(section_type: type, schema: dict, where: str) -> None:
+        fields = {field.name: field for field in dataclasses.fields(section_type)}
+        assert set(fields) == set(schema["properties"]), where
+        hints = typing.get_type_hints(section_type)
+        for name, sub in schema["properties"].items():
+            if sub.get("type") == "object":
+                compare(hints[name], sub, f"{where}.{name}")
+
+    compare(PointConfig, point_schema(), "point")
+
+
+def test_a_resolved_point_is_immutable_and_round_trips_through_its_mapping():
+    """Resolves: stages mutating a shared config (a dict edited in place once changed a
+    cached point's hash), and a mapping that does not rebuild the same point."""
+    point = resolve_point({"data": {"P": 10}, "run": {"response": {"waiting_times": [1.0]}}})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        point.run.replicas = 8
+    assert point.run.response.waiting_times == (1.0,)
+    assert PointConfig.from_mapping(point.to_mapping()) == point
+    assert resolve_point(point) == point
+    assert json.loads(canonical_json(point)) == point.to_mapping()
+    with pytest.raises(ConfigError, match=r"run: expected keys .*got"):
+        PointConfig.from_mapping({**point.to_mapping(), "run": {"replicas": 4}})

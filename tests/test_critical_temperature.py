@@ -21,6 +21,7 @@ from sgdnoise.analysis.critical_temperature import (
     fit_critical_temperature,
     log_amplitude,
 )
+from sgdnoise.config import canonical_json, resolve_point
 from tests.synthetic_scaling import SIZES, crossover, perceptron_summary
 from tests.synthetic_scaling import departure_temperature as exact_departure
 
@@ -110,8 +111,14 @@ def test_study_critical_temperature_on_perceptron_and_network_summaries():
         assert pick["collapse_exponent_low"] <= 0.3 <= pick["collapse_exponent_high"], name
     network = summary.drop_vars(["signal", "noise"]).isel(chi=0, N=0, drop=True)
     network = network.rename(temperature="lr").assign_coords(lr=network["temperature"].values * 16)
-    network.attrs["example_config"] = (
-        '{"model": {"kind": "fcn", "width": 1}, "optimizer": {"batch_size": 16}}'
+    network.attrs["example_config"] = canonical_json(
+        resolve_point(
+            {
+                "model": {"kind": "fcn", "width": 1, "alpha": 1.0},
+                "data": {"kind": "mnist_parity", "P": 1024},
+                "optimizer": {"kind": "minibatch_sgd", "batch_size": 16, "lr": 0.01},
+            }
+        )
     )
     fits = critical_temperature(network, resamples=100)
     assert set(fits["observable"].values) == {"t_star", "weight_change", "test_error"}

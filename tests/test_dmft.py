@@ -19,7 +19,7 @@ import pytest
 import torch
 from scipy import stats
 
-from sgdnoise.config import resolve_point
+from sgdnoise.config import PointConfig, resolve_point
 from sgdnoise.io.metadata import PER_TIME_UNITS, TIME_UNITS
 from sgdnoise.stages.dmft import solve_dmft
 from sgdnoise.theory import UnsupportedPointError, gardner_capacity
@@ -52,7 +52,7 @@ def make_point(
     data: dict | None = None,
     run: dict | None = None,
     normalization: str = "sum",
-) -> dict:
+) -> PointConfig:
     optimizer = {
         "kind": kind,
         "lr": lr,
@@ -304,9 +304,10 @@ def test_dataset_vocabulary_units_and_seed_errors():
     point = make_point("sgd", run={"response": {"waiting_times": [1.0]}})
     ds = quiet_solve(point, paths=1000, solver_seeds=3)
     steps = round(5.0 / 0.1) + 1
-    assert ds.sizes["step"] == steps and ds.sizes["step2"] == steps and ds.sizes["t_w"] == 1
+    assert ds.sizes["record"] == steps and ds.sizes["record2"] == steps and ds.sizes["t_w"] == 1
     np.testing.assert_allclose(ds.time.values, 0.1 * np.arange(steps))
-    assert ds.C.dims == ("step", "step2") and ds.chi.dims == ("step", "t_w")
+    assert ds.C.dims == ("record", "record2") and ds.chi.dims == ("record", "t_w")
+    np.testing.assert_array_equal(ds.step.values, ds.record.values)  # every step a record
     for name, variable in ds.variables.items():
         assert variable.attrs.get("units") and variable.attrs.get("long_name"), name
     assert ds.time.attrs["units"] == ds.t_w.attrs["units"] == TIME_UNITS  # the simulator's
@@ -444,7 +445,7 @@ def test_dmft_agrees_with_the_finite_n_simulation(kind, constraint, kappa, tau):
     theory = quiet_solve(point, paths=4000, solver_seeds=3, seed=1)
     simulation = train_point(point)
     steps = simulation.step.values
-    at = theory.sel(step=steps)
+    at = theory.isel(record=steps)
 
     assert_one_time_observables_agree(simulation, at)
     weights = simulation.weights.values
@@ -457,7 +458,7 @@ def test_dmft_agrees_with_the_finite_n_simulation(kind, constraint, kappa, tau):
         diagonal_stderr = np.diag(theory.C_stderr.values)[steps][1:]
         assert_agree("C(t, t)", norm[:, 1:], diagonal, diagonal_stderr)
 
-    datasets = [make_dataset(point["data"], r) for r in range(REPLICAS)]
+    datasets = [make_dataset(point.data, r) for r in range(REPLICAS)]
     two_time = measure_two_time(simulation, datasets).sel(t_w=WAITING_TIME)
     k_w = round(WAITING_TIME / lr)
     later = k_w + np.rint(two_time.lag.values / lr).astype(int)
@@ -493,8 +494,8 @@ def test_dmft_agrees_with_the_simulation_on_the_gaussian_mixture():
     )
     theory = quiet_solve(point, paths=4000, solver_seeds=3, seed=1)
     simulation = train_point(point)
-    at = theory.sel(step=simulation.step.values)
-    centres = np.stack([make_dataset(point["data"], r).teacher for r in range(REPLICAS)])
+    at = theory.isel(record=simulation.step.values)
+    centres = np.stack([make_dataset(point.data, r).teacher for r in range(REPLICAS)])
     weights = simulation.weights.values
     magnetisation = np.einsum("rtf,rf->rt", weights, centres)[:, 1:] / SIMULATION_N
     assert np.all(magnetisation.mean(axis=0) > 0.3)  # the centre is learnt
@@ -534,7 +535,7 @@ def test_dmft_effective_temperature_by_the_simulation_fit_agrees_with_the_simula
     )
     theory = quiet_solve(point, paths=2000, solver_seeds=4, seed=2)
     simulation = train_point(point)
-    datasets = [make_dataset(point["data"], r) for r in range(REPLICAS)]
+    datasets = [make_dataset(point.data, r) for r in range(REPLICAS)]
     two_time = measure_two_time(simulation, datasets)
     fits = fit_point(simulation, two_time, theory).sel(window="s<=1")
 
@@ -600,7 +601,7 @@ def test_langevin_dmft_extrapolates_to_the_imposed_temperature_and_matches_the_s
     for lr in (0.1, 0.05):
         point = langevin_point(lr)
         theory = quiet_solve(point, paths=2000, solver_seeds=4, seed=3)
-        fits[lr] = fit_effective_temperature(dmft_two_time(theory, point), point["optimizer"])
+        fits[lr] = fit_effective_temperature(dmft_two_time(theory, point), point.optimizer)
         assert int(fits[lr].stationary) == 1
     ratio = {lr: float(fit.T_eff.sel(window=window)) / temperature for lr, fit in fits.items()}
     assert ratio[0.1] > 1.1 and ratio[0.05] > 1.05  # the finite-lr bias is real and large here
@@ -609,8 +610,8 @@ def test_langevin_dmft_extrapolates_to_the_imposed_temperature_and_matches_the_s
 
     point = langevin_point(0.1)
     simulation = train_point(point)
-    datasets = [make_dataset(point["data"], r) for r in range(REPLICAS)]
-    measured = fit_effective_temperature(measure_two_time(simulation, datasets), point["optimizer"])
+    datasets = [make_dataset(point.data, r) for r in range(REPLICAS)]
+    measured = fit_effective_temperature(measure_two_time(simulation, datasets), point.optimizer)
     low, high = (float(measured[name].sel(window=window)) for name in ("T_eff_low", "T_eff_high"))
     theory_low, theory_high = (
         float(fits[0.1][name].sel(window=window)) for name in ("T_eff_low", "T_eff_high")
@@ -654,7 +655,7 @@ def test_gd_dmft_reaches_the_exact_static_minimum_of_the_ridge():
     point = make_point("gd", "ridge", 1.0, max_time=10.0, ridge=1.0)
     theory = quiet_solve(point, paths=10000, solver_seeds=4, seed=7)
     loss, q = ridge_minimum(kappa=1.0, ridge=1.0, sample_ratio=3.0)
-    last = theory.sizes["step"] - 1
+    last = theory.sizes["record"] - 1
     assert abs(theory.loss.values[last] - loss) < 3 * theory.loss_stderr.values[last] + 1e-4
     assert abs(theory.C.values[last, last] - q) < 3 * theory.C_stderr.values[last, last] + 1e-4
     assert abs(theory.C.values[last, 0]) < 0.01  # the memory of w(0) is gone: converged
@@ -772,9 +773,9 @@ def test_dmft_from_the_gd_minimum_agrees_with_the_simulation():
         },
     )
     theory = quiet_solve(point, paths=3000, solver_seeds=3, seed=1)
-    assert theory.sizes["step"] == 61 and theory.attrs["gd_prefix_steps"] == 30
+    assert theory.sizes["record"] == 61 and theory.attrs["gd_prefix_steps"] == 30
     simulation = train_point(point)
-    at = theory.sel(step=simulation.step.values)
+    at = theory.isel(record=simulation.step.values)
     assert_agree("loss", simulation.train_loss.values, at.loss.values, at.loss_stderr.values)
     weights = simulation.weights.values
     overlap = np.einsum("rtf,rf->rt", weights, weights[:, 0]) / SIMULATION_N
@@ -784,7 +785,7 @@ def test_dmft_from_the_gd_minimum_agrees_with_the_simulation():
     diagonal, diagonal_stderr = np.diag(theory.C.values)[steps], np.diag(theory.C_stderr.values)
     assert_agree("C(t, t)", norm, diagonal, diagonal_stderr[steps])
 
-    datasets = [make_dataset(point["data"], r) for r in range(REPLICAS)]
+    datasets = [make_dataset(point.data, r) for r in range(REPLICAS)]
     two_time = measure_two_time(simulation, datasets).sel(t_w=2.0)
     later = round(2.0 / lr) + np.rint(two_time.lag.values / lr).astype(int)
     assert_agree(
@@ -873,7 +874,7 @@ def test_dmft_replica_distance_and_final_gaps_agree_with_the_simulation(
     simulation = train_point(point)
     weights = simulation.weights.values
     distance = np.sum((weights[0::2] - weights[1::2]) ** 2, axis=-1) / SIMULATION_N
-    at = theory.sel(step=simulation.step.values)
+    at = theory.isel(record=simulation.step.values)
     assert_agree(
         "d(t)",
         distance[:, 1:],

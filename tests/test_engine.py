@@ -14,9 +14,9 @@ from sgdnoise.stages.train import build_problems, initial_weights, train_point
 
 def _trajectory(point: dict, replica_ids: list[int], steps: int) -> torch.Tensor:
     """Weights after ``steps`` steps of the given replicas, run together."""
-    problem, _, _ = build_problems(point, [make_dataset(point["data"])], "cpu", torch.float64)
+    problem, _, _ = build_problems(point, [make_dataset(point.data)], "cpu", torch.float64)
     start = initial_weights(point, problem.N, "cpu", torch.float64)[replica_ids]
-    dynamics = make_perceptron_dynamics(problem, point["optimizer"], point["run"]["seed"], "cpu")
+    dynamics = make_perceptron_dynamics(problem, point.optimizer, point.run.seed, "cpu")
     state = dynamics.init(start, replica_ids)
     for _ in range(steps):
         state, _ = dynamics.step(state)
@@ -130,11 +130,11 @@ def test_sphere_constraint_is_kept(small_point):
 
 def test_same_config_and_seed_give_identical_data(small_point):
     point = small_point()
-    first, second = make_dataset(point["data"]), make_dataset(point["data"])
+    first, second = make_dataset(point.data), make_dataset(point.data)
     np.testing.assert_array_equal(first.x_train, second.x_train)
     np.testing.assert_array_equal(first.y_train, second.y_train)
     assert train_point(point).attrs["data_sha256"] == train_point(point).attrs["data_sha256"]
-    other = make_dataset(small_point(data={"seed": 4})["data"])
+    other = make_dataset(small_point(data={"seed": 4}).data)
     assert not np.array_equal(first.x_train, other.x_train)
 
 

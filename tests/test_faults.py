@@ -74,7 +74,7 @@ def test_a_diverged_point_measures_and_fits_to_nan_not_to_a_crash():
     )
     run = train_point(point)
     assert run.attrs["status"] == "diverged"
-    two_time = measure_two_time(run, [make_dataset(point["data"])])
+    two_time = measure_two_time(run, [make_dataset(point.data)])
     assert two_time.attrs["status"] == "diverged" and np.isnan(two_time["chi"]).all()
     with pytest.warns(RuntimeWarning, match="diverged"):
         theory = solve_dmft(point, paths=200, solver_seeds=2)

@@ -93,7 +93,7 @@ def test_a_run_resumed_at_a_window_boundary_is_the_uninterrupted_run(tmp_path):
     point = _point({"kind": "hinge", "kappa": None}, 0.02, True, 200_000)
     uninterrupted = train_point(point)
     checkpoint = tmp_path / "run.ckpt"
-    point["run"]["checkpoint_seconds"] = 1e-9  # save at every window boundary
+    point = point.replace(run=point.run.replace(checkpoint_seconds=1e-9))  # every boundary
     calls = {"n": 0}
 
     def interrupt(*args, **kwargs):

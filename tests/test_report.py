@@ -16,7 +16,7 @@ from docutils.core import publish_parts
 from jinja2 import Environment
 from matplotlib.collections import PolyCollection
 
-from sgdnoise.config import resolve_point
+from sgdnoise.config import canonical_json, resolve_point
 from sgdnoise.plots import FIGURES, dmft, fdt, margins, replica_distance
 from sgdnoise.workflow_plan import all_figures, figures_of
 from tests.conftest import REPO
@@ -117,7 +117,7 @@ def noise_summary(dmft: bool, stopped: bool) -> xr.Dataset:
     }
     summary = xr.Dataset(variables, coords=coords)
     summary.attrs.update(
-        example_config=json.dumps(resolve_point({"data": {"P_over_N": 3.0}})),
+        example_config=canonical_json(resolve_point({"data": {"P_over_N": 3.0}})),
         grid_axes=json.dumps({"b": "optimizer.b", "optimizer": "optimizer"}),
     )
     return summary
@@ -270,7 +270,7 @@ def discretisation_summary() -> xr.Dataset:
         {"data": {"P_over_N": 3.0}, "optimizer": {"kind": "langevin", "temperature": 0.2}}
     )
     summary.attrs.update(
-        example_config=json.dumps(config), grid_axes=json.dumps({"lr": "optimizer.lr"})
+        example_config=canonical_json(config), grid_axes=json.dumps({"lr": "optimizer.lr"})
     )
     return summary
 

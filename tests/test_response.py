@@ -14,6 +14,7 @@ import torch
 import xarray as xr
 
 from sgdnoise.analysis.fdt import fit_effective_temperature
+from sgdnoise.config import resolve_point
 from sgdnoise.data import make_dataset
 from sgdnoise.dynamics.perceptron import make_perceptron_dynamics
 from sgdnoise.dynamics.tangents import jvp_reference, step_with_tangents
@@ -34,9 +35,9 @@ from sgdnoise.stages.train import build_problems, initial_weights, train_point
 )
 def test_step_linearisation_equals_torch_func_jvp(small_point, model, optimizer):
     point = small_point(model=model, optimizer=optimizer, data={"P_over_N": 3.0})
-    problem, _, _ = build_problems(point, [make_dataset(point["data"])], "cpu", torch.float64)
+    problem, _, _ = build_problems(point, [make_dataset(point.data)], "cpu", torch.float64)
     start = initial_weights(point, problem.N, "cpu", torch.float64)
-    dynamics = make_perceptron_dynamics(problem, point["optimizer"], 0, "cpu")
+    dynamics = make_perceptron_dynamics(problem, point.optimizer, 0, "cpu")
     state = dynamics.init(start, [0, 1, 2])
     for _ in range(30):
         state, _ = dynamics.step(state)
@@ -86,7 +87,7 @@ def test_ornstein_uhlenbeck_response_and_temperature_are_exact(small_point):
         rtol=1e-10,
         atol=1e-12,
     )
-    fits = fit_effective_temperature(two_time, point["optimizer"])
+    fits = fit_effective_temperature(two_time, point.optimizer)
     exact = temperature / (1 - lr * ridge / 2)
     assert bool(fits["stationary"])
     for window in ("s<=3/b", "s<=10/b"):
@@ -128,8 +129,8 @@ def test_langevin_effective_temperature_is_the_imposed_one(small_point, temperat
         },
     )
     _, two_time = _two_time(point)
-    fits = fit_effective_temperature(two_time, point["optimizer"]).sel(window="s<=10/b")
-    assert bool(fit_effective_temperature(two_time, point["optimizer"])["stationary"])
+    fits = fit_effective_temperature(two_time, point.optimizer).sel(window="s<=10/b")
+    assert bool(fit_effective_temperature(two_time, point.optimizer)["stationary"])
     # docs/physics.md A7b: recovered within 5%, Euler-Maruyama biasing T_eff upwards. Measured
     # here: +4% to +6% at N = 400 (see benchmarks/RESULTS.md, open question in the notes).
     assert float(fits["T_eff_low"]) <= temperature * 1.07
@@ -204,7 +205,8 @@ def _synthetic_two_time(temperature, ageing, seed=0):
 
 
 def test_fit_recovers_a_known_temperature_and_flags_ageing():
-    optimizer = {"kind": "langevin", "b": 1.0, "tau": None}
+    langevin = {"data": {"P": 10}, "optimizer": {"kind": "langevin", "temperature": 0.37}}
+    optimizer = resolve_point(langevin).optimizer
     fits = fit_effective_temperature(_synthetic_two_time(0.37, ageing=0.0), optimizer)
     assert bool(fits["stationary"])
     for window in ("s<=1", "s<=3/b", "s<=10/b"):
@@ -222,7 +224,8 @@ def test_a_same_init_pair_counts_once_in_the_error_bars(small_point):
     replicas would narrow them."""
     from sgdnoise.analysis.margins import margins
 
-    optimizer = {"kind": "langevin", "b": 1.0, "tau": None}
+    langevin = {"data": {"P": 10}, "optimizer": {"kind": "langevin", "temperature": 0.37}}
+    optimizer = resolve_point(langevin).optimizer
     single = _synthetic_two_time(0.37, ageing=0.0)
     doubled = single.isel(replica=np.repeat(np.arange(single.sizes["replica"]), 2))
     reference = fit_effective_temperature(single, optimizer)

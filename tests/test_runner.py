@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from sgdnoise.config import PointConfig, resolve_point
 from sgdnoise.stages.checkpoint import Checkpointer, load_checkpoint, save_checkpoint
 from sgdnoise.stages.recording import RecordingSchedule, ScheduledRecorder
 from sgdnoise.stages.runner import Ledger, Outcome, Runner, StopRules
@@ -78,16 +79,15 @@ class ToyRecorder(ScheduledRecorder):
         self.records.setdefault("left", []).append(current["left"][:, 0].clone())
 
 
-def toy_config(stop: str = "zero_loss", max_steps: int = 100, count: int = 4) -> dict:
-    return {
-        "run": {
-            "max_time": 1e6,
-            "max_steps": max_steps,
-            "stop": stop,
-            "record": {"count": count, "times": "linear"},
-            "checkpoint_seconds": 0,
-        }
+def toy_config(stop: str = "zero_loss", max_steps: int = 100, count: int = 4) -> PointConfig:
+    run = {
+        "max_time": 1e6,
+        "max_steps": max_steps,
+        "stop": stop,
+        "record": {"count": count, "times": "linear"},
+        "checkpoint_seconds": 0,
     }
+    return resolve_point({"data": {"P": 10}, "run": run})
 
 
 def train(
@@ -96,15 +96,15 @@ def train(
     longest_block: int = 1,
     blow_up: dict[int, int] | None = None,
     lazy: bool = False,
-    config: dict | None = None,
+    config: PointConfig | None = None,
     checkpointer: Checkpointer | None = None,
     resumed: dict | None = None,
 ):
     config = config or toy_config()
-    run = config["run"]
+    run = config.run
     stepper = ToyStepper(longest_block, blow_up or {}, lazy_flags=lazy, blocks=[])
     recorder = ToyRecorder(RecordingSchedule(run, LR))
-    rules = StopRules(LR, run["stop"] == "zero_loss", 0.0, check_every, lazy=lazy)
+    rules = StopRules(LR, run.stop == "zero_loss", 0.0, check_every, lazy=lazy)
     state = ToyState(torch.tensor(moves, dtype=torch.float64)[:, None], torch.arange(len(moves)))
     runner = Runner(stepper, recorder, rules, checkpointer or Checkpointer(None, config))
     ledger = runner.run(state, resumed)
@@ -209,7 +209,7 @@ def test_a_resumed_run_is_the_uninterrupted_run(tmp_path):
     config = toy_config(count=12)
     uninterrupted, records, _ = train([9, 33, 21], config=config)
     path = tmp_path / "run.ckpt"
-    config["run"]["checkpoint_seconds"] = 1e-9
+    config = config.replace(run=config.run.replace(checkpoint_seconds=1e-9))
     checkpointer = Checkpointer(path, config)
     original, offers = Checkpointer.offer, {"count": 0}
 

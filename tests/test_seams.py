@@ -83,9 +83,9 @@ def test_every_point_runs_the_values_its_id_names():
     points = expand_study("s", study(grid))
     assert len(points) == 8
     for point in points:
-        assert point.config["optimizer"]["b"] == point.assignments["optimizer.b"]
-        assert point.config["optimizer"]["kind"] == point.assignments["optimizer"]["kind"]
-        assert point.config["data"]["P"] == point.assignments["regime"]["data.P"]
+        assert point.config.optimizer.b == point.assignments["optimizer.b"]
+        assert point.config.optimizer.kind == point.assignments["optimizer"]["kind"]
+        assert point.config.data.P == point.assignments["regime"]["data.P"]
         assert f"optimizer.b={point.assignments['optimizer.b']:g}" in point.point_id
 
 
@@ -160,11 +160,11 @@ PAPER_B_PERCEPTRON = {
 
 def test_paper_b_perceptron_defaults_are_its_physics():
     point = resolve_point(PAPER_B_PERCEPTRON)
-    assert point["loss"]["kappa"] == 1 / 32768  # the margin of the alpha-trick
-    assert point["run"]["tolerance"] == 0  # the hinge reaches zero loss exactly
-    assert point["run"]["check_every"] == 32  # once per epoch, ceil(P / B)
+    assert point.loss.kappa == 1 / 32768  # the margin of the alpha-trick
+    assert point.run.tolerance == 0  # the hinge reaches zero loss exactly
+    assert point.run.check_every == 32  # once per epoch, ceil(P / B)
     plain = resolve_point({"data": {"P_over_N": 1.0}})
-    assert plain["loss"]["kappa"] == 0.0 and plain["run"]["tolerance"] == 1e-10
+    assert plain.loss.kappa == 0.0 and plain.run.tolerance == 1e-10
     with pytest.raises(ConfigError, match="1/alpha"):
         resolve_point({**PAPER_B_PERCEPTRON, "loss": {"kind": "hinge", "kappa": 0.0}})
 
@@ -199,7 +199,7 @@ def test_time_is_lr_times_the_recorded_step_and_ends_where_training_ends():
     )
     run = train_point(config)
     steps = run["step"].values
-    np.testing.assert_allclose(run["time"].values, config["optimizer"]["lr"] * steps)
+    np.testing.assert_allclose(run["time"].values, config.optimizer.lr * steps)
     assert steps[-1] == 10 and (np.diff(steps) > 0).all()  # no record past the budget,
     assert run.sizes["record"] == 11  # no repeated step: every step 0..10 once
 

@@ -21,12 +21,12 @@ from sgdnoise.analysis.statistics import (
     mean_and_error,
     percentile_bootstrap,
     percentile_interval,
-    replicas_per_unit,
     resample_counts,
     standard_error,
     student_interval,
     unit_means,
 )
+from sgdnoise.config import resolve_point
 
 KNOWN = np.array([1.0, 2.0, 3.0, 4.0, 6.0])
 # by hand: mean 3.2, squared deviations 4.84 + 1.44 + 0.04 + 0.64 + 7.84 = 14.8,
@@ -96,8 +96,9 @@ def test_exactly_duplicated_pairs_give_exactly_the_error_bars_of_the_data_withou
 def test_units_of_a_run():
     """Resolves: pairing read wrongly (only same_init pairs two replicas) and a run whose
     replicas do not split into whole pairs averaged silently."""
-    assert replicas_per_unit({"pairing": "same_init"}) == 2
-    assert replicas_per_unit({"pairing": "independent"}) == replicas_per_unit({}) == 1
+    paired = {"data": {"P": 10}, "run": {"pairing": "same_init"}}
+    assert resolve_point(paired).run.replicas_per_unit == 2
+    assert resolve_point({"data": {"P": 10}}).run.replicas_per_unit == 1
     np.testing.assert_array_equal(unit_means(np.array([1.0, 3.0, np.nan, 5.0]), 2), [2.0, 5.0])
     with pytest.raises(ValueError, match="units of 2"):
         unit_means(np.ones(3), 2)

@@ -88,7 +88,7 @@ def cmd_point(args: argparse.Namespace) -> None:
     datasets = load_datasets(args.data, point) if args.data else None
     # a killed run resumes from <out>.ckpt when rerun (same result as uninterrupted)
     checkpoint = Path(args.out).with_name(Path(args.out).name + ".ckpt")
-    if point["model"]["kind"] == "perceptron":
+    if point.model.kind == "perceptron":
         from sgdnoise.stages.train import train_point
 
         dataset = train_point(point, datasets, progress=not args.quiet, checkpoint=checkpoint)

@@ -10,19 +10,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sgdnoise.config.point import PointConfig
 
 Points = Sequence[Any]  # the study's GridPoints (config.grid.GridPoint)
 
 
 def _measures_response(points: Points, axes: Sequence[str]) -> str | None:
-    if any(point.config["run"]["response"]["waiting_times"] for point in points):
+    if any(point.config.run.response.waiting_times for point in points):
         return None
     return "the exact response: give run.response.waiting_times (t_w < run.max_time)"
 
 
 def _has_same_init_pairs(points: Points, axes: Sequence[str]) -> str | None:
-    if any(point.config["run"]["pairing"] == "same_init" for point in points):
+    if any(point.config.run.pairing == "same_init" for point in points):
         return None
     return "same-init replica pairs: set run.pairing: same_init (and an even run.replicas)"
 
@@ -54,9 +57,9 @@ def _sweeps_temperature_to_zero_loss(points: Points, axes: Sequence[str]) -> str
             "the SGD temperature as a grid axis (optimizer.temperature or optimizer.lr; "
             f"the grid sweeps: {', '.join(axes) or 'nothing'})"
         )
-    if not all(point.config["optimizer"]["kind"] == "minibatch_sgd" for point in points):
+    if not all(point.config.optimizer.kind == "minibatch_sgd" for point in points):
         return "optimizer.kind minibatch_sgd at every point (T = lr / (width x batch_size))"
-    if not all(point.config["run"]["stop"] == "zero_loss" for point in points):
+    if not all(point.config.run.stop == "zero_loss" for point in points):
         return "run.stop: zero_loss at every point (t* and the weights at the stop)"
     return None
 
@@ -169,7 +172,7 @@ def all_figures() -> list[str]:
     return sorted({f for table in tables for figures in table.values() for f in figures})
 
 
-def data_spec_id(point: dict) -> str:
+def data_spec_id(point: PointConfig) -> str:
     """File id of a point's data set (kind and hash of its spec): points that share it
     share one data artifact."""
     from sgdnoise.stages.generate_data import data_spec_id as spec_id

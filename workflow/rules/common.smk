@@ -96,7 +96,7 @@ def final_outputs():
 
 def two_time_needed(wildcards) -> bool:
     """Whether a point measures the response (run.response.waiting_times not empty)."""
-    return bool(point_of(wildcards).config["run"]["response"]["waiting_times"])
+    return bool(point_of(wildcards).config.run.response.waiting_times)
 
 
 def dmft_asked(study: str) -> bool:
@@ -107,7 +107,7 @@ def dmft_asked(study: str) -> bool:
 def dmft_solver_options(wildcards):
     """The solver options of `sgdnoise dmft` (the study's `dmft` settings; seed = run.seed)."""
     settings = config["studies"][wildcards.study]["dmft"]
-    seed = point_of(wildcards).config["run"]["seed"]
+    seed = point_of(wildcards).config.run.seed
     return (
         f"--paths {settings['paths']} --solver-seeds {settings['solver_seeds']}"
         f" --tolerance {settings['tolerance']} --max-iterations {settings['max_iterations']}"

@@ -21,20 +21,21 @@ import xarray as xr
 
 from sgdnoise.analysis import fdt, margins
 from sgdnoise.analysis.statistics import standard_error
+from sgdnoise.config.point import PointConfig
 from sgdnoise.io.artifact import ArtifactError, artifact_config
 
 PREFIX = "dmft_"
 
 
-def dmft_two_time(dmft: xr.Dataset, config: dict) -> xr.Dataset:
+def dmft_two_time(dmft: xr.Dataset, config: PointConfig) -> xr.Dataset:
     """The DMFT's C(t_w + s, t_w), C(t, t), chi and loss on the two-time stage's lag grid.
 
     Shaped like a two-time artifact (dims replica, t_w, lag), with the solver seeds as
     replicas, so that fdt.fit_effective_temperature applies unchanged.
     """
-    lr = float(config["optimizer"]["lr"])
+    lr = float(config.optimizer.lr)
     waiting_times = dmft["t_w"].values
-    lags, lag_steps = fdt.lag_grid(config["run"], lr, float(waiting_times.max()))
+    lags, lag_steps = fdt.lag_grid(config.run, lr, float(waiting_times.max()))
     later = dmft["waiting_step"].values[:, None] + lag_steps[None, :]  # (t_w, lag)
     columns = np.arange(waiting_times.size)[:, None]
 
@@ -59,7 +60,7 @@ def dmft_two_time(dmft: xr.Dataset, config: dict) -> xr.Dataset:
 
 def _at_recorded_steps(dmft: xr.Dataset, name: str, run: xr.Dataset) -> xr.DataArray:
     """A (step,) DMFT variable at the run's recorded steps, on the run's record axis."""
-    values = dmft[name].reindex(step=run["step"].values).values
+    values = dmft[name].reindex(record=run["step"].values).values  # DMFT record k = step k
     return xr.DataArray(values, dims=("record",), coords={"time": ("record", run["time"].values)})
 
 
@@ -101,11 +102,11 @@ def dmft_end_of_training(dmft: xr.Dataset, kappa: float) -> xr.Dataset:
     )
 
 
-def dmft_fdt(dmft: xr.Dataset, config: dict) -> xr.Dataset:
+def dmft_fdt(dmft: xr.Dataset, config: PointConfig) -> xr.Dataset:
     """The DMFT's T_eff by the simulation's FDT fit (solver seeds as replicas) and its FDT
     curve with standard errors over seeds, at the run's waiting times and lags."""
     two_time = dmft_two_time(dmft, config)
-    fits = fdt.fit_effective_temperature(two_time, config["optimizer"], seed=config["run"]["seed"])
+    fits = fdt.fit_effective_temperature(two_time, config.optimizer, seed=config.run.seed)
     delta_c, chi = fdt.fdt_arrays(two_time)
     for name, values in (("fdt_delta_c", delta_c), ("fdt_chi", chi)):
         per_seed = np.nanmean(values, axis=1)  # mean over t_w: (seed, lag)
@@ -126,8 +127,8 @@ def dmft_fits(dmft: xr.Dataset, run: xr.Dataset) -> xr.Dataset:
             f"{dmft.encoding.get('source', 'dmft artifact')}: solved for another config than "
             "the run's; it is stale: rerun the dmft rule"
         )
-    parts = [dmft_end_of_training(dmft, config["loss"]["kappa"])]
-    if config["run"]["response"]["waiting_times"]:
+    parts = [dmft_end_of_training(dmft, config.loss.kappa)]
+    if config.run.response.waiting_times:
         parts.insert(0, dmft_fdt(dmft, config))
     fits = xr.merge(parts, compat="no_conflicts", combine_attrs="override")
     teff_method = fits.attrs.get("teff_method", "")

@@ -40,15 +40,16 @@ import numpy as np
 import xarray as xr
 
 from sgdnoise.analysis.statistics import percentile_bootstrap, standard_error, unit_means
+from sgdnoise.config.point import OptimizerConfig, RunConfig
 
 WINDOWS = ("s<=1", "s<=3/b", "s<=10/b", "s<=tau", "s<=3tau")
 DEFAULT_TOLERANCE = 0.1
 
 
-def window_lengths(optimizer: dict) -> dict[str, float]:
+def window_lengths(optimizer: OptimizerConfig) -> dict[str, float]:
     """Upper end of each fit window (lr x steps); NaN where the window does not apply."""
-    b = optimizer["b"] if optimizer["kind"] in ("sgd", "persistent_sgd") else 1.0
-    tau = optimizer["tau"] if optimizer["kind"] == "persistent_sgd" else math.nan
+    b = optimizer.b if optimizer.kind in ("sgd", "persistent_sgd") else 1.0
+    tau = optimizer.tau if optimizer.kind == "persistent_sgd" else math.nan
     return {
         "s<=1": 1.0,
         "s<=3/b": 3.0 / b,
@@ -58,18 +59,20 @@ def window_lengths(optimizer: dict) -> dict[str, float]:
     }
 
 
-def lag_grid(run_config: dict, lr: float, waiting_time: float) -> tuple[np.ndarray, np.ndarray]:
+def lag_grid(
+    run_config: RunConfig, lr: float, waiting_time: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Time differences s (lr x steps) and their step counts for a waiting time.
 
     The grid on which the simulation (stages.correlation_response) and the DMFT
     (analysis.dmft_fits) measure C(t_w + s, t_w) and chi(t_w + s, t_w): run.response.lag_count
     points from 0 to min(run.response.max_lag, run.max_time - t_w).
     """
-    response = run_config["response"]
-    longest = run_config["max_time"] - waiting_time
-    if response["max_lag"] is not None:
-        longest = min(longest, response["max_lag"])
-    lags = np.linspace(0.0, longest, response["lag_count"])
+    response = run_config.response
+    longest = run_config.max_time - waiting_time
+    if response.max_lag is not None:
+        longest = min(longest, response.max_lag)
+    lags = np.linspace(0.0, longest, response.lag_count)
     return lags, np.rint(lags / lr).astype(np.int64)
 
 
@@ -142,7 +145,7 @@ def local_temperature(curve_delta_c: np.ndarray, curve_chi: np.ndarray) -> np.nd
 
 def fit_effective_temperature(
     two_time: xr.Dataset,
-    optimizer: dict,
+    optimizer: OptimizerConfig,
     tolerance: float = DEFAULT_TOLERANCE,
     resamples: int = 1000,
     seed: int = 0,
@@ -210,7 +213,7 @@ def zero_step_fit(learning_rates: np.ndarray, temperatures: np.ndarray) -> tuple
     return (1.0 / intercept if intercept > 0 else math.nan), float(slope)
 
 
-def temperature_ratios(fits: xr.Dataset, optimizer: dict) -> xr.Dataset:
+def temperature_ratios(fits: xr.Dataset, optimizer: OptimizerConfig) -> xr.Dataset:
     """A point's T_eff in the units the figures compare, for every ``<prefix>T_eff`` of its
     fits (the simulation's, and the DMFT's with the prefix dmft_):
 
@@ -226,11 +229,11 @@ def temperature_ratios(fits: xr.Dataset, optimizer: dict) -> xr.Dataset:
     ratios = xr.Dataset()
     for name in names:
         prefix = str(name)[: -len("T_eff")]
-        if optimizer.get("batch_normalization") == "sum":
-            ratios[f"{prefix}T_eff_per_drift"] = fits[name] / optimizer["b"]
-        if optimizer.get("temperature") is not None:
+        if optimizer.batch_normalization == "sum":
+            ratios[f"{prefix}T_eff_per_drift"] = fits[name] / optimizer.b
+        if optimizer.temperature is not None:
             for suffix in ("", "_low", "_high"):
-                ratio = fits[f"{name}{suffix}"] / optimizer["temperature"]
+                ratio = fits[f"{name}{suffix}"] / optimizer.temperature
                 ratios[f"{prefix}T_eff_over_T{suffix}"] = ratio
     return ratios
 

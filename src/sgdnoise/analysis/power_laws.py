@@ -268,9 +268,9 @@ def power_laws(
     observed = {
         name: values for name, values in observables_at_stop(summary).items() if name in OBSERVABLES
     }
-    config = study_config(summary)
-    depleted = config.get("data", {}).get("kind") == "depleted_sign"
-    fixed_chi = config.get("data", {}).get("chi", np.nan)
+    data = study_config(summary).data
+    depleted = data.kind == "depleted_sign"
+    fixed_chi = data.chi
 
     def fit(name: str, values: xr.DataArray) -> xr.Dataset:
         result = fit_power_law(values, tolerance, level, min_points, resamples, confidence, seed)

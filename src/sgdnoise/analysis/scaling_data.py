@@ -33,7 +33,7 @@ from collections.abc import Callable
 import numpy as np
 import xarray as xr
 
-from sgdnoise.io.artifact import grid_axes, study_config
+from sgdnoise.io.artifact import study_config
 
 STOPPING_OBSERVABLES = ("signal", "noise", "t_star", "weight_change", "test_error")
 TEMPERATURE = "temperature"
@@ -51,13 +51,7 @@ def with_temperature(summary: xr.Dataset) -> xr.Dataset:
             f"or optimizer.lr); the summary has dims {sorted(summary.dims)}"
         )
     config = study_config(summary)
-    width = (
-        1
-        if config.get("model", {}).get("kind", "perceptron") == "perceptron"
-        else (config["model"]["width"])
-    )
-    batch = config.get("optimizer", {}).get("batch_size", 1)
-    temperature = summary["lr"].values / (width * batch)
+    temperature = summary["lr"].values / (config.model.output_width * config.optimizer.batch_size)
     return summary.rename({"lr": TEMPERATURE}).assign_coords({TEMPERATURE: temperature})
 
 
@@ -159,19 +153,3 @@ def log_axes(values: xr.DataArray, sizes: list[str]) -> tuple[np.ndarray, np.nda
     grids = np.meshgrid(*[np.log(values[d].values.astype(float)) for d in sizes], indexing="ij")
     log_sizes = np.stack([g.ravel() for g in grids], -1) if sizes else np.zeros((1, 0))
     return log_temperature, log_sizes
-
-
-def fixed_parameters_text(summary: xr.Dataset, keys: dict[str, str]) -> str:
-    """'label=value' of the config entries (path -> label) not swept, for figure titles."""
-    config = study_config(summary)
-    swept = set(grid_axes(summary).values())
-    parts = []
-    for path, label in keys.items():
-        if path in swept:
-            continue
-        node = config
-        for key in path.split("."):
-            node = node.get(key) if isinstance(node, dict) else None
-        if node is not None:
-            parts.append(f"{label}={node:g}" if isinstance(node, float) else f"{label}={node}")
-    return ", ".join(parts)

@@ -6,7 +6,7 @@ and, with data.per_replica, their training set). Their observables are correlate
 contact fraction at zero loss had a within-pair correlation of 0.5-0.85 (sphere,
 P/N = 0.5, SGD), so a standard error over replicas understated the true one by
 1.3-1.4x. A pair is therefore ONE unit: errors are taken over unit means and bootstrap
-resamples draw whole units of ``per_unit`` consecutive replicas (``replicas_per_unit``).
+resamples draw whole units of ``per_unit`` consecutive replicas (``RunConfig.replicas_per_unit``).
 Solver seeds of the DMFT are units of one; so are the seeds of a scaling study
 (replica r of every grid point is seed r, resampled jointly for all points).
 
@@ -29,12 +29,6 @@ from collections.abc import Callable
 
 import numpy as np
 from scipy import stats
-
-
-def replicas_per_unit(run_config: dict) -> int:
-    """Replicas per independent unit: 2 for same-init pairs, else 1 (a ``run:`` section;
-    no pairing given: independent)."""
-    return 2 if run_config.get("pairing") == "same_init" else 1
 
 
 def unit_means(values: np.ndarray, per_unit: int = 1) -> np.ndarray:

@@ -1,11 +1,20 @@
 """Configuration: the grid-point vocabulary, its validation and the expansion of studies."""
 
 from sgdnoise.config.grid import GridPoint, coordinate_name, expand_study, point_id
+from sgdnoise.config.point import (
+    DataConfig,
+    LossConfig,
+    ModelConfig,
+    OptimizerConfig,
+    PointConfig,
+    RecordConfig,
+    ResponseConfig,
+    RunConfig,
+)
 from sgdnoise.config.schema import (
     ConfigError,
     canonical_json,
     config_sha256,
-    draw_owners,
     get_path,
     load_point,
     resolve_point,
@@ -13,11 +22,18 @@ from sgdnoise.config.schema import (
 
 __all__ = [
     "ConfigError",
+    "DataConfig",
     "GridPoint",
+    "LossConfig",
+    "ModelConfig",
+    "OptimizerConfig",
+    "PointConfig",
+    "RecordConfig",
+    "ResponseConfig",
+    "RunConfig",
     "canonical_json",
     "config_sha256",
     "coordinate_name",
-    "draw_owners",
     "expand_study",
     "get_path",
     "load_point",

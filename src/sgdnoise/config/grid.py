@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sgdnoise.config.point import PointConfig
 from sgdnoise.config.schema import (
     ConfigError,
     config_sha256,
@@ -44,7 +45,7 @@ class GridPoint:
 
     point_id: str
     assignments: dict[str, Any]
-    config: dict
+    config: PointConfig
     coordinates: dict[str, Any]
 
 

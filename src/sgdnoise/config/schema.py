@@ -5,8 +5,9 @@ A grid point is the nested mapping of docs/design.md (model, loss, data, optimiz
 bad values with a message naming the key and what is allowed, checks the conditions
 the schema cannot express (persistent-SGD bounds on tau, P or P/N given, ...), and
 derives the dependent values (P from P/N, lr from the temperature of minibatch SGD,
-kappa = 1/alpha for the alpha-trick). The result is the canonical point: the one that is
-hashed, stored in every artifact and fed to the engine.
+kappa = 1/alpha for the alpha-trick). The result is the canonical point, returned typed
+and immutable (`config.point.PointConfig`): its mapping is what is hashed and stored in
+every artifact, the dataclass is what every stage and engine receives.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import Any
 import fastjsonschema
 import jsonschema
 import yaml
+
+from sgdnoise.config.point import PointConfig
 
 DEFAULT_LEARNING_RATE = 0.05
 IMAGE_DATA = ("mnist_parity", "fashion_mnist_parity", "cifar_animals")
@@ -301,12 +304,15 @@ def _resolve_run(run: dict, model: dict, optimizer: dict) -> None:
     )
 
 
-def resolve_point(raw: dict | None) -> dict:
+def resolve_point(raw: dict | PointConfig | None) -> PointConfig:
     """Return the canonical, validated grid point made from a (partial) mapping.
 
     Missing keys take the schema's defaults; unknown keys, wrong types and values out of
-    bounds raise ConfigError naming the key and what is allowed.
+    bounds raise ConfigError naming the key and what is allowed. A PointConfig is
+    validated again through its mapping (resolution is idempotent).
     """
+    if isinstance(raw, PointConfig):
+        raw = raw.to_mapping()
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -323,31 +329,21 @@ def resolve_point(raw: dict | None) -> dict:
     _resolve_run(point["run"], point["model"], point["optimizer"])
     refuse_non_finite(point)
     validate_against_schema(point)
-    return point
+    return PointConfig.from_mapping(point)
 
 
-def draw_owners(run: dict) -> list[int]:
-    """The random draw each replica owns: for its w(0), and its data with data.per_replica.
-
-    Replica r owns draw r; with run.pairing same_init, replicas 2k and 2k + 1 share draw
-    k, so the two replicas of a pair differ only in their selection noise (docs/physics.md A6).
-    """
-    if run["pairing"] == "same_init":
-        return [replica // 2 for replica in range(run["replicas"])]
-    return list(range(run["replicas"]))
+def canonical_json(point: PointConfig | dict) -> str:
+    """JSON text of a point (or of any mapping) with sorted keys: what is hashed and stored."""
+    mapping = point.to_mapping() if isinstance(point, PointConfig) else point
+    return json.dumps(mapping, sort_keys=True, separators=(",", ":"))
 
 
-def canonical_json(point: dict) -> str:
-    """JSON text of a point with sorted keys: the form that is hashed and stored."""
-    return json.dumps(point, sort_keys=True, separators=(",", ":"))
-
-
-def config_sha256(point: dict) -> str:
+def config_sha256(point: PointConfig) -> str:
     """sha256 of the canonical JSON of a resolved point."""
     return hashlib.sha256(canonical_json(point).encode()).hexdigest()
 
 
-def load_point(path: str) -> dict:
+def load_point(path: str) -> PointConfig:
     """Read a YAML or JSON grid point from a file and resolve it."""
     with open(path) as handle:
         try:

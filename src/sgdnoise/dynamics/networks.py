@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
+from sgdnoise.config.point import OptimizerConfig
 from sgdnoise.dynamics.selection import MinibatchSelection, Selection
 from sgdnoise.models.losses import MarginLoss
 from sgdnoise.models.networks import network_function, replica_outputs
@@ -157,7 +158,7 @@ class NetworkDynamics:
 def make_network_dynamics(
     network: nn.Module,
     problem: NetworkProblem,
-    optimizer: dict,
+    optimizer: OptimizerConfig,
     seed: int,
     device: torch.device,
     chunk_size: int,
@@ -173,12 +174,10 @@ def make_network_dynamics(
         chunk_size: training samples per forward call when ``init`` evaluates
             f0 = f(w0, x) on the whole training set (``Samples.outputs``).
     """
-    if optimizer["kind"] != "minibatch_sgd":
+    if optimizer.kind != "minibatch_sgd":
         raise ValueError(f"networks train with minibatch_sgd, not {optimizer['kind']!r}")
-    lr = optimizer["lr"]
-    selection_process = MinibatchSelection(
-        optimizer["batch_size"], problem.train.count, seed, device
-    )
+    lr = optimizer.lr
+    selection_process = MinibatchSelection(optimizer.batch_size, problem.train.count, seed, device)
     loss = problem.loss
 
     outputs_of_replicas = vmap(network_function(network), randomness="error")

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from sgdnoise.config.point import OptimizerConfig
 from sgdnoise.dynamics.random import ReplicaStream
 from sgdnoise.dynamics.selection import Selection, make_selection
 from sgdnoise.models.losses import MarginLoss
@@ -187,14 +188,14 @@ def combine(patterns: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
 
 
 def make_perceptron_dynamics(
-    problem: PerceptronProblem, optimizer: dict, seed: int, device: torch.device
+    problem: PerceptronProblem, optimizer: OptimizerConfig, seed: int, device: torch.device
 ) -> Dynamics:
     """The (init, draw, update, step, linearize) functions of a resolved ``optimizer:``."""
-    lr = optimizer["lr"]
+    lr = optimizer.lr
     selection_process = make_selection(optimizer, problem.P, seed, device)
     dtype = problem.patterns.dtype
-    langevin = optimizer["kind"] == "langevin"
-    noise_amplitude = math.sqrt(2.0 * optimizer["temperature"] * lr) if langevin else 0.0
+    langevin = optimizer.kind == "langevin"
+    noise_amplitude = math.sqrt(2.0 * optimizer.temperature * lr) if langevin else 0.0
     noise_stream = (
         ReplicaStream(seed, "langevin", (problem.N,), "normal", dtype, device) if langevin else None
     )

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from sgdnoise.config.point import OptimizerConfig
 from sgdnoise.dynamics.random import ReplicaStream
 
 
@@ -121,16 +122,16 @@ def floyd_subsets(uniform: torch.Tensor, P: int) -> torch.Tensor:
     return chosen
 
 
-def make_selection(optimizer: dict, P: int, seed: int, device):
+def make_selection(optimizer: OptimizerConfig, P: int, seed: int, device):
     """The selection process of a resolved ``optimizer:`` section."""
-    kind, b = optimizer["kind"], optimizer["b"]
-    scale = 1.0 / b if optimizer["batch_normalization"] == "mean" else 1.0
+    kind, b = optimizer.kind, optimizer.b
+    scale = 1.0 / b if optimizer.batch_normalization == "mean" else 1.0
     if kind in ("gd", "langevin"):
         return FullBatch()
     if kind == "sgd":
         return BernoulliSelection(b, P, seed, device, scale)
     if kind == "persistent_sgd":
-        return MarkovSelection(b, optimizer["lr"], optimizer["tau"], P, seed, device, scale)
+        return MarkovSelection(b, optimizer.lr, optimizer.tau, P, seed, device, scale)
     if kind == "minibatch_sgd":
-        return MinibatchSelection(optimizer["batch_size"], P, seed, device)
+        return MinibatchSelection(optimizer.batch_size, P, seed, device)
     raise ValueError(f"optimizer.kind {kind!r} has no selection process")

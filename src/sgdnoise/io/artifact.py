@@ -22,7 +22,7 @@ import numpy as np
 import xarray as xr
 
 import sgdnoise
-from sgdnoise.config import canonical_json, config_sha256
+from sgdnoise.config import ConfigError, PointConfig, canonical_json, config_sha256
 
 SCHEMA_VERSION = 1
 ARTIFACT_KINDS = ("data", "run", "two_time", "fit", "dmft", "summary")
@@ -44,7 +44,7 @@ def git_commit() -> str:
     return result.stdout.strip() if result.returncode == 0 else "unknown"
 
 
-def provenance(kind: str, point: dict | None = None) -> dict[str, str | int | float]:
+def provenance(kind: str, point: PointConfig | None = None) -> dict[str, str | int | float]:
     """Attributes every artifact carries."""
     import torch
 
@@ -190,14 +190,24 @@ def read_artifact(path: str | os.PathLike, kind: str | None = None) -> xr.Datase
     return dataset.squeeze(grid_dimensions, drop=True) if grid_dimensions else dataset
 
 
-def artifact_config(dataset: xr.Dataset) -> dict:
-    """The grid-point config stored in an artifact."""
-    return json.loads(dataset.attrs["config"])
+def artifact_config(dataset: xr.Dataset) -> PointConfig:
+    """The grid point an artifact was made from (its ``config`` attribute), typed."""
+    return _stored_point(dataset, "config")
 
 
-def study_config(summary: xr.Dataset) -> dict:
-    """The example grid-point config stored in a study summary (empty if absent)."""
-    return json.loads(summary.attrs.get("example_config", "{}") or "{}")
+def study_config(summary: xr.Dataset) -> PointConfig:
+    """The config of one of a study summary's points: what the grid does not sweep."""
+    return _stored_point(summary, "example_config")
+
+
+def _stored_point(dataset: xr.Dataset, attribute: str) -> PointConfig:
+    where = dataset.encoding.get("source", "an artifact")
+    if attribute not in dataset.attrs:
+        raise ArtifactError(f"{where}: no {attribute} attribute (not a grid point's artifact)")
+    try:
+        return PointConfig.from_mapping(json.loads(dataset.attrs[attribute]))
+    except (ConfigError, json.JSONDecodeError) as error:
+        raise ArtifactError(f"{where}: attribute {attribute}: {error}") from None
 
 
 def grid_axes(summary: xr.Dataset) -> dict[str, str]:

@@ -87,8 +87,10 @@ _DMFT_SEED_MEANS: dict[str, tuple[str, str]] = {
 }
 DMFT_VARIABLES: dict[str, tuple[str, str]] = {
     # coordinates
+    "record": ("1", "record index: the DMFT records every step, record k is step k"),
     "step": ("1", "step index k"),
     "time": (TIME_UNITS, "time t = lr k"),
+    "record2": ("1", "record index of the second time (record l is step l)"),
     "step2": ("1", "second step index l"),
     "time2": (TIME_UNITS, "second time lr l"),
     "t_w": (TIME_UNITS, "waiting time t_w"),

@@ -39,6 +39,8 @@ from scipy.special import ndtr
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from sgdnoise.config.point import ModelConfig
+
 ACTIVATIONS = ("relu", "gelu")
 NETWORK_KINDS = ("fcn", "cnn", "perceptron")
 CNN_BLOCKS = ((1, 5, 2), (1, 5, 1), (3, 5, 2), (3, 5, 1))
@@ -231,7 +233,7 @@ def initial_parameters(
 
 
 def make_network(
-    model_config: Mapping,
+    model_config: ModelConfig,
     input_shape: tuple[int, ...],
     generator: torch.Generator | None = None,
 ) -> nn.Module:
@@ -248,16 +250,16 @@ def make_network(
     Returns:
         A module mapping inputs (batch, *input_shape) to outputs f(w, x) of shape (batch,).
     """
-    kind = model_config["kind"]
+    kind = model_config.kind
     input_size = math.prod(input_shape)
     if kind == "fcn":
         network: nn.Module = MeanFieldFCN(
-            input_size, model_config["width"], model_config["depth"], model_config["activation"]
+            input_size, model_config.width, model_config.depth, model_config.activation
         )
     elif kind == "cnn":
         if len(input_shape) != 3:
             raise ValueError(f"the cnn needs inputs shaped (C, H, W), got {input_shape}")
-        network = MeanFieldCNN(input_shape[0], model_config["width"], model_config["activation"])
+        network = MeanFieldCNN(input_shape[0], model_config.width, model_config.activation)
     elif kind == "perceptron":
         network = Perceptron(input_size)
     else:

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
+from sgdnoise.config import get_path  # noqa: E402
 from sgdnoise.io.artifact import grid_axes, study_config  # noqa: E402
 
 # Readable labels of grid axes and observables (units after a comma).
@@ -32,46 +33,43 @@ LABELS = {
 }
 
 
-def fixed_parameters(summary: xr.Dataset) -> str:
-    """A title fragment with the parameters held fixed across the study."""
+FIXED_IN_TITLES = {
+    "data.kind": "data",
+    "data.N": "N",
+    "data.P": "P",
+    "loss.kind": "loss",
+    "loss.kappa": "kappa",
+    "model.constraint": "constraint",
+    "model.ridge": "ridge",
+    "optimizer.lr": "lr",
+    "optimizer.temperature": "T",
+    "run.replicas": "replicas",
+}
+"""Config entries a figure title states when the study does not sweep them (path -> label)."""
+
+
+def fixed_parameters(summary: xr.Dataset, keys: dict[str, str] = FIXED_IN_TITLES) -> str:
+    """'label=value, ...' of the config entries ``keys`` the study holds fixed (for titles).
+
+    Swept: the summary's swept paths (a bundle or variant sweeps each path it sets), or
+    its grid axes; P is swept with P_over_N; the ridge is shown with constraint ridge only.
+    """
     config = study_config(summary)
-    if not config:
-        return ""
     swept = set(json.loads(summary.attrs.get("swept_paths", "[]"))) or set(
         grid_axes(summary).values()
     )
     if "data.P_over_N" in swept:
         swept.add("data.P")
-
-    def show(path: str, label: str) -> str | None:
+    if config.model.constraint != "ridge":
+        swept.add("model.ridge")
+    mapping, parts = config.to_mapping(), []
+    for path, label in keys.items():
         if any(path == s or path.startswith(s + ".") for s in swept):
-            return None
-        node = config
-        for key in path.split("."):
-            node = node.get(key) if isinstance(node, dict) else None
-        return (
-            None
-            if node is None
-            else f"{label}={node:g}"
-            if isinstance(node, float)
-            else f"{label}={node}"
-        )
-
-    items = [
-        show("data.kind", "data"),
-        show("data.N", "N"),
-        show("data.P", "P"),
-        show("loss.kind", "loss"),
-        show("loss.kappa", "kappa"),
-        show("model.constraint", "constraint"),
-        show("model.ridge", "ridge")
-        if config.get("model", {}).get("constraint") == "ridge"
-        else None,
-        show("optimizer.lr", "lr"),
-        show("optimizer.temperature", "T"),
-        show("run.replicas", "replicas"),
-    ]
-    return ", ".join(item for item in items if item)
+            continue
+        value = get_path(mapping, path)
+        if value is not None:
+            parts.append(f"{label}={value:g}" if isinstance(value, float) else f"{label}={value}")
+    return ", ".join(parts)
 
 
 def label(name: str) -> str:

@@ -52,8 +52,8 @@ def fdt_parametric(summary: xr.Dataset, out: str) -> None:
         span = np.linspace(0, np.nanmax(delta_c), 20)
         if np.isfinite(temperature):
             axis.plot(span, span / temperature, ":", label=f"fit {window}: T_eff={temperature:.3g}")
-        imposed = point.get("temperature", config.get("optimizer", {}).get("temperature"))
-        if imposed and "langevin" in str(point.get("optimizer", "langevin")):
+        imposed = point.get("temperature", config.optimizer.temperature)
+        if imposed and "langevin" in str(point.get("optimizer", config.optimizer.kind)):
             axis.plot(span, span / float(imposed), "k--", lw=1, label=f"slope 1/T, T={imposed}")
         stationary = bool(part["stationary"])
         heading = describe_point(point).replace(", ", "\n", 1)

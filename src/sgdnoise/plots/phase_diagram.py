@@ -30,21 +30,19 @@ LOG2_TEMPERATURE = "log2 T (T = lr / (h B), dimensionless)"
 def network_setting(summary: xr.Dataset, swept: set[str]) -> str:
     """What every cell shares: architecture, data, batch size, seeds (title text)."""
     config = study_config(summary)
-    if not config:
-        return ""
-    model, data, optimizer = config["model"], config["data"], config["optimizer"]
-    architecture = f"{model['kind']}"
-    if model["kind"] == "fcn":
-        architecture += f" L={model['depth']}"
-    architecture += f" h={model['width']} {model['activation']}"
-    parts = [architecture, data["kind"]]
+    model, data, optimizer = config.model, config.data, config.optimizer
+    architecture = f"{model.kind}"
+    if model.kind == "fcn":
+        architecture += f" L={model.depth}"
+    architecture += f" h={model.width} {model.activation}"
+    parts = [architecture, data.kind]
     if SAMPLES not in swept:
-        parts.append(f"P={data['P']}")
+        parts.append(f"P={data.P}")
     parts += [
-        f"P_test={data['P_test']}",
-        f"B={optimizer['batch_size']}",
-        f"{config['loss']['kind']} at margin 1/alpha",
-        f"{config['run']['replicas']} seeds",
+        f"P_test={data.P_test}",
+        f"B={optimizer.batch_size}",
+        f"{config.loss.kind} at margin 1/alpha",
+        f"{config.run.replicas} seeds",
     ]
     return ", ".join(parts)
 

@@ -87,8 +87,7 @@ def _common_window(teff: xr.DataArray) -> str:
 def _per_drift(summary: xr.Dataset) -> bool:
     """Whether the temperature comparable across a swept b is T_eff / b (gradient summed
     over the batch: the mean drift of SGD is b grad L)."""
-    config = study_config(summary)
-    summed = config.get("optimizer", {}).get("batch_normalization") == "sum"
+    summed = study_config(summary).optimizer.batch_normalization == "sum"
     return summed and "b" in summary["T_eff"].dims
 
 

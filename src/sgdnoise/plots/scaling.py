@@ -23,13 +23,12 @@ from sgdnoise.analysis.scaling_data import (
     REPLICA,
     TEMPERATURE,
     complete_points,
-    fixed_parameters_text,
     group_dims,
     observables_at_stop,
 )
 from sgdnoise.analysis.statistics import error_bar, mean_and_error
 from sgdnoise.io.artifact import study_config
-from sgdnoise.plots.common import require, save
+from sgdnoise.plots.common import fixed_parameters, require, save
 
 NAMES = {
     "signal": "signal $u_1$ at stop",
@@ -50,7 +49,7 @@ COMMON_FIXED = {
 
 def _fixed(summary: xr.Dataset) -> dict[str, str]:
     """Config entries a title states (path -> label): the model's own besides the common."""
-    if study_config(summary).get("model", {}).get("kind", "perceptron") == "perceptron":
+    if study_config(summary).model.kind == "perceptron":
         return {**COMMON_FIXED, "data.N": "d", "data.chi": "chi"}
     return {**COMMON_FIXED, "model.depth": "depth", "model.width": "h"}
 
@@ -83,7 +82,7 @@ def _group_text(group: dict) -> str:
 
 
 def _title(summary: xr.Dataset, what: str, shown: dict) -> str:
-    fixed = fixed_parameters_text(summary, _fixed(summary))
+    fixed = fixed_parameters(summary, _fixed(summary))
     extra = f", shown at d={shown['N']}" if shown else ""
     return f"{what}\n{fixed}{extra}"
 
@@ -214,11 +213,11 @@ def exponents_vs_chi(summary: xr.Dataset, out: str, fits: xr.Dataset | None = No
         figsize=(3.8 * len(names), 3.3 * len(regressors)),
         squeeze=False,
     )
-    depleted = study_config(summary).get("data", {}).get("kind") == "depleted_sign"
+    data = study_config(summary).data
     if "chi" in fits.dims:
         chis = fits["chi"].values.astype(float)
-    elif depleted:
-        chis = np.array([float(study_config(summary)["data"].get("chi", 0.0))])
+    elif data.kind == "depleted_sign":
+        chis = np.array([data.chi])
     else:  # no chi: one position per group of the other swept axes
         chis = np.array([0.0])
     curve_chi = np.linspace(0.0, max(3.0, np.nanmax(chis)) if np.isfinite(chis).any() else 3.0, 100)
@@ -248,7 +247,7 @@ def exponents_vs_chi(summary: xr.Dataset, out: str, fits: xr.Dataset | None = No
                 ).any()
             ):
                 axis.plot(curve_chi, predicted, "k--", lw=1, label="scaling prediction")
-            if depleted:
+            if data.kind == "depleted_sign":
                 axis.set_xlabel(r"depletion exponent $\chi$")
             else:
                 axis.set_xticks([])
@@ -258,7 +257,7 @@ def exponents_vs_chi(summary: xr.Dataset, out: str, fits: xr.Dataset | None = No
                 axis.legend(fontsize=7)
     figure.suptitle(
         "Power-law exponents in the noise-dominated regime (95% intervals, stat + window)\n"
-        + fixed_parameters_text(summary, _fixed(summary)),
+        + fixed_parameters(summary, _fixed(summary)),
         fontsize=10,
     )
     figure.tight_layout()
@@ -339,7 +338,7 @@ def critical_temperature_vs_p(
     threshold = fits.attrs.get("critical_temperature_threshold", "")
     figure.suptitle(
         f"Crossover temperature: first T where |<y>/y(T_min) - 1| reaches {threshold} "
-        "(95% intervals)\n" + fixed_parameters_text(summary, _fixed(summary)),
+        "(95% intervals)\n" + fixed_parameters(summary, _fixed(summary)),
         fontsize=10,
     )
     figure.tight_layout()

@@ -100,7 +100,7 @@ def aggregate(
         else parts[0]
     )
     summary.attrs.update(provenance("summary"))
-    summary.attrs["example_config"] = example_config or "{}"
+    summary.attrs["example_config"] = example_config
     summary.attrs["swept_paths"] = json.dumps(swept_paths(rows))
     summary.attrs["grid_axes"] = json.dumps({coordinate_name(path, axes): path for path in axes})
     return summary

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from sgdnoise.config import config_sha256
+from sgdnoise.config.point import PointConfig
 
 HEADER_FORMAT = "sgdnoise checkpoint"
 TYPE_KEY = "__checkpoint_type__"  # marks an encoded numpy array in a dict
@@ -73,7 +74,7 @@ def _decode(value: Any) -> Any:
     raise UnsafeCheckpointError(f"it holds a {name!r}: a checkpoint holds plain data only")
 
 
-def save_checkpoint(path: Path, config: dict, content: dict) -> None:
+def save_checkpoint(path: Path, config: PointConfig, content: dict) -> None:
     """Write ``content`` for ``config`` to ``path``, atomically.
 
     ``content``: tensors, numpy arrays, and dicts (str keys), lists and tuples of them
@@ -97,7 +98,7 @@ def _ignored(path: Path, reason: str) -> None:
     )
 
 
-def load_checkpoint(path: Path | None, config: dict) -> dict | None:
+def load_checkpoint(path: Path | None, config: PointConfig) -> dict | None:
     """The content of a checkpoint of this exact config, or None: absent, or (with a
     warning naming the file) of another config, unreadable or unsafe."""
     if path is None or not path.exists():
@@ -135,10 +136,10 @@ class Checkpointer:
     and builds the content (``make_content()``) only then.
     """
 
-    def __init__(self, path: str | Path | None, config: dict) -> None:
+    def __init__(self, path: str | Path | None, config: PointConfig) -> None:
         self.path = None if path is None else Path(path)
         self.config = config
-        self.interval = config["run"]["checkpoint_seconds"]
+        self.interval = config.run.checkpoint_seconds
         self.last_save = clock.perf_counter()
 
     def resume(self) -> dict | None:

@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 import xarray as xr
 
+from sgdnoise.config.point import PointConfig
 from sgdnoise.io.artifact import provenance
 from sgdnoise.io.metadata import DMFT_VARIABLES, describe
 from sgdnoise.theory.dmft import DmftSolution, solve_discrete_dmft
@@ -21,21 +22,21 @@ from sgdnoise.theory.fixed_point import CONVERGED
 from sgdnoise.theory.problem import problem_from_point
 
 DIMS = {
-    "loss": ("step",),
-    "violated_fraction": ("step",),
-    "C": ("step", "step2"),
-    "R": ("step", "step2"),
-    "chi": ("step", "t_w"),
-    "nu": ("step",),
-    "m": ("step",),
-    "M_C": ("step", "step2"),
-    "M_R": ("step", "step2"),
-    "replica_distance": ("step",),
-    "seed_loss": ("solver_seed", "step"),
-    "seed_C_diagonal": ("solver_seed", "step"),
-    "seed_C_waiting": ("solver_seed", "step", "t_w"),
-    "seed_chi": ("solver_seed", "step", "t_w"),
-    "seed_replica_distance": ("solver_seed", "step"),
+    "loss": ("record",),
+    "violated_fraction": ("record",),
+    "C": ("record", "record2"),
+    "R": ("record", "record2"),
+    "chi": ("record", "t_w"),
+    "nu": ("record",),
+    "m": ("record",),
+    "M_C": ("record", "record2"),
+    "M_R": ("record", "record2"),
+    "replica_distance": ("record",),
+    "seed_loss": ("solver_seed", "record"),
+    "seed_C_diagonal": ("solver_seed", "record"),
+    "seed_C_waiting": ("solver_seed", "record", "t_w"),
+    "seed_chi": ("solver_seed", "record", "t_w"),
+    "seed_replica_distance": ("solver_seed", "record"),
     "seed_final_stability": ("solver_seed", "path"),
     "change": ("solver_seed", "iteration"),
     "iterations": ("solver_seed",),
@@ -43,7 +44,7 @@ DIMS = {
 
 
 def solve_dmft(
-    point: dict,
+    point: PointConfig,
     *,
     paths: int = 10000,
     seed: int = 0,
@@ -61,8 +62,9 @@ def solve_dmft(
     RuntimeWarning), or on a divergence (status diverged, with a RuntimeWarning); a
     replica pair that does not converge warns too (theory.solve_discrete_dmft).
 
-    Dims: ``step`` k = 0..T (coordinate ``time`` = lr k), ``step2`` (second time of C, R,
-    M_C, M_R; ``time2``), ``t_w`` (waiting times of chi; ``waiting_step`` k_w), and
+    Dims, named as the runs': ``record`` = k = 0..T (every step is a record; coordinates
+    ``step`` = k and ``time`` = lr k), ``record2`` (second time of C, R, M_C, M_R;
+    ``step2``, ``time2``), ``t_w`` (waiting times of chi; ``waiting_step`` k_w), and
     ``solver_seed`` / ``iteration`` for the diagnostics ``change`` and ``iterations`` and
     for the per-seed ``seed_loss``, ``seed_C_diagonal`` (C(t, t)), ``seed_C_waiting``
     (C(t, t_w)), ``seed_chi`` and ``seed_replica_distance`` that the fits resample
@@ -146,14 +148,17 @@ def _resampled_per_seed(solution: DmftSolution) -> dict[str, tuple]:
 
 
 def _coordinates(solution: DmftSolution) -> dict[str, tuple]:
-    """step / time, step2 / time2 (the run's steps), t_w / waiting_step, solver_seed."""
+    """record / step / time, record2 / step2 / time2 (the run's steps: record k is step k),
+    t_w / waiting_step, solver_seed."""
     problem = solution.problem
     steps = np.arange(problem.run_steps + 1)
     return {
-        "step": ("step", steps),
-        "time": ("step", problem.lr * steps),
-        "step2": ("step2", steps),
-        "time2": ("step2", problem.lr * steps),
+        "record": ("record", steps),
+        "step": ("record", steps),
+        "time": ("record", problem.lr * steps),
+        "record2": ("record2", steps),
+        "step2": ("record2", steps),
+        "time2": ("record2", problem.lr * steps),
         "t_w": ("t_w", np.array(problem.waiting_times, dtype=float)),
         "waiting_step": ("t_w", solution.run_waiting_steps),
         "solver_seed": ("solver_seed", np.arange(len(solution.statuses))),

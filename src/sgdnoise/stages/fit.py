@@ -15,7 +15,7 @@ from __future__ import annotations
 import xarray as xr
 
 from sgdnoise.analysis import dmft_fits, fdt, margins, replica_distance
-from sgdnoise.analysis.statistics import mean_and_error, replicas_per_unit
+from sgdnoise.analysis.statistics import mean_and_error
 from sgdnoise.io.artifact import artifact_config, provenance
 from sgdnoise.io.metadata import describe
 
@@ -45,17 +45,17 @@ def fit_point(
 ) -> xr.Dataset:
     """Every per-point analysis that applies to this run, in one fits Dataset."""
     config = artifact_config(run)
-    per_unit = replicas_per_unit(config["run"])  # a same-init pair is one independent unit
+    per_unit = config.run.replicas_per_unit  # a same-init pair is one independent unit
     final_stabilities = run["final_stabilities"].values
-    parts = [margins.margins(final_stabilities, config["loss"]["kappa"], per_unit=per_unit)]
+    parts = [margins.margins(final_stabilities, config.loss.kappa, per_unit=per_unit)]
     units = dict(margins.UNITS)
-    if config["run"]["pairing"] == "same_init":
-        parts.append(replica_distance.replica_distance(run, seed=config["run"]["seed"]))
+    if config.run.pairing == "same_init":
+        parts.append(replica_distance.replica_distance(run, seed=config.run.seed))
         units.update(replica_distance.UNITS)
     if two_time is not None:
         parts.append(
             fdt.fit_effective_temperature(
-                two_time, config["optimizer"], seed=config["run"]["seed"], per_unit=per_unit
+                two_time, config.optimizer, seed=config.run.seed, per_unit=per_unit
             )
         )
         units.update(fdt.UNITS)
@@ -64,7 +64,7 @@ def fit_point(
         parts.append(loss_statistics(run, per_unit))
         units.update(dmft_fits.UNITS, **LOSS_UNITS)
     fits = xr.merge(parts, compat="no_conflicts", combine_attrs="no_conflicts")
-    fits = fits.merge(fdt.temperature_ratios(fits, config["optimizer"]))
+    fits = fits.merge(fdt.temperature_ratios(fits, config.optimizer))
     fits.attrs.update(provenance("fit", config))
     units["lag"] = ("lr x steps", "time difference s = t - t_w")
     return describe(fits, units)

@@ -13,59 +13,60 @@ import hashlib
 import numpy as np
 import xarray as xr
 
-from sgdnoise.config import canonical_json, draw_owners
+from sgdnoise.config import canonical_json
+from sgdnoise.config.point import PointConfig
 from sgdnoise.data import Dataset, make_dataset
 from sgdnoise.io.artifact import ArtifactError, provenance, read_artifact
 from sgdnoise.io.metadata import describe
 
 
-def data_spec(point: dict) -> dict:
+def data_spec(point: PointConfig) -> dict:
     """What determines a point's data: its data section (and, per replica, its draws).
 
     With data.per_replica the replica count, and the pairing when it is same_init (pairs
     share a draw); only then, so the ids of every other spec stay what they were.
     """
-    spec = dict(point["data"])
+    spec = point.data.to_mapping()
     if spec["per_replica"]:
-        spec["replicas"] = point["run"]["replicas"]
-        if point["run"]["pairing"] == "same_init":
+        spec["replicas"] = point.run.replicas
+        if point.run.pairing == "same_init":
             spec["pairing"] = "same_init"
     return spec
 
 
-def data_spec_id(point: dict) -> str:
+def data_spec_id(point: PointConfig) -> str:
     """File id of a point's data: kind and a hash of the spec."""
     spec = data_spec(point)
     digest = hashlib.sha256(canonical_json(spec).encode()).hexdigest()[:12]
     return f"{spec['kind']}-{digest}"
 
 
-def data_draws(point: dict) -> list[int]:
+def data_draws(point: PointConfig) -> list[int]:
     """The data draw each replica trains on, one index per replica.
 
     Draw 0 for every replica on shared data; with data.per_replica the replica's own
-    draw (config.draw_owners: with pairing same_init, replicas 2k and 2k + 1 share draw k).
+    draw (RunConfig.draw_owners: with pairing same_init, replicas 2k and 2k + 1 share draw k).
     """
-    if not point["data"]["per_replica"]:
-        return [0] * point["run"]["replicas"]
-    return draw_owners(point["run"])
+    if not point.data.per_replica:
+        return [0] * point.run.replicas
+    return point.run.draw_owners()
 
 
-def build_datasets(point: dict) -> list[Dataset]:
+def build_datasets(point: PointConfig) -> list[Dataset]:
     """The point's data: one shared Dataset, or one per replica (data.per_replica).
 
     Per replica, each draw is made once and listed for every replica that trains on it
     (the two replicas of a same_init pair hold the same object).
     """
-    data = point["data"]
-    if not data["per_replica"]:
+    data = point.data
+    if not data.per_replica:
         return [make_dataset(data)]
     draws = data_draws(point)
     made = {draw: make_dataset(data, draw) for draw in sorted(set(draws))}
     return [made[draw] for draw in draws]
 
 
-def datasets_to_xarray(point: dict, datasets: list[Dataset]) -> xr.Dataset:
+def datasets_to_xarray(point: PointConfig, datasets: list[Dataset]) -> xr.Dataset:
     """The data artifact: inputs flattened to a ``feature`` dim, a ``draw`` dim per replica."""
 
     def stack(name: str) -> np.ndarray:
@@ -100,7 +101,7 @@ def datasets_to_xarray(point: dict, datasets: list[Dataset]) -> xr.Dataset:
     return describe(dataset, extra)
 
 
-def load_datasets(path: str, point: dict) -> list[Dataset]:
+def load_datasets(path: str, point: PointConfig) -> list[Dataset]:
     """Read a data artifact back, checking it was made for this point's spec."""
     artifact = read_artifact(path, "data")
     expected = canonical_json(data_spec(point))

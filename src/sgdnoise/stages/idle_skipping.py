@@ -36,6 +36,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from sgdnoise.config.point import PointConfig
 from sgdnoise.dynamics.perceptron import PerceptronProblem, PerceptronState
 from sgdnoise.dynamics.selection import MinibatchSelection
 from sgdnoise.stages.runner import Outcome
@@ -45,17 +46,17 @@ CACHED_ELEMENTS = 1 << 20  # pattern entries cached per block (span x B x N)
 GATHER_COST = 1  # measured: a gathered pattern costs about one row of a dense product
 
 
-def applies(config: dict) -> bool:
+def applies(config: PointConfig) -> bool:
     """Whether a resolved perceptron point can skip idle steps (minibatch SGD, no constraint)."""
     return (
-        config["model"]["kind"] == "perceptron"
-        and config["optimizer"]["kind"] == "minibatch_sgd"
-        and config["model"]["constraint"] == "none"
+        config.model.kind == "perceptron"
+        and config.optimizer.kind == "minibatch_sgd"
+        and config.model.constraint == "none"
     )
 
 
 def skipping_idle_steps(
-    config: dict, problem: PerceptronProblem, device: torch.device
+    config: PointConfig, problem: PerceptronProblem, device: torch.device
 ) -> Callable[[PerceptronState, int, int], tuple[PerceptronState, Outcome]]:
     """The ``advance`` of a point that applies: a window of steps, skipping idle ones.
 
@@ -63,12 +64,12 @@ def skipping_idle_steps(
     zero-loss check or the budget (at most LONGEST_WINDOW steps): each replica crosses
     it on its own.
     """
-    run, optimizer = config["run"], config["optimizer"]
-    selection = MinibatchSelection(optimizer["batch_size"], problem.P, run["seed"], device)
+    run, optimizer = config.run, config.optimizer
+    selection = MinibatchSelection(optimizer.batch_size, problem.P, run.seed, device)
     patterns = problem.patterns.detach().cpu().numpy()  # the scan runs on the host
 
     def advance(state: PerceptronState, start: int, stop: int) -> tuple[PerceptronState, Outcome]:
-        return _advance(problem, patterns, state, selection, optimizer["lr"], start, stop)
+        return _advance(problem, patterns, state, selection, optimizer.lr, start, stop)
 
     return advance
 

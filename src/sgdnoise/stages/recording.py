@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from sgdnoise.config.point import PointConfig, RunConfig
 from sgdnoise.data import Dataset
 from sgdnoise.stages.generate_data import build_datasets
 
@@ -55,19 +56,28 @@ class RecordingSchedule:
     replica stopped (or the budget); no record is invented past it.
     """
 
-    def __init__(self, run: dict, lr: float) -> None:
-        total_steps = round(run["max_time"] / lr)
-        if run["max_steps"] is not None:
-            total_steps = min(total_steps, run["max_steps"])
+    def __init__(self, run: RunConfig, lr: float) -> None:
+        total_steps = run.step_budget(lr)
         self.total_steps = max(total_steps, 0)
-        self.count = run["record"]["count"]
-        self.log = run["record"]["times"] == "log"
-        self.open_ended = run["stop"] == "zero_loss"
+        self.count = run.record.count
+        self.log = run.record.times == "log"
+        self.open_ended = run.stop == "zero_loss"
         self.steps: list[int] = []
         self.ratio = 1.0 + 1.0 / self.count  # open-ended log spacing
         self.interval = 1  # open-ended linear spacing
         self._planned = [] if self.open_ended else self._fixed_grid()
         self._next: int | None = 0
+
+    @classmethod
+    def at_steps(cls, steps: Iterable[int]) -> RecordingSchedule:
+        """A fixed grid of the given steps (not empty); the budget ends at the last one."""
+        planned = sorted({int(step) for step in steps})
+        schedule = cls.__new__(cls)
+        schedule.total_steps, schedule.count = planned[-1], len(planned)
+        schedule.log = schedule.open_ended = False
+        schedule.steps, schedule.ratio, schedule.interval = [], 1.0, 1
+        schedule._planned, schedule._next = planned, planned[0]
+        return schedule
 
     def _fixed_grid(self) -> list[int]:
         last, count = self.total_steps, self.count
@@ -211,12 +221,12 @@ def overall_status(statuses: Iterable[str]) -> str:
 
 
 def run_setup(
-    config: dict, datasets: list[Dataset] | None
+    config: PointConfig, datasets: list[Dataset] | None
 ) -> tuple[torch.device, torch.dtype, list[Dataset]]:
     """Device, dtype and training data of a point (every runner's); data built when None."""
-    run = config["run"]
-    device = choose_device(run["device"])
-    dtype = torch.float64 if run["dtype"] == "float64" else torch.float32
+    run = config.run
+    device = choose_device(run.device)
+    dtype = torch.float64 if run.dtype == "float64" else torch.float32
     return device, dtype, build_datasets(config) if datasets is None else datasets
 
 

@@ -11,11 +11,12 @@ simulator is a pair of functions, the loop is outside them):
 - settle what the block reports: last moves, replicas seen at zero loss, divergences.
 
 A block ends at the next record, the next check or the budget, and is at most the
-stepper's ``longest_block`` steps. A stepper of one-step blocks (the perceptron engine,
-the networks) makes the classic step loop: a check before a step, and a step whose check
-stopped every replica still ends the block (the loop moves on to the next step and
-records it if due). A stepper of windows (idle-step skipping) ends where its check
-stopped the last replica.
+stepper's ``longest_block`` steps. Steppers: the perceptron engine and idle-step
+skipping (stages.train, stages.idle_skipping), the networks (stages.train_network) and
+the response replay (stages.correlation_response). A stepper of one-step blocks makes
+the classic step loop: a check before a step, and a step whose check stopped every
+replica still ends the block (the loop moves on to the next step and records it if due).
+A stepper of windows (idle-step skipping) ends where its check stopped the last replica.
 
 The Ledger holds what a run knows per replica: its latest frozen values (tensors keyed
 by name: the perceptron's ``weights``, a network's parameters), t*, steps taken, status,
@@ -39,6 +40,7 @@ import torch
 import xarray as xr
 from torch import Tensor
 
+from sgdnoise.config.point import PointConfig
 from sgdnoise.data import Dataset
 from sgdnoise.observables.networks import finite_parameters
 from sgdnoise.stages.checkpoint import Checkpointer
@@ -364,7 +366,7 @@ class Runner(Generic[State]):
 
 
 def run_artifact(
-    config: dict,
+    config: PointConfig,
     recorder: ScheduledRecorder,
     variables: dict[str, tuple],
     attributes: dict[str, Any],
@@ -379,8 +381,8 @@ def run_artifact(
         for name in recorder.records
     }
     coordinates = {
-        "replica": np.arange(config["run"]["replicas"]),
-        **recorder.schedule.coordinates(config["optimizer"]["lr"]),
+        "replica": np.arange(config.run.replicas),
+        **recorder.schedule.coordinates(config.optimizer.lr),
     }
     dataset = xr.Dataset({**records, **variables}, coords=coordinates)
     dataset.attrs.update(attributes)
@@ -398,7 +400,7 @@ def ledger_variables(ledger: Ledger, lr: float) -> dict[str, tuple]:
 
 
 def run_attributes(
-    config: dict,
+    config: PointConfig,
     ledger: Ledger,
     datasets: list[Dataset],
     device: torch.device,
@@ -413,5 +415,5 @@ def run_attributes(
         "device": str(device),
         "wall_seconds": wall_seconds,
         "data_sha256": data_fingerprint(datasets),
-        "learning_rate": config["optimizer"]["lr"],
+        "learning_rate": config.optimizer.lr,
     }

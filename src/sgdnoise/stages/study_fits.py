@@ -58,7 +58,7 @@ def study_fits(summary: xr.Dataset, analyses: list[str]) -> xr.Dataset:
     fits.attrs.update(provenance("fit"))
     fits.attrs["study_analyses"] = ", ".join(asked)
     fits.attrs["grid_axes"] = summary.attrs.get("grid_axes", "{}")
-    fits.attrs["example_config"] = summary.attrs.get("example_config", "{}")
+    fits.attrs["example_config"] = summary.attrs["example_config"]
     # grid axes: as the summary declares them (lr as the temperature it was converted to)
     sources = [with_temperature(summary), summary] if TEMPERATURE in fits.coords else [summary]
     for name in fits.coords:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from sgdnoise.config import draw_owners
+from sgdnoise.config.point import PointConfig
 from sgdnoise.data import Dataset
 from sgdnoise.dynamics.perceptron import (
     Dynamics,
@@ -73,10 +73,10 @@ def _patterns(datasets: list[Dataset], test: bool, device, dtype) -> torch.Tenso
     return torch.as_tensor(stacked, dtype=dtype, device=device)
 
 
-def build_problems(config: dict, datasets: list[Dataset], device, dtype):
+def build_problems(config: PointConfig, datasets: list[Dataset], device, dtype):
     """Training problem, test problem (or None) and teacher (or None) as device tensors."""
-    model, loss_config = config["model"], config["loss"]
-    loss = MarginLoss(loss_config["kind"], loss_config["kappa"])
+    model, loss_config = config.model, config.loss
+    loss = MarginLoss(loss_config.kind, loss_config.kappa)
     per_replica = len(datasets) > 1
 
     def problem(test: bool) -> PerceptronProblem:
@@ -84,9 +84,9 @@ def build_problems(config: dict, datasets: list[Dataset], device, dtype):
             patterns=_patterns(datasets, test, device, dtype),
             per_replica=per_replica,
             loss=loss,
-            constraint=model["constraint"],
-            ridge=model["ridge"] if model["constraint"] == "ridge" else 0.0,
-            sphere_update=model["sphere_update"],
+            constraint=model.constraint,
+            ridge=model.ridge if model.constraint == "ridge" else 0.0,
+            sphere_update=model.sphere_update,
         )
 
     test = problem(test=True) if datasets[0].has_test else None
@@ -95,38 +95,42 @@ def build_problems(config: dict, datasets: list[Dataset], device, dtype):
     return problem(test=False), test, teacher
 
 
-def initial_weights(config: dict, N: int, device, dtype) -> torch.Tensor:
+def initial_weights(config: PointConfig, N: int, device, dtype) -> torch.Tensor:
     """w(0) per replica: N(0, I_N), rescaled to |w|^2 = N on the sphere.
 
     Counter-based per replica (stream 'init'). With pairing same_init, replicas come in
-    pairs (2k, 2k + 1) that share the draw of init k (config.draw_owners, docs/physics.md A6).
+    pairs (2k, 2k + 1) that share the draw of init k (RunConfig.draw_owners, docs/physics.md A6).
     """
-    run = config["run"]
-    stream = ReplicaStream(run["seed"], "init", (N,), "normal", dtype, device, block_steps=1)
-    weights = stream.draw(0, draw_owners(run))
-    if config["model"]["constraint"] == "sphere":
+    run = config.run
+    stream = ReplicaStream(run.seed, "init", (N,), "normal", dtype, device, block_steps=1)
+    weights = stream.draw(0, run.draw_owners())
+    if config.model.constraint == "sphere":
         weights = math.sqrt(N) * weights / weights.norm(dim=-1, keepdim=True)
     return weights
 
 
 def gd_minimum(
-    config: dict, problem: PerceptronProblem, start: torch.Tensor, replica_ids: list[int], device
+    config: PointConfig,
+    problem: PerceptronProblem,
+    start: torch.Tensor,
+    replica_ids: list[int],
+    device,
 ) -> torch.Tensor:
     """Weights after full-batch GD for run.gd_init_time (same lr and loss).
 
     ``start``: the w(0) of the replicas ``replica_ids`` (rows in that order), each
     descending on its own training set.
     """
-    optimizer = dict(config["optimizer"], kind="gd", b=1.0, batch_normalization="sum")
-    dynamics = make_perceptron_dynamics(problem, optimizer, config["run"]["seed"], device)
+    optimizer = config.optimizer.replace(kind="gd", b=1.0, batch_normalization="sum")
+    dynamics = make_perceptron_dynamics(problem, optimizer, config.run.seed, device)
     state = dynamics.init(start, replica_ids)
-    for _ in range(round(config["run"]["gd_init_time"] / optimizer["lr"])):
+    for _ in range(round(config.run.gd_init_time / optimizer.lr)):
         state, _ = dynamics.step(state)
     return state.weights
 
 
 def gd_minimum_starts(
-    config: dict, problem: PerceptronProblem, start: torch.Tensor, device
+    config: PointConfig, problem: PerceptronProblem, start: torch.Tensor, device
 ) -> torch.Tensor:
     """w(0) of every replica with run.init gd_minimum: one GD minimum per data draw.
 
@@ -207,9 +211,9 @@ class Recorder(ScheduledRecorder):
         self.all_ids = torch.arange(initial.shape[0], device=initial.device)
 
     def record(self, tensors: dict[str, torch.Tensor]) -> None:
-        run, weights = self.config["run"], tensors["weights"]
+        run, weights = self.config.run, tensors["weights"]
         values = margin_observables(
-            self.problem, weights, self.reference, self.all_ids, run["error_tolerance"]
+            self.problem, weights, self.reference, self.all_ids, run.error_tolerance
         )
         if self.test_problem is not None:
             values["test_error"] = test_error(
@@ -218,14 +222,14 @@ class Recorder(ScheduledRecorder):
         values["weight_change"] = weight_change(weights, self.initial)
         if self.teacher is not None:
             values.update(teacher_decomposition(weights, self.initial, self.teacher))
-        if run["record"]["weights"]:
+        if run.record.weights:
             values["weights"] = weights
         for name, value in values.items():
             self.records.setdefault(name, []).append(value.detach().cpu())
 
 
 def train_point(
-    config: dict,
+    config: PointConfig,
     datasets: list[Dataset] | None = None,
     progress: bool = False,
     checkpoint: str | Path | None = None,
@@ -238,7 +242,7 @@ def train_point(
     run is identical to an uninterrupted one); removed once training is done.
     """
     started = clock.perf_counter()
-    run, optimizer = config["run"], config["optimizer"]
+    run, optimizer = config.run, config.optimizer
     device, dtype, datasets = run_setup(config, datasets)
     problem, test_problem, teacher = build_problems(config, datasets, device, dtype)
 
@@ -248,41 +252,41 @@ def train_point(
     gd_init_loss = math.nan
     if resumed is not None:
         start, gd_init_loss = resumed["start"], resumed["gd_init_loss"]
-    elif run["init"] == "gd_minimum":
+    elif run.init == "gd_minimum":
         start = gd_minimum_starts(config, problem, start, device)
         if not problem.per_replica:  # the training loss at the one shared minimum
             gd_init_loss = float(problem.loss.value(start[:1] @ problem.patterns.T).mean())
-    reference = start.clone() if config["model"]["alpha"] is not None else None
+    reference = start.clone() if config.model.alpha is not None else None
 
-    dynamics = make_perceptron_dynamics(problem, optimizer, run["seed"], device)
-    state = dynamics.init(start.clone(), list(range(run["replicas"])), reference)
-    schedule = RecordingSchedule(run, optimizer["lr"])
+    dynamics = make_perceptron_dynamics(problem, optimizer, run.seed, device)
+    state = dynamics.init(start.clone(), list(range(run.replicas)), reference)
+    schedule = RecordingSchedule(run, optimizer.lr)
     recorder = Recorder(config, problem, test_problem, teacher, start, reference, schedule)
     if idle_skipping.applies(config):
         advance = idle_skipping.skipping_idle_steps(config, problem, device)
         stepper = PerceptronStepper(problem, advance, idle_skipping.LONGEST_WINDOW)
     else:
         stepper = PerceptronStepper(problem, engine_steps(dynamics), longest_block=1)
-    zero_loss = run["stop"] == "zero_loss"
+    zero_loss = run.stop == "zero_loss"
     # a minibatch step sees its batch only: checks find zero loss (other steps report it)
-    checked = zero_loss and optimizer["kind"] == "minibatch_sgd"
+    checked = zero_loss and optimizer.kind == "minibatch_sgd"
     rules = StopRules(
-        lr=optimizer["lr"],
+        lr=optimizer.lr,
         zero_loss=zero_loss,
-        tolerance=run["tolerance"],
-        check_every=run["check_every"] if checked else None,
+        tolerance=run.tolerance,
+        check_every=run.check_every if checked else None,
     )
     kept = {"start": start, "gd_init_loss": gd_init_loss}
     runner = Runner(stepper, recorder, rules, checkpointer, kept)
     ledger = runner.run(state, resumed, progress)
     final_weights = ledger.tensors["weights"]
-    all_ids = torch.arange(run["replicas"], device=device)
+    all_ids = torch.arange(run.replicas, device=device)
     final_stabilities = stabilities_of(problem, final_weights, reference, all_ids)
     variables = {
         "final_weights": (("replica", "feature"), final_weights.cpu().numpy()),
         "initial_weights": (("replica", "feature"), start.cpu().numpy()),
         "final_stabilities": (("replica", "sample"), final_stabilities.cpu().numpy()),
-        **ledger_variables(ledger, optimizer["lr"]),
+        **ledger_variables(ledger, optimizer.lr),
     }
     wall_seconds = clock.perf_counter() - started
     attributes = run_attributes(config, ledger, datasets, device, wall_seconds)

@@ -45,7 +45,7 @@ import torch
 import xarray as xr
 from torch import Tensor, nn
 
-from sgdnoise.config import draw_owners
+from sgdnoise.config.point import PointConfig, RunConfig
 from sgdnoise.data import Dataset
 from sgdnoise.dynamics.networks import (
     NetworkDynamics,
@@ -101,18 +101,18 @@ def samples_of(datasets: list[Dataset], test: bool, device: torch.device, dtype)
 
 
 def initial_network_parameters(
-    network: nn.Module, run: dict, device: torch.device, dtype: torch.dtype
+    network: nn.Module, run: RunConfig, device: torch.device, dtype: torch.dtype
 ) -> Parameters:
     """w0 of every replica, stacked (R, *shape): N(0, 1) from a generator per replica.
 
     Replica r draws from a generator seeded by (run.seed, 'network_init', r) alone, on
     the CPU, so its w0 is the same among any replicas and on any device. With pairing
     same_init, replicas come in pairs (2k, 2k + 1) sharing the draw of init k
-    (config.draw_owners, as the perceptron's stages.train.initial_weights).
+    (RunConfig.draw_owners, as the perceptron's stages.train.initial_weights).
     """
     generators = [
-        torch.Generator().manual_seed(derive_seed(run["seed"], "network_init", owner))
-        for owner in draw_owners(run)
+        torch.Generator().manual_seed(derive_seed(run.seed, "network_init", owner))
+        for owner in run.draw_owners()
     ]
     return initial_parameters(network, generators, dtype, device)
 
@@ -218,7 +218,7 @@ class NetworkStepper:
 
 
 def train_network_point(
-    config: dict,
+    config: PointConfig,
     datasets: list[Dataset] | None = None,
     progress: bool = False,
     checkpoint: str | Path | None = None,
@@ -231,26 +231,26 @@ def train_network_point(
     resumed run is identical to an uninterrupted one); removed once training is done.
     """
     started = clock.perf_counter()
-    run, optimizer, model = config["run"], config["optimizer"], config["model"]
-    if model["alpha"] is None:
+    run, optimizer, model = config.run, config.optimizer, config.model
+    if model.alpha is None:
         raise ValueError("networks train with the alpha-trick: set model.alpha")
     device, dtype, datasets = run_setup(config, datasets)
-    lr, replicas = optimizer["lr"], run["replicas"]
+    lr, replicas = optimizer.lr, run.replicas
     network = make_network(model, datasets[0].input_shape).to(device=device, dtype=dtype)
-    loss = MarginLoss(config["loss"]["kind"], config["loss"]["kappa"])
+    loss = MarginLoss(config.loss.kind, config.loss.kappa)
     problem = NetworkProblem(samples_of(datasets, False, device, dtype), loss)
     test = samples_of(datasets, True, device, dtype) if datasets[0].has_test else None
     initial = initial_network_parameters(network, run, device, dtype)
     chunk_size = max(1, EVALUATION_BATCH // replicas)
     schedule = RecordingSchedule(run, lr)
     recorder = NetworkRecorder(network, problem, test, initial, chunk_size, schedule)
-    dynamics = make_network_dynamics(network, problem, optimizer, run["seed"], device, chunk_size)
+    dynamics = make_network_dynamics(network, problem, optimizer, run.seed, device, chunk_size)
     state = dynamics.init(initial, list(range(replicas)))
     rules = StopRules(
         lr=lr,
-        zero_loss=run["stop"] == "zero_loss",
-        tolerance=run["tolerance"],
-        check_every=run["check_every"],
+        zero_loss=run.stop == "zero_loss",
+        tolerance=run.tolerance,
+        check_every=run.check_every,
         lazy=True,
     )
     checkpointer = Checkpointer(checkpoint, config)
@@ -269,7 +269,7 @@ def train_network_point(
     }
     wall_seconds = clock.perf_counter() - started
     attributes = run_attributes(config, ledger, datasets, device, wall_seconds)
-    attributes["temperature"] = optimizer["temperature"]
+    attributes["temperature"] = optimizer.temperature
     attributes["parameter_count"] = sum(math.prod(p.shape) for p in network.parameters())
     return run_artifact(config, recorder, variables, attributes, NETWORK_VARIABLES)
 

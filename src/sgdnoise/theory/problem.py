@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sgdnoise.config.point import PointConfig
+
 SELECTION_KINDS = ("gd", "sgd", "persistent_sgd", "langevin")
 FULL_BATCH_KINDS = ("gd", "langevin")
 
@@ -81,79 +83,77 @@ class DmftProblem:
         return 1.0 - self.lr * self.ridge
 
 
-def problem_from_point(point: dict) -> DmftProblem:
+def problem_from_point(point: PointConfig) -> DmftProblem:
     """Read a resolved grid point (sgdnoise.config.resolve_point) into a DmftProblem.
 
     Raises UnsupportedPointError for what the solver does not cover: other models,
     losses, data, optimizers, the sphere by projection, gd_minimum with langevin or the
     mean normalisation.
     """
-    model, loss, data = point["model"], point["loss"], point["data"]
-    optimizer, run = point["optimizer"], point["run"]
+    model, loss, data = point.model, point.loss, point.data
+    optimizer, run = point.optimizer, point.run
 
     def require(condition: bool, message: str) -> None:
         if not condition:
             raise UnsupportedPointError(f"DMFT solver: {message}")
 
-    require(model["kind"] == "perceptron", f"model.kind {model['kind']!r}; allowed: perceptron")
-    require(model["alpha"] is None, "model.alpha must be null (the plain perceptron)")
-    require(loss["kind"] == "square_hinge", f"loss.kind {loss['kind']!r}; allowed: square_hinge")
+    require(model.kind == "perceptron", f"model.kind {model.kind!r}; allowed: perceptron")
+    require(model.alpha is None, "model.alpha must be null (the plain perceptron)")
+    require(loss.kind == "square_hinge", f"loss.kind {loss.kind!r}; allowed: square_hinge")
     require(
-        data["kind"] in ("random_patterns", "gaussian_mixture"),
-        f"data.kind {data['kind']!r}; allowed: random_patterns, gaussian_mixture",
+        data.kind in ("random_patterns", "gaussian_mixture"),
+        f"data.kind {data.kind!r}; allowed: random_patterns, gaussian_mixture",
     )
     require(
-        optimizer["kind"] in SELECTION_KINDS,
-        f"optimizer.kind {optimizer['kind']!r}; allowed: {', '.join(SELECTION_KINDS)}",
+        optimizer.kind in SELECTION_KINDS,
+        f"optimizer.kind {optimizer.kind!r}; allowed: {', '.join(SELECTION_KINDS)}",
     )
-    gd_prefix = run["init"] == "gd_minimum"
+    gd_prefix = run.init == "gd_minimum"
     if gd_prefix:
         require(
-            optimizer["kind"] != "langevin",
+            optimizer.kind != "langevin",
             "run.init gd_minimum with langevin (its noise would start mid-solve); "
             "allowed: gd, sgd, persistent_sgd",
         )
         require(
-            optimizer["kind"] == "gd" or optimizer["batch_normalization"] == "sum",
+            optimizer.kind == "gd" or optimizer.batch_normalization == "sum",
             "run.init gd_minimum with optimizer.batch_normalization mean; allowed: sum",
         )
-    if model["constraint"] == "sphere":
+    if model.constraint == "sphere":
         require(
-            model["sphere_update"] == "multiplier",
+            model.sphere_update == "multiplier",
             "model.sphere_update projection has no exact discrete DMFT; allowed: multiplier",
         )
-    lr = float(optimizer["lr"])
-    steps = round(run["max_time"] / lr)
-    if run["max_steps"] is not None:
-        steps = min(steps, int(run["max_steps"]))
-    require(steps >= 1, f"run.max_time / lr = {run['max_time'] / lr} gives no step")
-    prefix = round(run["gd_init_time"] / lr) if gd_prefix else 0
-    if data["P_over_N"] is not None:
-        sample_ratio = float(data["P_over_N"])
+    lr = float(optimizer.lr)
+    steps = run.step_budget(lr)
+    require(steps >= 1, f"run.max_time / lr = {run.max_time / lr} gives no step")
+    prefix = round(run.gd_init_time / lr) if gd_prefix else 0
+    if data.P_over_N is not None:
+        sample_ratio = float(data.P_over_N)
     else:
-        sample_ratio = data["P"] / data["N"]
-    kind = optimizer["kind"]
-    b = 1.0 if kind in FULL_BATCH_KINDS else float(optimizer["b"])
-    scale = 1.0 / b if optimizer["batch_normalization"] == "mean" else 1.0
-    mixture = data["kind"] == "gaussian_mixture"
-    waiting_times = tuple(float(t) for t in run["response"]["waiting_times"])
+        sample_ratio = data.P / data.N
+    kind = optimizer.kind
+    b = 1.0 if kind in FULL_BATCH_KINDS else float(optimizer.b)
+    scale = 1.0 / b if optimizer.batch_normalization == "mean" else 1.0
+    mixture = data.kind == "gaussian_mixture"
+    waiting_times = tuple(float(t) for t in run.response.waiting_times)
     waiting_steps = tuple(prefix + min(round(t / lr), steps) for t in waiting_times)
     return DmftProblem(
         lr=lr,
         steps=prefix + steps,
         sample_ratio=sample_ratio,
-        kappa=float(loss["kappa"]),
+        kappa=float(loss.kappa),
         selection=kind,
         batch_fraction=b,
-        persistence=None if kind != "persistent_sgd" else float(optimizer["tau"]),
+        persistence=None if kind != "persistent_sgd" else float(optimizer.tau),
         force_scale=scale,
-        constraint="sphere" if model["constraint"] == "sphere" else "ridge",
-        ridge=float(model["ridge"]) if model["constraint"] == "ridge" else 0.0,
+        constraint="sphere" if model.constraint == "sphere" else "ridge",
+        ridge=float(model.ridge) if model.constraint == "ridge" else 0.0,
         mixture=mixture,
-        noise_variance=float(data["delta"]) if mixture else 1.0,
+        noise_variance=float(data.delta) if mixture else 1.0,
         waiting_times=waiting_times,
         waiting_steps=waiting_steps,
-        error_tolerance=float(run["error_tolerance"]),
-        temperature=float(optimizer["temperature"]) if kind == "langevin" else 0.0,
+        error_tolerance=float(run.error_tolerance),
+        temperature=float(optimizer.temperature) if kind == "langevin" else 0.0,
         prefix_steps=prefix,
     )
