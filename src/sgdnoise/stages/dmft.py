@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 import xarray as xr
 
+from sgdnoise.analysis.statistics import mean_and_error
 from sgdnoise.config.point import PointConfig
 from sgdnoise.io.artifact import provenance
 from sgdnoise.io.metadata import DMFT_VARIABLES, describe
@@ -120,13 +121,15 @@ def _warn_unless_converged(solution: DmftSolution, tolerance: float, max_iterati
 
 
 def _seed_means(solution: DmftSolution) -> dict[str, tuple]:
-    """Each variable's mean over solver seeds and, with several seeds, its standard error."""
+    """Each variable's mean over solver seeds and, with several seeds, its standard error
+    (analysis.statistics, as over replicas: a diverged seed, NaN, is left out and the
+    artifact's status says so)."""
     seeds = len(solution.statuses)
     variables = {}
     for name, per_seed in solution.seed_variables.items():
-        variables[name] = (DIMS[name], per_seed.mean(axis=0))
+        mean, stderr = mean_and_error(per_seed)
+        variables[name] = (DIMS[name], mean)
         if seeds > 1:
-            stderr = per_seed.std(axis=0, ddof=1) / np.sqrt(seeds)
             variables[f"{name}_stderr"] = (DIMS[name], stderr)
     return variables
 
