@@ -81,7 +81,7 @@ class Analysis:
 
 
 PER_POINT, STUDY_LEVEL = ("fit",), ("study_fits",)
-SCALING_FIGURES = ("scaling_observables", "exponents_vs_chi")
+SCALING_FIGURES = ("scaling_observables", "exponents_vs_chi", "running_exponents")
 CROSSOVER_FIGURES = ("critical_temperature_vs_P", "scaling_collapse")
 
 ANALYSES: dict[str, Analysis] = {

@@ -51,6 +51,7 @@ import numpy as np
 import xarray as xr
 from scipy import stats
 
+from sgdnoise.analysis.running_exponents import CORRECTIONS, running_exponents
 from sgdnoise.analysis.scaling_data import (
     REPLICA,
     TEMPERATURE,
@@ -275,13 +276,17 @@ def power_laws(
     def fit(name: str, values: xr.DataArray) -> xr.Dataset:
         result = fit_power_law(values, tolerance, level, min_points, resamples, confidence, seed)
         chi = float(values["chi"]) if "chi" in values.coords else fixed_chi
+
+        def predicted(regressor: str) -> float:
+            return predicted_exponent(name, regressor, chi) if depleted else np.nan
+
         result["exponent_predicted"] = (
             ("regressor",),
-            [
-                predicted_exponent(name, r, chi) if depleted else np.nan
-                for r in result["regressor"].values
-            ],
+            [predicted(r) for r in result["regressor"].values],
         )
+        if values.sizes.get("P", 0) >= 2:
+            running = running_exponents(values, result["window"], predicted("P"), confidence)
+            result = result.merge(running)
         return result
 
     result = fit_groups(observed, fit)
@@ -313,6 +318,12 @@ def power_laws(
             "or not significant at level (Student t over seeds); points with a "
             "non-completed replica or y <= 0 excluded"
         ),
+        running_exponent_method=(
+            "per pair of successive P: the chord slope of the seed-averaged log y, averaged "
+            "over the temperatures in the power-law window at both sizes, Student-t interval "
+            "over seeds; extrapolated as e = e_inf + c P_mid^-omega (least squares) for omega "
+            + ", ".join(f"{w:g}" for w in CORRECTIONS)
+        ),
         power_law_slope_tolerance=tolerance,
         power_law_deviation_level=level,
         power_law_min_points=min_points,
@@ -335,6 +346,18 @@ UNITS = {
     "points_in_window": ("1", "number of grid points in the power-law fit"),
     "points_excluded": ("1", "grid points left out: a replica not completed or y <= 0"),
     "resamples_failed": ("1", "bootstrap resamples where the fit was degenerate"),
+    "size_pair": ("1", "index of a pair of successive training-set sizes P_low < P_high"),
+    "P_low": ("1", "smaller training-set size of the pair"),
+    "P_high": ("1", "larger training-set size of the pair"),
+    "P_mid": ("1", "geometric mean sqrt(P_low P_high), where a running exponent is placed"),
+    "correction": ("1", "omega of the assumed corrections to scaling P^-omega"),
+    "running_exponent": ("1", "slope in log P of log y between successive sizes (window T)"),
+    "running_exponent_low": ("1", "lower end of the running exponent's interval"),
+    "running_exponent_high": ("1", "upper end of the running exponent's interval"),
+    "exponent_extrapolated": ("1", "e_inf of running exponents e = e_inf + c P^-omega"),
+    "exponent_extrapolated_low": ("1", "lower end of the interval of e_inf"),
+    "exponent_extrapolated_high": ("1", "upper end of the interval of e_inf"),
+    "prediction_inside": ("1", "whether the predicted exponent in P lies in an e_inf interval"),
     "gamma": ("1", "exponent of the signal u_1 in P (prediction 1 / (1 + chi))"),
     "gamma_low": ("1", "lower end of the interval of gamma"),
     "gamma_high": ("1", "upper end of the interval of gamma"),

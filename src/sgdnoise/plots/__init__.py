@@ -23,6 +23,7 @@ FIGURES = {
     "test_error_vs_temperature": test_error_vs_temperature,
     "scaling_observables": scaling.scaling_observables,
     "exponents_vs_chi": scaling.exponents_vs_chi,
+    "running_exponents": scaling.running_exponents,
     "critical_temperature_vs_P": scaling.critical_temperature_vs_p,
     "scaling_collapse": scaling.scaling_collapse,
 }

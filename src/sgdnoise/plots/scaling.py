@@ -17,8 +17,10 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
+from matplotlib.ticker import NullLocator
 
 from sgdnoise.analysis.power_laws import predicted_exponent
+from sgdnoise.analysis.running_exponents import CORRECTIONS
 from sgdnoise.analysis.scaling_data import (
     REPLICA,
     TEMPERATURE,
@@ -258,6 +260,75 @@ def exponents_vs_chi(summary: xr.Dataset, out: str, fits: xr.Dataset | None = No
     figure.suptitle(
         "Power-law exponents in the noise-dominated regime (95% intervals, stat + window)\n"
         + fixed_parameters(summary, _fixed(summary)),
+        fontsize=10,
+    )
+    figure.tight_layout()
+    save(figure, out)
+
+
+def running_exponents(summary: xr.Dataset, out: str, fits: xr.Dataset | None = None) -> None:
+    """Running exponents in P against P, their extrapolation to P -> infinity, the
+    global fit and the prediction: the finite-size view of the exponents in P."""
+    fits = _fits(
+        fits, "running_exponents", "power_laws", "running_exponent", "exponent_extrapolated"
+    )
+    names = [
+        n
+        for n in ("signal", "t_star", "weight_change", "noise", "test_error")
+        if n in fits["observable"].values
+        and np.isfinite(fits["running_exponent"].sel(observable=n).values).any()
+    ]
+    if not names:
+        raise ValueError(
+            "running_exponents needs a finite running exponent: two successive P with "
+            "temperatures inside the power-law window at both"
+        )
+    others = [d for d in fits["running_exponent"].dims if d not in ("observable", "size_pair")]
+    figure, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)
+    middle = fits["P_mid"].values
+    infinity = middle.max() * 4  # where P -> infinity is drawn
+    for axis, name in zip(axes[0], names, strict=True):
+        pick = fits.sel(observable=name)
+        for index, rest in enumerate(_selections(pick, others)):
+            part = pick.sel(rest)
+            colour = f"C{index}"
+            running = part["running_exponent"].values
+            axis.errorbar(
+                middle,
+                running,
+                yerr=[running - part["running_exponent_low"].values,
+                      part["running_exponent_high"].values - running],
+                fmt="o-", color=colour, capsize=3, label=_group_text(rest) or "running",
+            )  # fmt: skip
+            for offset, (omega, marker) in enumerate(zip(CORRECTIONS, "s^", strict=True)):
+                at = part.sel(correction=omega)
+                value = float(at["exponent_extrapolated"])
+                axis.errorbar(
+                    [infinity * (1 + 0.15 * offset)],
+                    [value],
+                    yerr=[[value - float(at["exponent_extrapolated_low"])],
+                          [float(at["exponent_extrapolated_high"]) - value]],
+                    fmt=marker, color=colour, capsize=3, mfc="white",
+                    label=f"P -> inf, corrections P^-{omega:g}" if index == 0 else None,
+                )  # fmt: skip
+            predicted = float(part["exponent_predicted"].sel(regressor="P"))
+            if np.isfinite(predicted):
+                axis.axhline(predicted, color=colour, ls="--", lw=1)
+            overall = float(part["exponent"].sel(regressor="P"))
+            axis.axhline(overall, color=colour, ls=":", lw=1)
+        axis.set_xscale("log")
+        axis.xaxis.set_minor_locator(NullLocator())
+        axis.set_xticks([*middle, infinity], [f"{p:.0f}" for p in middle] + ["inf"])
+        axis.tick_params(axis="x", labelrotation=45, labelsize=7)
+        axis.set_xlabel("training-set size P (midpoint of a pair of sizes)")
+        axis.set_ylabel("running exponent in P")
+        axis.set_title(
+            f"{NAMES.get(name, name)}\n(dashed: prediction, dotted: global fit)", fontsize=9
+        )
+        axis.legend(fontsize=6)
+    figure.suptitle(
+        "Running exponents in P between successive sizes, window temperatures "
+        "(95% intervals over seeds)\n" + fixed_parameters(summary, _fixed(summary)),
         fontsize=10,
     )
     figure.tight_layout()
