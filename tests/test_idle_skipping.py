@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from sgdnoise.config import resolve_point
+from sgdnoise.config import PointConfig, resolve_point
 from sgdnoise.stages import idle_skipping
 from sgdnoise.stages.train import train_point
 
 
-def _point(loss: dict, temperature: float, per_replica: bool, max_steps: int) -> dict:
+def _point(loss: dict, temperature: float, per_replica: bool, max_steps: int) -> PointConfig:
     return resolve_point(
         {
             "model": {"kind": "perceptron", "constraint": "none", "alpha": 64.0},
@@ -37,6 +37,7 @@ def _point(loss: dict, temperature: float, per_replica: bool, max_steps: int) ->
                 "stop": "zero_loss",
                 "tolerance": 0.0,
                 "check_every": 37,
+                "engine": "steps",  # the draw-for-draw trajectory (events is exact in law)
                 "max_time": 1.0e6,
                 "max_steps": max_steps,
                 "record": {"count": 12},

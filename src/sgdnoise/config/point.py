@@ -163,6 +163,7 @@ class RunConfig(_Section):
     stop: str
     tolerance: float
     check_every: int
+    engine: str
     error_tolerance: float
     record: RecordConfig
     response: ResponseConfig
@@ -175,6 +176,11 @@ class RunConfig(_Section):
         """The step budget round(max_time / lr), capped by max_steps."""
         steps = round(self.max_time / lr)
         return steps if self.max_steps is None else min(steps, self.max_steps)
+
+    @property
+    def events(self) -> bool:
+        """Whether the perceptron runs event-driven (run.engine resolved: events or steps)."""
+        return self.engine == "events"
 
     @property
     def replicas_per_unit(self) -> int:

@@ -268,6 +268,25 @@ def _resolve_stop(run: dict, loss: dict, optimizer: dict, data: dict) -> None:
         run["check_every"] = -(-data["P"] // optimizer["batch_size"]) if exact else 1
 
 
+def _resolve_engine(run: dict, model: dict, optimizer: dict) -> None:
+    """run.engine: events only where the event-driven engine is exact in law (both losses
+    have v'(h) = 0 beyond the margin); auto -> events there when zero loss is exact
+    (tolerance 0: the engine then sees it without checks), else steps."""
+    conditions = {
+        "model.kind perceptron": model["kind"] == "perceptron",
+        "model.constraint none": model["constraint"] == "none",
+        "optimizer.kind minibatch_sgd": optimizer["kind"] == "minibatch_sgd",
+    }
+    unmet = [condition for condition, holds in conditions.items() if not holds]
+    if run["engine"] == "auto":
+        run["engine"] = "events" if not unmet and run["tolerance"] == 0 else "steps"
+    _require(
+        run["engine"] != "events" or not unmet,
+        f"config key run.engine: events is exact only with {', '.join(conditions)}; this "
+        f"point lacks {', '.join(unmet)}; allowed here: auto, steps",
+    )
+
+
 def _resolve_run(run: dict, model: dict, optimizer: dict) -> None:
     if run["device"] == "cuda":
         import torch
@@ -326,6 +345,7 @@ def resolve_point(raw: dict | PointConfig | None) -> PointConfig:
     _resolve_data(point["data"], point["model"])
     _resolve_optimizer(point["optimizer"], point["model"], point["data"])
     _resolve_stop(point["run"], point["loss"], point["optimizer"], point["data"])
+    _resolve_engine(point["run"], point["model"], point["optimizer"])
     _resolve_run(point["run"], point["model"], point["optimizer"])
     refuse_non_finite(point)
     validate_against_schema(point)

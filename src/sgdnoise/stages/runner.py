@@ -78,12 +78,17 @@ class Outcome:
     loss_before: (R,) the training loss on every sample before the block's step, for a
     one-step block whose step evaluates it (a zero-loss check for free); then
     tensors_before holds the rows' values before that step.
+    at_zero_loss: (R,) bool, for a stepper that knows when a row's loss is exactly zero at
+    the end of the block (the event-driven engine: its violated set is empty); such a row
+    stops with t* = lr (last move + 1) and steps taken = last move + 1, the exact values
+    of a check (stages.recording.stopping_time at tolerance 0), without a check's cost.
     """
 
     last_moved: Tensor | None = None
     nonfinite_after: Tensor | None = None
     loss_before: Tensor | None = None
     tensors_before: Tensors | None = None
+    at_zero_loss: Tensor | None = None
 
 
 class Stepper(Protocol[State]):
@@ -304,6 +309,9 @@ class Runner(Generic[State]):
                 )
             return state
         finite = finite_parameters(self.stepper.tensors(state))
+        if outcome.at_zero_loss is not None and rules.zero_loss:
+            state, finite, flags = self._stop_at_zero_loss(state, outcome, finite, flags)
+            ids = state.replica_ids
         loss = outcome.loss_before
         if loss is not None:
             finite &= torch.isfinite(loss)  # a non-finite loss is a divergence
@@ -315,6 +323,20 @@ class Runner(Generic[State]):
                     state, finite = state.subset(~reached), finite[~reached]
                     flags = None if flags is None else flags[~reached]
         return self._drop_diverged(state, finite, flags, stop)
+
+    def _stop_at_zero_loss(
+        self, state: State, outcome: Outcome, finite: Tensor, flags: Tensor | None
+    ) -> tuple[State, Tensor, Tensor | None]:
+        """Stop the rows the stepper saw at exactly zero loss (Outcome.at_zero_loss)."""
+        reached = outcome.at_zero_loss & finite
+        if not bool(reached.any()):
+            return state, finite, flags
+        ids = state.replica_ids[reached]
+        steps = self.ledger.last_moved[ids].cpu().numpy() + 1
+        stopped = rows(self.stepper.tensors(state), reached)
+        self.ledger.stop(ids, stopped, "completed", steps, self.rules.lr * steps)
+        flags = None if flags is None else flags[~reached]
+        return state.subset(~reached), finite[~reached], flags
 
     def _drop_diverged(
         self, state: State, finite: Tensor, flags: Tensor | None, step: int

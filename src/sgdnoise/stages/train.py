@@ -3,9 +3,10 @@
 This module supplies what is the perceptron's in the shared training loop
 (stages.runner): the problem and the initial weights (random, or GD minima), the
 observables recorded (observables.perceptron), the way a block of steps advances (the
-engine of dynamics.perceptron step by step, or stages.idle_skipping) and the run
-artifact. The loop owns the rest: recording grid, stopping rules, divergence detection,
-masking out finished replicas, checkpoints.
+engine of dynamics.perceptron step by step, stages.idle_skipping on the same trajectory,
+or the event-driven stages.event_driven with run.engine events) and the run artifact.
+The loop owns the rest: recording grid, stopping rules, divergence detection, masking
+out finished replicas, checkpoints.
 
 Recording grid (stages.recording.RecordingSchedule): records are indexed by the
 dimension ``record`` with coordinates ``step`` and ``time`` = lr x step; observables at a
@@ -47,7 +48,7 @@ from sgdnoise.observables.perceptron import (
     test_error,
     weight_change,
 )
-from sgdnoise.stages import idle_skipping
+from sgdnoise.stages import event_driven, idle_skipping
 from sgdnoise.stages.checkpoint import Checkpointer
 from sgdnoise.stages.generate_data import data_draws
 from sgdnoise.stages.recording import RecordingSchedule, ScheduledRecorder, run_setup
@@ -262,14 +263,20 @@ def train_point(
     state = dynamics.init(start.clone(), list(range(run.replicas)), reference)
     schedule = RecordingSchedule(run, optimizer.lr)
     recorder = Recorder(config, problem, test_problem, teacher, start, reference, schedule)
-    if idle_skipping.applies(config):
+    exact_stop = run.events and run.tolerance == 0  # the engine sees zero loss itself
+    if run.events:
+        advance = event_driven.jumping_to_moves(
+            problem, optimizer.batch_size, optimizer.lr, run.seed, device, exact_stop=exact_stop
+        )
+        stepper = PerceptronStepper(problem, advance, event_driven.LONGEST_WINDOW)
+    elif idle_skipping.applies(config):
         advance = idle_skipping.skipping_idle_steps(config, problem, device)
         stepper = PerceptronStepper(problem, advance, idle_skipping.LONGEST_WINDOW)
     else:
         stepper = PerceptronStepper(problem, engine_steps(dynamics), longest_block=1)
     zero_loss = run.stop == "zero_loss"
     # a minibatch step sees its batch only: checks find zero loss (other steps report it)
-    checked = zero_loss and optimizer.kind == "minibatch_sgd"
+    checked = zero_loss and optimizer.kind == "minibatch_sgd" and not exact_stop
     rules = StopRules(
         lr=optimizer.lr,
         zero_loss=zero_loss,
