@@ -52,6 +52,22 @@ def test_activation_has_unit_second_moment(activation: str) -> None:
         assert act.scale**-2 == pytest.approx(1 / 3 + 1 / (2 * math.pi * math.sqrt(3)), rel=1e-12)
 
 
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_activation_pullback_is_the_derivative_of_the_base(activation: str) -> None:
+    """base_pullback(z, g) = g act'(z) (unscaled): autograd's, and the quadrature of
+    E[act'(z)] for gelu (Phi(z) + z phi(z) has mean 1/2 + E[z phi(z)] = 1/2)."""
+    act = NormalisedActivation(activation)
+    z = torch.linspace(-4.0, 4.0, 81, dtype=torch.float64).requires_grad_(True)
+    cotangent = torch.cos(3.0 * z.detach())
+    (expected,) = torch.autograd.grad(act.base(z), z, cotangent)
+    torch.testing.assert_close(act.base_pullback(z.detach(), cotangent), expected)
+    nodes, weights = hermegauss(200)
+    ones = torch.ones(len(nodes), dtype=torch.float64)
+    slopes = act.base_pullback(torch.from_numpy(nodes), ones).numpy()
+    mean_slope = np.sum(weights * slopes) / math.sqrt(2 * math.pi)
+    assert mean_slope == pytest.approx(0.5, abs=1e-3 if activation == "relu" else 1e-10)
+
+
 def test_fcn_output_at_init_is_of_order_one_over_sqrt_width() -> None:
     """Mean field: f = w . z_L / h, so E[f(w0, x)^2] = E[|z_L|^2 / h] / h = 1 / h.
 

@@ -19,15 +19,23 @@ f0 = f(w0, x_mu) is evaluated once by ``init`` on the whole training set
 
 The step is split as in jax-md: ``draw`` makes the step's random input (the batch
 indices, from counter-based per-replica streams keyed by (seed, replica id, step));
-``update`` is the deterministic map w -> w' given them: one forward of all replicas,
-``torch.func.vmap(randomness="error")`` over ``torch.func.functional_call`` on the
-stacked parameters (replica axis first), then reverse-mode autograd; ``step = update o
-draw``. Replica r therefore follows the same trajectory alone or among others, in any
-order. ``update`` writes the new parameters into the state's own tensors (see there).
+``update`` is the deterministic map w -> w' given them; ``step = update o draw``.
+Replica r therefore follows the same trajectory alone or among others, in any order
+(up to floating-point rounding). ``update`` writes the new parameters into the state's
+own tensors (see there). Two implementations of the update, the same map:
+
+- generic, any network: one forward of all replicas, ``torch.func.vmap(randomness=
+  "error")`` over ``torch.func.functional_call`` on the stacked parameters (replica
+  axis first), then reverse-mode autograd;
+- ``FCNStep``, the MeanFieldFCN: forward and backward written out in batched matmuls,
+  the update fused into them, the backward restricted to the samples (and replicas)
+  that feel a force. Chosen automatically (``make_network_dynamics(hand_written=True)``);
+  several times faster on a CPU core (benchmarks/RESULTS.md, "Networks").
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
@@ -38,7 +46,7 @@ from torch.func import vmap
 from sgdnoise.config.point import OptimizerConfig
 from sgdnoise.dynamics.selection import MinibatchSelection, Selection
 from sgdnoise.models.losses import MarginLoss
-from sgdnoise.models.networks import network_function, replica_outputs
+from sgdnoise.models.networks import MeanFieldFCN, network_function, replica_outputs
 
 Parameters = dict[str, Tensor]
 
@@ -155,6 +163,147 @@ class NetworkDynamics:
     step: Callable[[NetworkState], tuple[NetworkState, StepInfo]]
 
 
+class FCNStep:
+    """The minibatch-SGD update of MeanFieldFCN replicas, forward and backward by hand.
+
+    With u_0 = x (flattened), a_0 = x, s_l = 1 / sqrt(fan_in of layer l), the activation
+    c act (act = relu or gelu, c its normalisation), per replica (B batch rows, replica
+    axis first):
+
+        z_l = s_l a_{l-1} W_l^T,  u_l = act(z_l),  a_l = c u_l  (l = 1..L),  f = a_L w / h
+        g_mu = dL_B / df_mu = y_mu v'(h_mu) / B      (-y_mu / B where h_mu < kappa: hinge)
+        dL/dw = a_L^T g / h,                     dL/du_L = c g w^T / h
+        dL/dz_l = dL/du_l * act'(z_l),          dL/dW_l = s_l (dL/dz_l)^T a_{l-1},
+        dL/du_{l-1} = c s_l (dL/dz_l) W_l
+
+    the same gradient as autograd of the vmapped network (the generic path), in batched
+    matmuls (``torch.bmm`` / ``baddbmm``) without autograd's bookkeeping. Only u_l is
+    stored: the scalar factors c, s_l, 1/h multiply the (smaller) matmul outputs or,
+    with -lr, enter the updates' ``alpha``, so the activations cost act and act' alone
+    (``torch.bmm`` then ``mul_``: ``baddbmm`` with beta = 0 was slower). Each update
+    W <- W - lr dL/dW is fused into the matmul that makes dL/dW (``baddbmm_`` on the
+    parameter itself), after dL/du_{l-1} has used the old W_l.
+
+    Only samples with g_mu != 0 enter the backward. On the CPU the batch rows are
+    reordered so that these come first and the backward runs on the first n of them,
+    n = the largest count among the replicas (rows past a replica's own count carry
+    g = 0, which adds exact zeros): late in training, when few samples violate the
+    margin, the backward costs a fraction of the forward, and a step where no replica
+    has one stops after the forward. When at most half of the replicas have one, the
+    backward runs on those alone, updating copies of their parameters that are then
+    written back (``index_copy_``): the in-place update of all replicas would read and
+    write every replica's weights, which late in training costs more than the
+    arithmetic. On other devices the backward runs on all B rows of every replica (the
+    counts would cost a host synchronisation per step).
+    """
+
+    def __init__(self, network: MeanFieldFCN, loss: MarginLoss, lr: float) -> None:
+        self.loss, self.lr = loss, lr
+        self.activation = network.act
+        self.readout_scale = 1.0 / network.width
+        self.hidden_names = [f"hidden.{layer}" for layer in range(len(network.hidden))]
+        self.hidden_scales = [1.0 / math.sqrt(weight.shape[1]) for weight in network.hidden]
+
+    def input_scale(self, layer: int) -> float:
+        """The factor turning the stored input of ``layer`` (x, or u) into a_{layer - 1}."""
+        return 1.0 if layer == 0 else self.activation.scale
+
+    def __call__(
+        self, parameters: Parameters, x: Tensor, y: Tensor, initial_outputs: Tensor
+    ) -> Tensor:
+        """Update ``parameters`` (stacked, R first) in place; return the stabilities h (R, B).
+
+        x: the batch inputs (R, B, *input_shape); y: labels (R, B); initial_outputs:
+        f0 = f(w0, x) of the batch (R, B).
+        """
+        weights = [parameters[name] for name in self.hidden_names]
+        weights.append(parameters["readout"].unsqueeze(1))  # (R, 1, h): a view, updated in place
+        batch_size = y.shape[-1]
+        stored, outputs = self.forward(weights, x.flatten(2))
+        stability = y * (outputs - initial_outputs)
+        force = self.loss.derivative(stability).mul_(y).div_(batch_size)  # g = dL_B / df
+        if x.device.type != "cpu":
+            self.backward(weights, force, stored)
+            return stability
+        active = force != 0
+        counts = active.sum(-1)
+        rows = int(counts.max())
+        if rows == 0:
+            return stability
+        movers = counts.nonzero().squeeze(-1)
+        if 2 * len(movers) <= len(counts):  # update copies of the moving replicas' rows
+            active, force = active[movers], force[movers]
+            stored = [value[movers] for value in stored]
+        if rows < batch_size:
+            order = torch.argsort(~active, dim=-1, stable=True)[:, :rows]
+            force = force.gather(1, order)
+            replica_start = batch_size * torch.arange(len(order), device=order.device)
+            flat_order = (order + replica_start.unsqueeze(-1)).flatten()
+            stored = [_rows(value, flat_order) for value in stored]
+        if len(force) == len(counts):
+            self.backward(weights, force, stored)
+        else:
+            moving_weights = [weight[movers] for weight in weights]
+            self.backward(moving_weights, force, stored)
+            for weight, updated in zip(weights, moving_weights, strict=True):
+                weight.index_copy_(0, movers, updated)
+        return stability
+
+    def forward(self, weights: list[Tensor], x: Tensor) -> tuple[list[Tensor], Tensor]:
+        """f (R, B) of the flattened inputs x (R, B, d), and what the backward needs.
+
+        The stored tensors are, in order, x, u_1 .. u_L (layer inputs and the readout's)
+        then z_1 .. z_L, each (R, B, width of that layer).
+        """
+        layer_inputs, preactivations = [], []
+        unscaled = x
+        for layer, weight in enumerate(weights[:-1]):
+            layer_inputs.append(unscaled)
+            factor = self.hidden_scales[layer] * self.input_scale(layer)
+            preactivation = torch.bmm(unscaled, weight.mT).mul_(factor)
+            preactivations.append(preactivation)
+            unscaled = self.activation.base(preactivation)
+        layer_inputs.append(unscaled)
+        alpha = self.activation.scale * self.readout_scale
+        outputs = torch.bmm(weights[-1], unscaled.mT).mul_(alpha)
+        return layer_inputs + preactivations, outputs.squeeze(1)
+
+    def backward(self, weights: list[Tensor], force: Tensor, stored: list[Tensor]) -> None:
+        """W <- W - lr dL/dW in place for ``weights`` (W_1 .. W_L, then w as (R, 1, h)).
+
+        force: g (R, n) of the n batch rows ``stored`` holds (``forward``'s tensors, or
+        the same rows of them).
+        """
+        depth, scale = len(weights) - 1, self.activation.scale
+        layer_inputs, preactivations = stored[: depth + 1], stored[depth + 1 :]
+        force = force.unsqueeze(-1)  # (R, n, 1)
+        readout, alpha = weights[-1], scale * self.readout_scale
+        cotangent = torch.bmm(force, readout).mul_(alpha)  # dL/du_L
+        readout.baddbmm_(force.mT, layer_inputs[-1], alpha=-self.lr * alpha)
+        for layer in reversed(range(depth)):
+            weight, factor = weights[layer], self.hidden_scales[layer]
+            preactivation_cotangent = self.activation.base_pullback(
+                preactivations[layer], cotangent
+            )
+            if layer > 0:
+                cotangent = torch.bmm(preactivation_cotangent, weight).mul_(factor * scale)
+            weight.baddbmm_(
+                preactivation_cotangent.mT,
+                layer_inputs[layer],
+                alpha=-self.lr * factor * self.input_scale(layer),
+            )
+
+
+def _rows(value: Tensor, flat_order: Tensor) -> Tensor:
+    """Rows ``flat_order`` (indices into the flattened (R * B) rows) of a (R, B, n) tensor.
+
+    The result has shape (R, m, n) with m = len(flat_order) / R: row i of replica r is
+    row flat_order[r m + i] of the flattened tensor (one contiguous copy per row).
+    """
+    rows = value.flatten(0, 1).index_select(0, flat_order)
+    return rows.view(value.shape[0], -1, value.shape[-1])
+
+
 def make_network_dynamics(
     network: nn.Module,
     problem: NetworkProblem,
@@ -162,6 +311,7 @@ def make_network_dynamics(
     seed: int,
     device: torch.device,
     chunk_size: int,
+    hand_written: bool = True,
 ) -> NetworkDynamics:
     """The (init, draw, update, step) functions of minibatch SGD for a resolved optimizer.
 
@@ -173,19 +323,23 @@ def make_network_dynamics(
         device: where the selection streams live (that of the data and parameters).
         chunk_size: training samples per forward call when ``init`` evaluates
             f0 = f(w0, x) on the whole training set (``Samples.outputs``).
+        hand_written: update a MeanFieldFCN with its hand-written step (``FCNStep``);
+            False, or any other network, uses the generic one (vmap + autograd). Both
+            follow the same trajectory up to floating-point rounding.
     """
     if optimizer.kind != "minibatch_sgd":
-        raise ValueError(f"networks train with minibatch_sgd, not {optimizer['kind']!r}")
+        raise ValueError(f"networks train with minibatch_sgd, not {optimizer.kind!r}")
     lr = optimizer.lr
     selection_process = MinibatchSelection(optimizer.batch_size, problem.train.count, seed, device)
+    block_steps = selection_process.stream.block_steps
     loss = problem.loss
 
     outputs_of_replicas = vmap(network_function(network), randomness="error")
 
-    def gradients_and_stabilities(
+    def generic_step(
         parameters: Parameters, x: Tensor, y: Tensor, initial_outputs: Tensor
-    ) -> tuple[list[Tensor], Tensor]:
-        """grad_w L_B of every replica and the batch stabilities h (R, B).
+    ) -> Tensor:
+        """w <- w - lr grad_w L_B in place for every replica; the batch stabilities h (R, B).
 
         The replicas' outputs come from one vmapped forward; reverse-mode autograd of the
         SUM of the replicas' batch losses then gives each replica its own gradient (the
@@ -197,7 +351,12 @@ def make_network_dynamics(
             stability = y * (outputs - initial_outputs)
             total = loss.value(stability).mean(-1).sum()
             gradients = torch.autograd.grad(total, leaves)
-        return list(gradients), stability.detach()
+        for value, gradient in zip(parameters.values(), gradients, strict=True):
+            value.add_(gradient, alpha=-lr)
+        return stability.detach()
+
+    use_fcn_step = hand_written and isinstance(network, MeanFieldFCN)
+    sgd_step = FCNStep(network, loss, lr) if use_fcn_step else generic_step
 
     def init(parameters: Mapping[str, Tensor], replica_ids: Tensor | list[int]) -> NetworkState:
         """The state at w = w0 = ``parameters`` (copied), with f0 on the training set."""
@@ -207,9 +366,22 @@ def make_network_dynamics(
         current = {name: value.clone() for name, value in parameters.items()}
         return NetworkState(current, initial, initial_outputs, ids, 0)
 
+    batches: dict[tuple[int, tuple[int, ...]], Tensor] = {}
+
     def draw(state: NetworkState) -> Selection:
-        selection, _ = selection_process.draw(state.step, state.replica_ids.tolist(), None)
-        return selection
+        """The batch of every replica at step ``state.step``: MinibatchSelection.draw's.
+
+        The batches of a whole block of steps of the selection stream are made at once
+        (``draw_range``, the same numbers) and kept until a step leaves the block or the
+        replicas change: Floyd's algorithm costs the same for one step as for a block.
+        """
+        block, offset = divmod(state.step, block_steps)
+        key = (block, tuple(state.replica_ids.tolist()))
+        if key not in batches:
+            batches.clear()
+            start = block * block_steps
+            batches[key] = selection_process.draw_range(start, start + block_steps, list(key[1]))
+        return Selection(indices=batches[key][:, offset], scale=1.0 / optimizer.batch_size)
 
     def update(state: NetworkState, selection: Selection) -> tuple[Parameters, StepInfo]:
         """w' = w - lr grad L_B(w) for every replica, the batch fixed by ``selection``.
@@ -220,9 +392,7 @@ def make_network_dynamics(
         """
         x, y = problem.train.batch(state.replica_ids, selection.indices)
         initial_outputs = torch.gather(state.initial_outputs, 1, selection.indices)
-        gradients, stability = gradients_and_stabilities(state.parameters, x, y, initial_outputs)
-        for value, gradient in zip(state.parameters.values(), gradients, strict=True):
-            value.add_(gradient, alpha=-lr)
+        stability = sgd_step(state.parameters, x, y, initial_outputs)
         info = StepInfo(
             batch_loss=loss.value(stability).mean(-1),
             moved=(loss.derivative(stability) != 0).any(-1),

@@ -79,6 +79,17 @@ class NormalisedActivation(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         return self.scale * self.base(z)
 
+    def base_pullback(self, z: Tensor, cotangent: Tensor) -> Tensor:
+        """cotangent * d base(z) / dz elementwise, base = relu or gelu WITHOUT the scale.
+
+        The chain rule through the activation for hand-written backward passes
+        (dynamics.networks), with autograd's kernels (relu'(0) = 0, gelu' of the erf
+        form); the caller multiplies by ``scale``.
+        """
+        if self.base is F.relu:
+            return torch.ops.aten.threshold_backward(cotangent, z, 0)
+        return torch.ops.aten.gelu_backward(cotangent, z)
+
 
 def _weight(*shape: int) -> nn.Parameter:
     """A parameter of the given shape; its N(0, 1) values are drawn by ``make_network``."""
