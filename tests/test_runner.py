@@ -73,10 +73,16 @@ class ToyRecorder(ScheduledRecorder):
     def __init__(self, schedule: RecordingSchedule) -> None:
         super().__init__(schedule)
         self.due_steps: list[int] = []  # every step recorded on the grid (before thinning)
+        self.observed = 0  # records evaluated
 
-    def record(self, current) -> None:
-        self.due_steps.append(self.schedule.next_step())
-        self.records.setdefault("left", []).append(current["left"][:, 0].clone())
+    def record_if_due(self, step, current) -> None:
+        if self.schedule.is_due(step):
+            self.due_steps.append(step)
+        super().record_if_due(step, current)
+
+    def observe(self, current) -> dict:
+        self.observed += 1
+        return {"left": current["left"][:, 0].clone()}
 
 
 def toy_config(stop: str = "zero_loss", max_steps: int = 100, count: int = 4) -> PointConfig:
@@ -136,6 +142,17 @@ def test_records_are_taken_before_the_step():
     _, recorder, _ = train([30], check_every=None, config=toy_config(count=50))
     for step, left in zip(recorder.schedule.steps, recorder.records["left"], strict=True):
         assert left.item() == max(30 - step, 0)
+
+
+def test_records_dropped_by_thinning_are_never_evaluated():
+    """Resolves: every record evaluated at once, half of them then thrown away when an
+    open-ended grid thins (the cost of recording up to t*), and deferred values that
+    differ from the values at their step (the test above reads them)."""
+    _, recorder, _ = train([300], check_every=None, config=toy_config(max_steps=400, count=8))
+    assert len(recorder.due_steps) > 2 * len(recorder.schedule.steps)  # it thinned
+    assert recorder.observed == len(recorder.schedule.steps)
+    for step, left in zip(recorder.schedule.steps, recorder.records["left"], strict=True):
+        assert left.item() == max(300 - step, 0)
 
 
 def test_without_checks_stop_never_runs_the_budget():

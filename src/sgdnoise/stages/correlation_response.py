@@ -171,7 +171,7 @@ class ReplayRecorder(ScheduledRecorder):
         self.problem, self.reference, self.zeta = problem, reference, zeta
         self.owner, self.probes, self.finite_field = owner, probes, finite_field
 
-    def record(self, current: dict[str, torch.Tensor]) -> None:
+    def observe(self, current: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         weights, N = current["weights"], self.problem.N
         all_ids = torch.arange(weights.shape[0], device=weights.device)
         values: dict[str, list[torch.Tensor]] = {"correlation": [], "chi": []}
@@ -188,12 +188,11 @@ class ReplayRecorder(ScheduledRecorder):
                 twin = current["twins"][:, j]
                 shift = ((twin - weights) * probe).sum(-1) / (probe * probe).sum(-1)
                 values["chi_finite_field"].append(shift / self.finite_field)
-        for name, per_wait in values.items():
-            self.records.setdefault(name, []).append(torch.stack(per_wait, -1).cpu())
+        observed = {name: torch.stack(per_wait, -1) for name, per_wait in values.items()}
         observables = margin_observables(self.problem, weights, self.reference, all_ids, 0.0)
-        self.records.setdefault("lag_train_loss", []).append(observables["train_loss"].cpu())
-        norm = (weights * weights).sum(-1) / N
-        self.records.setdefault("self_correlation", []).append(norm.cpu())
+        observed["lag_train_loss"] = observables["train_loss"]
+        observed["self_correlation"] = (weights * weights).sum(-1) / N
+        return observed
 
     def on_lag_grid(
         self, name: str, waiting_steps: np.ndarray, lag_steps: np.ndarray

@@ -25,6 +25,7 @@ from sgdnoise.data import Dataset
 from sgdnoise.stages.generate_data import build_datasets
 
 STATUSES = ("completed", "budget_exhausted", "diverged")
+PENDING_BYTES = 1 << 28  # copies of records awaiting evaluation (256 MiB) before it is forced
 
 
 def choose_device(name: str) -> torch.device:
@@ -97,18 +98,19 @@ class RecordingSchedule:
         """Whether ``step`` is the next step to record."""
         return self._next == step
 
-    def taken(self, step: int, records: dict[str, list]) -> None:
-        """Note that ``step`` was recorded (its values appended to every list of
-        ``records``); thin the open-ended grid when it holds 2 x count records."""
+    def taken(self, step: int) -> list[int] | None:
+        """Note that ``step`` was recorded. When the open-ended grid then holds 2 x count
+        records it thins: return the indices of the records kept (every other one), which
+        the caller keeps of its own; else None."""
         self.steps.append(step)
+        kept = None
         if self.open_ended and len(self.steps) >= 2 * self.count:
             kept = list(range(0, len(self.steps), 2))
             self.steps = [self.steps[i] for i in kept]
-            for name, values in records.items():
-                records[name] = [values[i] for i in kept]
             self.ratio *= self.ratio
             self.interval *= 2
         self._next = self._following(self.steps[-1] if self.open_ended else step)
+        return kept
 
     def _following(self, last: int) -> int | None:
         if self.open_ended:
@@ -153,13 +155,20 @@ class RecordingSchedule:
 
 
 class ScheduledRecorder:
-    """Records of every replica taken on a RecordingSchedule.
+    """Records of every replica taken on a RecordingSchedule, evaluated when needed.
 
-    A runner's recorder subclasses it and defines ``record(current)``: append the
-    observables of every replica to ``self.records``, one list per observable.
-    ``current`` holds the per-replica tensors of every replica keyed by name (the
-    perceptron's ``weights``, a network's parameters). ``record_dims``: the dimensions
-    of a recorded observable beyond (replica, record), by name.
+    A runner's recorder subclasses it and defines ``observe(current)``: the observables
+    of every replica (name -> tensor, replica axis first). ``current`` holds the
+    per-replica tensors of every replica keyed by name (the perceptron's ``weights``, a
+    network's parameters). ``record_dims``: the dimensions of a recorded observable
+    beyond (replica, record), by name. ``records``: the evaluated records, one list per
+    observable.
+
+    Evaluation is deferred: a record keeps a copy of ``current`` and is observed when
+    ``settled`` is asked (a checkpoint, the end of the run) or when the copies pending
+    exceed PENDING_BYTES. An open-ended schedule (stop: zero_loss) drops every other
+    record when it thins; a pending record dropped there is never observed. The values
+    are the same as if observed at once (the same tensors through the same code).
     """
 
     record_dims: dict[str, tuple[str, ...]] = {}
@@ -167,21 +176,50 @@ class ScheduledRecorder:
     def __init__(self, schedule: RecordingSchedule) -> None:
         self.schedule = schedule
         self.records: dict[str, list[torch.Tensor]] = {}
+        self._pending: list[Mapping[str, torch.Tensor]] = []
 
-    def record(self, current: Mapping[str, torch.Tensor]) -> None:
+    def observe(self, current: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def record_if_due(self, step: int, current: Callable[[], Mapping[str, torch.Tensor]]) -> None:
-        """Record ``current()`` if ``step`` is on the schedule (built only then)."""
-        if self.schedule.is_due(step):
-            self.record(current())
-            self.schedule.taken(step, self.records)
+        """Record ``current()`` if ``step`` is on the schedule (built only then; the
+        tensors it returns must not change afterwards: the runner's are copies)."""
+        if not self.schedule.is_due(step):
+            return
+        self._pending.append(current())
+        kept = self.schedule.taken(step)
+        if kept is not None:
+            self._thin(kept)
+        pending_bytes = sum(
+            value.numel() * value.element_size()
+            for snapshot in self._pending
+            for value in snapshot.values()
+        )
+        if pending_bytes > PENDING_BYTES:
+            self.settled()
+
+    def _thin(self, kept: list[int]) -> None:
+        """Keep the records ``kept`` (indices over the evaluated, then the pending ones)."""
+        evaluated = len(next(iter(self.records.values()), []))
+        for name, values in self.records.items():
+            self.records[name] = [values[i] for i in kept if i < evaluated]
+        self._pending = [self._pending[i - evaluated] for i in kept if i >= evaluated]
+
+    def settled(self) -> dict[str, list[torch.Tensor]]:
+        """Every record evaluated (the pending ones observed now, in order): ``records``."""
+        for snapshot in self._pending:
+            for name, value in self.observe(snapshot).items():
+                self.records.setdefault(name, []).append(value.detach().cpu())
+        self._pending = []
+        return self.records
 
     def record_end(self, final: Mapping[str, torch.Tensor], end_step: int) -> None:
-        """Record the final state at the step where training ended, unless already done."""
+        """Record the final state at the step where training ended, unless already done,
+        and evaluate every record."""
         if self.schedule.needs_final(end_step):
-            self.record(final)
+            self._pending.append(final)
             self.schedule.steps.append(end_step)
+        self.settled()
 
     def stacked(self, name: str) -> np.ndarray:
         """(replica, record, ...) array of one recorded observable."""

@@ -275,7 +275,7 @@ class Runner(Generic[State]):
                 "step": step,
                 "state": self.stepper.saved(state),
                 "ledger": self.ledger.state(),
-                "records": self.recorder.records,
+                "records": self.recorder.settled(),
                 "schedule": self.schedule.state(),
                 **self.kept,
             }

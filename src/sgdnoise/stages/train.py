@@ -211,7 +211,7 @@ class Recorder(ScheduledRecorder):
         self.teacher, self.initial, self.reference = teacher, initial, reference
         self.all_ids = torch.arange(initial.shape[0], device=initial.device)
 
-    def record(self, tensors: dict[str, torch.Tensor]) -> None:
+    def observe(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         run, weights = self.config.run, tensors["weights"]
         values = margin_observables(
             self.problem, weights, self.reference, self.all_ids, run.error_tolerance
@@ -225,8 +225,7 @@ class Recorder(ScheduledRecorder):
             values.update(teacher_decomposition(weights, self.initial, self.teacher))
         if run.record.weights:
             values["weights"] = weights
-        for name, value in values.items():
-            self.records.setdefault(name, []).append(value.detach().cpu())
+        return values
 
 
 def train_point(

@@ -158,8 +158,8 @@ class NetworkRecorder(ScheduledRecorder):
             self.outputs(parameters, train, ids), self.initial_train, train, ids
         )
 
-    def record(self, parameters: Parameters) -> None:
-        """Append the observables of every replica (stacked parameters of all of them)."""
+    def observe(self, parameters: Parameters) -> dict[str, Tensor]:
+        """The observables of every replica (stacked parameters of all of them)."""
         ids = self.all_ids
         values = training_observables(self.training_stabilities(parameters), self.problem.loss)
         if self.test is not None:
@@ -168,8 +168,7 @@ class NetworkRecorder(ScheduledRecorder):
             )
             values["test_error"] = classification_error(test_stability)
         values["weight_change"] = weight_change(parameters, self.initial)
-        for name, value in values.items():
-            self.records.setdefault(name, []).append(value.detach().cpu())
+        return values
 
 
 @dataclass(frozen=True)
