@@ -42,21 +42,25 @@ Where it applies: minibatch_sgd, constraint none (no ridge), hinge or square hin
 with Bernoulli or Markov selection (sgd, persistent_sgd) the batch law differs (the
 kernel here is the minibatch one); Langevin and full-batch GD move at every step.
 
-Cost, per replica: per window, O(N) to find the stabilities kept from the previous
-window (unchanged weights; a fresh instance, e.g. after a restart, recomputes them once
-in O(P N), the same numbers) plus O(P) to find V and one seeded draw; per weight update,
-O(P N) to recompute all stabilities plus O(|V|) and a few small host operations (the
-law at each |V| is computed once). The step engine pays O(B N) per step, so this engine
-does less arithmetic when updates are rarer than B / P per step; it never pays per idle
-step, and its Python overhead is per update, not per block of steps. Everything runs on
-the host in numpy, in the patterns' dtype (float64 stays float64); the weights and the
-Outcome go back to ``device``.
+Cost, per replica: per window, O(P N) for the exact stabilities at its start (so a run
+resumed at a window boundary is the uninterrupted run) plus O(P) to find V and one
+seeded draw; per weight update, O(P) plus B cached columns of the patterns' Gram matrix:
+the update dw is a combination of the batch's patterns, so h changes by
+sum_b c_b (patterns @ x_b), and the columns patterns @ x_j of the samples that keep
+returning to V (late in training a few dozen) are kept (GRAM_BYTES in all, least
+recently used dropped); a new column costs O(P N). Every EXACT_EVERY updates, and
+before any decision that the loss is zero, the stabilities are recomputed exactly, so
+rounding cannot accumulate or stop a replica early. The step engine pays O(B N) per
+step; this engine never pays per idle step, and its Python overhead is per update, not
+per block of steps. Everything runs on the host in numpy, in the patterns' dtype
+(float64 stays float64); the weights and the Outcome go back to ``device``.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -72,6 +76,8 @@ from sgdnoise.stages.runner import Outcome
 
 STREAM = "events"  # the name of the engine's counter-based stream (dynamics.random)
 LONGEST_WINDOW = 1 << 40  # a window costs nothing per step: the runner's bound only
+GRAM_BYTES = 1 << 29  # cached columns of the patterns' Gram matrix, all replicas (512 MiB)
+EXACT_EVERY = 1024  # updates between exact recomputations of every stability
 MARGIN_LOSSES = ("hinge", "square_hinge")  # v'(h) = 0 for h >= kappa
 
 
@@ -253,8 +259,8 @@ class JumpingToMoves:
         self.patterns = problem.patterns.detach().cpu().numpy()  # y x / sqrt(N), host
         self.generator = torch.Generator(device="cpu")  # host draws, whatever the device
         self.moves: dict[int, int] = {}
-        # replica id -> (w - w0, all P stabilities) of the weights it last ended a window at
-        self._stabilities: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        # replica id (-1: shared data) -> {sample j: patterns @ pattern_j}, oldest use first
+        self._gram: dict[int, OrderedDict[int, np.ndarray]] = {}
         self._laws: dict[tuple[int, int], LawAt] = {}  # (|V|, P) -> its law
 
     def __call__(
@@ -313,36 +319,56 @@ class JumpingToMoves:
         def shifted() -> np.ndarray:
             return weights.copy() if reference is None else weights - reference
 
-        displacement = shifted()
-        cached = self._stabilities.pop(replica, None)
-        if cached is not None and np.array_equal(cached[0], displacement):
-            h = cached[1]
-        else:
-            h = patterns @ displacement
-        position, last = start, -1
+        h = patterns @ shifted()  # exact at every window start: resuming there is exact
+        owners = self.patterns.shape[0] if self.problem.per_replica else 1
+        gram = self._gram.setdefault(replica if owners > 1 else -1, OrderedDict())
+        columns_kept = max(1, GRAM_BYTES // (owners * samples * h.itemsize))
+        position, last, since_exact = start, -1, 0
         while position < stop:
             inside = np.flatnonzero(h < loss.kappa)  # V, in increasing order
+            if inside.size == 0 and since_exact:  # confirm an empty V on exact stabilities
+                h, since_exact = patterns @ shifted(), 0
+                continue
             at = self._law_at(inside.size, samples)
             if at.probability <= 0.0:
-                self._stabilities[replica] = (displacement, h)
-                return last, -1, inside.size == 0
+                return last, -1, True
             uniforms = self.uniforms(replica, position)
             idle = idle_steps(1.0 - uniforms[0], at.probability)
             if position + idle >= stop:
                 break  # memoryless: the next window samples afresh from its start
             step = position + int(idle)
             batch = _batch(uniforms[1:], inside, samples, batch_size, at)
-            coefficient = margin_force(loss, h[batch])
-            gradient = (1.0 / batch_size) * (coefficient @ patterns[batch])
-            weights += -self.lr * gradient
+            coefficient = (-self.lr / batch_size) * margin_force(loss, h[batch])
+            weights += coefficient @ patterns[batch]
             last, position = step, step + 1
             self.moves[replica] = self.moves.get(replica, 0) + 1
             if not np.isfinite(weights).all():
                 return last, step + 1, False
-            displacement = shifted()
-            h = patterns @ displacement
-        self._stabilities[replica] = (displacement, h)
+            since_exact += 1
+            if since_exact == EXACT_EVERY:
+                h, since_exact = patterns @ shifted(), 0
+            else:  # h += patterns @ dw, dw a combination of the batch's patterns
+                for sample, weight in zip(batch.tolist(), coefficient.tolist(), strict=True):
+                    if weight:
+                        h += weight * _column(gram, patterns, sample, columns_kept)
+        if since_exact and not (h < loss.kappa).any():
+            h = patterns @ shifted()  # a zero loss is decided on exact stabilities
         return last, -1, not bool((h < loss.kappa).any())
+
+
+def _column(
+    gram: OrderedDict[int, np.ndarray], patterns: np.ndarray, sample: int, kept: int
+) -> np.ndarray:
+    """patterns @ patterns[sample] (the change of every stability per unit of that pattern
+    in w), from the replica's cache of the ``kept`` most recently used columns."""
+    column = gram.get(sample)
+    if column is None:
+        column = gram[sample] = patterns @ patterns[sample]
+        if len(gram) > kept:
+            gram.popitem(last=False)
+    else:
+        gram.move_to_end(sample)
+    return column
 
 
 def jumping_to_moves(
