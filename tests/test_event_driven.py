@@ -43,7 +43,6 @@ from sgdnoise.stages.event_driven import (
     JumpingToMoves,
     MoveLaw,
     idle_steps,
-    jumping_to_moves,
     log_binomial,
     margin_force,
     move_probability,
@@ -307,7 +306,7 @@ def test_an_empty_violated_set_never_moves(per_replica):
     problem = _problem(50, 8, kappa=0.1, per_replica=per_replica)
     weights = torch.full((3, 8), 10.0, dtype=torch.float64)  # h >= 10 * min x > kappa
     state = PerceptronState(weights, None, None, torch.arange(3), 0)
-    advance = jumping_to_moves(problem, 2, 0.5, seed=0, device="cpu")
+    advance = JumpingToMoves(problem, 2, 0.5, seed=0, device="cpu")
     after, outcome = advance(state, 0, 10**12)
     assert torch.equal(after.weights, weights) and after.step == 10**12
     assert outcome.last_moved.tolist() == [-1] * 3
@@ -321,7 +320,7 @@ def test_a_violated_set_every_batch_meets_moves_at_once():
     weights = torch.zeros(1, 4, dtype=torch.float64)  # h = 0 < kappa: |V| = P
     state = PerceptronState(weights, None, None, torch.tensor([0]), 7)
     lr, batch_size = 0.5, 2
-    after, outcome = jumping_to_moves(problem, batch_size, lr, seed=0, device="cpu")(state, 7, 8)
+    after, outcome = JumpingToMoves(problem, batch_size, lr, seed=0, device="cpu")(state, 7, 8)
     assert outcome.last_moved.tolist() == [7] and after.step == 8
     # w' = -lr (1/B) sum_b v'(h_b) x_b with v' = -1: lr / B times the sum of two patterns
     updates = [
@@ -352,11 +351,11 @@ def _setup(replicas: int, ids: list[int]) -> tuple[PerceptronProblem, Perceptron
 def test_same_seed_same_rows_whatever_the_other_replicas_and_restarts():
     cuts = [0, 5, 6, 40, 41, 90, 300]
     problem, state, lr = _setup(6, list(range(6)))
-    full = _windows(jumping_to_moves(problem, 2, lr, 9, "cpu"), state, cuts)
-    again = _windows(jumping_to_moves(problem, 2, lr, 9, "cpu"), state, cuts)
-    other_seed = _windows(jumping_to_moves(problem, 2, lr, 10, "cpu"), state, cuts)
+    full = _windows(JumpingToMoves(problem, 2, lr, 9, "cpu"), state, cuts)
+    again = _windows(JumpingToMoves(problem, 2, lr, 9, "cpu"), state, cuts)
+    other_seed = _windows(JumpingToMoves(problem, 2, lr, 10, "cpu"), state, cuts)
     pair = torch.tensor([False, True, False, False, True, False])
-    alone = _windows(jumping_to_moves(problem, 2, lr, 9, "cpu"), state.subset(pair), cuts)
+    alone = _windows(JumpingToMoves(problem, 2, lr, 9, "cpu"), state.subset(pair), cuts)
     for (weights, moved), (same, same_moved), (two, two_moved) in zip(
         full, again, alone, strict=True
     ):
@@ -367,11 +366,11 @@ def test_same_seed_same_rows_whatever_the_other_replicas_and_restarts():
 
     # a fresh engine (no kept stabilities) resumed at a window boundary: the same run
     resumed_at = 3
-    first = jumping_to_moves(problem, 2, lr, 9, "cpu")
+    first = JumpingToMoves(problem, 2, lr, 9, "cpu")
     middle = state
     for start, stop in itertools.pairwise(cuts[: resumed_at + 1]):
         middle, _ = first(middle, start, stop)
-    rest = _windows(jumping_to_moves(problem, 2, lr, 9, "cpu"), middle, cuts[resumed_at:])
+    rest = _windows(JumpingToMoves(problem, 2, lr, 9, "cpu"), middle, cuts[resumed_at:])
     for (weights, moved), (same, same_moved) in zip(full[resumed_at:], rest, strict=True):
         assert torch.equal(weights, same) and torch.equal(moved, same_moved)
 

@@ -240,6 +240,13 @@ class JumpingToMoves:
     exactly zero and stays so (the runner stops the replica with t* = lr (last update + 1),
     no check needed). ``moves`` counts the updates of each replica id made by this
     instance (a diagnostic; not part of the run state).
+
+    ``problem``: the training problem (patterns y x / sqrt(N), shared (P, N) or per
+    replica (R_total, P, N) indexed by replica id); ``batch_size`` B; ``lr`` the learning
+    rate (time t = lr x steps); ``seed`` run.seed (the stream ``events`` derives from it);
+    ``device`` the run's device, where the returned tensors go; ``law``: EXACT_LAW (a
+    wrong law only to show a test's power); ``exact_stop`` for run.tolerance 0. Use it
+    with stages.train.PerceptronStepper and LONGEST_WINDOW.
     """
 
     def __init__(
@@ -369,27 +376,3 @@ def _column(
     else:
         gram.move_to_end(sample)
     return column
-
-
-def jumping_to_moves(
-    problem: PerceptronProblem,
-    batch_size: int,
-    lr: float,
-    seed: int,
-    device: torch.device | str,
-    *,
-    law: MoveLaw = EXACT_LAW,
-    exact_stop: bool = False,
-) -> Callable[[PerceptronState, int, int], tuple[PerceptronState, Outcome]]:
-    """The event-driven ``advance(state, start, stop)`` of minibatch SGD (module docstring).
-
-    ``problem``: the training problem (patterns y x / sqrt(N), shared (P, N) or per
-    replica (R_total, P, N) indexed by replica id); ``batch_size`` B; ``lr`` the learning
-    rate (time t = lr x steps); ``seed`` run.seed (the stream ``events`` derives from it);
-    ``device`` the run's device (the state's), where the returned tensors go; ``law``:
-    EXACT_LAW (a wrong law only to show a test's power); ``exact_stop``: report the
-    replicas at exactly zero loss (Outcome.at_zero_loss; for run.tolerance 0, where no
-    zero-loss check is then needed). Use it with stages.train.PerceptronStepper and
-    LONGEST_WINDOW.
-    """
-    return JumpingToMoves(problem, batch_size, lr, seed, device, law, exact_stop)

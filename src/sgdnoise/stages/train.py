@@ -264,7 +264,7 @@ def train_point(
     recorder = Recorder(config, problem, test_problem, teacher, start, reference, schedule)
     exact_stop = run.events and run.tolerance == 0  # the engine sees zero loss itself
     if run.events:
-        advance = event_driven.jumping_to_moves(
+        advance = event_driven.JumpingToMoves(
             problem, optimizer.batch_size, optimizer.lr, run.seed, device, exact_stop=exact_stop
         )
         stepper = PerceptronStepper(problem, advance, event_driven.LONGEST_WINDOW)
