@@ -14,7 +14,7 @@ import torch
 import xarray as xr
 import yaml
 
-from sgdnoise.config import resolve_point
+from sgdnoise.config import PointConfig, resolve_point
 from sgdnoise.io.artifact import ArtifactError, read_artifact, write_artifact
 from sgdnoise.stages.train import train_point
 from sgdnoise.stages.train_network import train_network_point
@@ -147,11 +147,12 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, sgdnoise_com
         np.testing.assert_array_equal(resumed[name].values, uninterrupted[name].values)
 
 
-def _point_command(tmp_path, config: dict, sgdnoise_command, *options: str):
+def _point_command(tmp_path, config: dict | PointConfig, sgdnoise_command, *options: str):
     """``sgdnoise [options] point`` of ``config`` (written to a file), its artifact and
     its checkpoint file."""
     point = tmp_path / "point.yaml"
-    point.write_text(yaml.safe_dump(config))
+    mapping = config.to_mapping() if isinstance(config, PointConfig) else config
+    point.write_text(yaml.safe_dump(mapping))
     out = tmp_path / "resumed.nc"
     command = [*sgdnoise_command, *options, "point", str(point), "--out", str(out), "--quiet"]
     return command, out, tmp_path / "resumed.nc.ckpt"
