@@ -52,6 +52,7 @@ def paper_point(P: int, seeds: int, chi: float = 1.0, d: int = 64) -> dict:
                 "stop": "zero_loss",
                 "tolerance": 0.0,
                 "check_every": P // 2,
+                "engine": "steps",  # this benchmark is about the step engine and skipping
                 "max_time": 1.0e9,
                 "max_steps": 10**9,
                 "record": {"count": 20, "weights": False},
