@@ -122,16 +122,23 @@ class ReplayStepper:
         walk, dynamics = state.walk, self.dynamics
         zeta = self.zeta[walk.replica_ids]
         inputs, chain = dynamics.draw(walk)
-        switched_on = torch.as_tensor(step >= self.waiting_steps[self.owner], device=zeta.device)
-        field_tangents = zeta * switched_on.view(1, -1, 1).to(zeta.dtype)
-        weights, tangents = step_with_tangents(
-            dynamics, walk, inputs, state.tangents, field_tangents
-        )
+        switched_on_now = step >= self.waiting_steps[self.owner]
+        if switched_on_now.any():
+            switched_on = torch.as_tensor(switched_on_now, device=zeta.device)
+            field_tangents = zeta * switched_on.view(1, -1, 1).to(zeta.dtype)
+            weights, tangents = step_with_tangents(
+                dynamics, walk, inputs, state.tangents, field_tangents
+            )
+        else:  # before the first waiting time every tangent is 0 and stays 0: skip the push
+            weights, tangents = dynamics.update(walk.weights, None, inputs, walk)[0], state.tangents
         twins = state.twins
         if twins is not None:
             twins = twins.clone()
             for j, k_w in enumerate(self.waiting_steps):
-                field = self.finite_field * zeta[:, self.probes * j] if step >= k_w else None
+                if step < k_w:  # no field yet: the twin is the trajectory, bit for bit
+                    twins[:, j] = weights
+                    continue
+                field = self.finite_field * zeta[:, self.probes * j]
                 twins[:, j] = dynamics.update(twins[:, j], field, inputs, walk)[0]
         anchors = state.anchors
         reached = self.waiting_steps == step + 1
