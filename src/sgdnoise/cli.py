@@ -92,6 +92,12 @@ def cmd_point(args: argparse.Namespace) -> None:
         from sgdnoise.stages.train import train_point
 
         dataset = train_point(point, datasets, progress=not args.quiet, checkpoint=checkpoint)
+    elif point.model.kind == "torch":
+        from sgdnoise.stages.train_user_model import train_user_model_point
+
+        dataset = train_user_model_point(
+            point, datasets, progress=not args.quiet, checkpoint=checkpoint
+        )
     else:
         from sgdnoise.stages.train_network import train_network_point
 

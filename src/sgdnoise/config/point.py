@@ -66,9 +66,11 @@ class _Section:
 
 @dataclass(frozen=True)
 class ModelConfig(_Section):
-    """The trained model: the perceptron or a network of the alpha-trick."""
+    """The trained model: the perceptron, a network of the alpha-trick, or a user's module."""
 
     kind: str
+    factory: str | None
+    options: dict[str, Any]
     constraint: str
     sphere_update: str
     ridge: float
@@ -79,8 +81,9 @@ class ModelConfig(_Section):
 
     @property
     def output_width(self) -> int:
-        """The width h in the temperature T = lr / (h B): 1 for the perceptron."""
-        return 1 if self.kind == "perceptron" else self.width
+        """The width h in the temperature T = lr / (h B): the width of the alpha-trick
+        networks, 1 for the perceptron and a user's module (T = lr / B)."""
+        return self.width if self.kind in ("fcn", "cnn") else 1
 
     @property
     def ridge_strength(self) -> float:
@@ -109,6 +112,7 @@ class DataConfig(_Section):
     chi: float
     per_replica: bool
     path: str | None
+    factory: str | None
     seed: int
 
 

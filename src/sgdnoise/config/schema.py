@@ -28,6 +28,7 @@ from sgdnoise.config.point import PointConfig
 
 DEFAULT_LEARNING_RATE = 0.05
 IMAGE_DATA = ("mnist_parity", "fashion_mnist_parity", "cifar_animals")
+MARGIN_LOSSES = ("square_hinge", "hinge")
 SQUARE_HINGE_TOLERANCE = 1e-10  # loss per sample: the square hinge only decays to zero
 
 
@@ -155,6 +156,24 @@ def _require(condition: bool, message: str) -> None:
 
 
 def _resolve_data(data: dict, model: dict) -> None:
+    _require(
+        (data["factory"] is None) or data["kind"] == "arrays",
+        f"config key data.factory: only data.kind arrays reads a factory, not {data['kind']}",
+    )
+    if data["kind"] == "arrays":
+        from sgdnoise.data.arrays import resolve_array_sizes
+
+        _require(
+            model["kind"] == "torch",
+            f"config key data.kind: arrays trains model.kind torch, not {model['kind']}",
+        )
+        _require(
+            (data["path"] is None) != (data["factory"] is None),
+            "config key data.path / data.factory: data.kind arrays needs exactly one of them "
+            "(a .npz or .pt file, or a function returning the arrays)",
+        )
+        resolve_array_sizes(data)
+        return
     if data["kind"] in IMAGE_DATA:
         _require(
             data["P"] is not None, f"config key data.P: required for image data ({data['kind']})"
@@ -179,15 +198,15 @@ def _resolve_data(data: dict, model: dict) -> None:
             f"(N = {data['N']} gives P = {from_ratio}); give only one",
         )
     _require(
-        model["kind"] == "perceptron",
+        model["kind"] in ("perceptron", "torch"),
         f"config key model.kind: {model['kind']} needs image data; "
-        "allowed with synthetic data: perceptron",
+        "allowed with synthetic data: perceptron, torch",
     )
 
 
 def _resolve_optimizer(optimizer: dict, model: dict, data: dict) -> None:
     kind = optimizer["kind"]
-    width = 1 if model["kind"] == "perceptron" else model["width"]
+    width = model["width"] if model["kind"] in ("fcn", "cnn") else 1
     if kind == "minibatch_sgd":
         lr, temperature, batch = optimizer["lr"], optimizer["temperature"], optimizer["batch_size"]
         _require(
@@ -228,12 +247,57 @@ def _resolve_optimizer(optimizer: dict, model: dict, data: dict) -> None:
             f"tau >= lr (1 - b) / b = {lr * (1 - b) / b}; allowed: tau >= {bound}",
         )
     _require(
-        model["kind"] == "perceptron",
-        f"config key optimizer.kind: {kind} trains only the perceptron; networks use minibatch_sgd",
+        model["kind"] in ("perceptron", "torch"),
+        f"config key optimizer.kind: {kind} trains the perceptron and model.kind torch; "
+        "the alpha-trick networks use minibatch_sgd",
     )
 
 
+def _resolve_torch_model(model: dict, loss: dict) -> None:
+    """model.kind torch: a factory, no alpha-trick, constraint none or ridge, any loss."""
+    _require(
+        model["factory"] is not None,
+        'config key model.factory: model.kind torch needs "package.module:function", a '
+        "function returning your nn.Module",
+    )
+    _require(
+        model["alpha"] is None,
+        "config key model.alpha: the alpha-trick is for the fcn and cnn networks; "
+        "allowed with model.kind torch: null",
+    )
+    if model["constraint"] is None:
+        model["constraint"] = "none"
+    _require(
+        model["constraint"] in ("none", "ridge"),
+        f"config key model.constraint: {model['constraint']} is the perceptron's; "
+        "allowed with model.kind torch: none, ridge",
+    )
+    if loss["kind"] not in MARGIN_LOSSES:
+        _require(
+            loss["kappa"] in (None, 0, 0.0),
+            f"config key loss.kappa: {loss['kind']} has no margin; allowed: null",
+        )
+        loss["kappa"] = 0.0
+    elif loss["kappa"] is None:
+        loss["kappa"] = 0.0
+
+
 def _resolve_model_and_loss(model: dict, loss: dict) -> None:
+    _require(
+        model["kind"] == "torch" or (model["factory"] is None and not model["options"]),
+        f"config key model.factory / model.options: only model.kind torch builds a module "
+        f"from a factory, not {model['kind']}",
+    )
+    if model["kind"] == "torch":
+        _resolve_torch_model(model, loss)
+        return
+    _require(
+        loss["kind"] in MARGIN_LOSSES,
+        f"config key loss.kind: {loss['kind']} is for model.kind torch; allowed for "
+        f"{model['kind']}: {', '.join(MARGIN_LOSSES)}",
+    )
+    if model["constraint"] is None:
+        model["constraint"] = "sphere"
     alpha = model["alpha"]
     _require(
         model["kind"] == "perceptron" or alpha is not None,
@@ -299,7 +363,8 @@ def _resolve_run(run: dict, model: dict, optimizer: dict) -> None:
     if run["init"] == "gd_minimum":
         _require(
             model["kind"] == "perceptron",
-            "config key run.init: gd_minimum is for the perceptron; allowed for networks: random",
+            "config key run.init: gd_minimum is for the perceptron; allowed for networks and "
+            "model.kind torch: random",
         )
     for t_w in run["response"]["waiting_times"]:
         _require(
@@ -309,8 +374,9 @@ def _resolve_run(run: dict, model: dict, optimizer: dict) -> None:
         )
     if run["response"]["waiting_times"]:
         _require(
-            model["kind"] == "perceptron",
-            "config key run.response: the exact response is measured for the perceptron only",
+            model["kind"] in ("perceptron", "torch"),
+            "config key run.response: the exact response is measured for the perceptron and "
+            "model.kind torch, not the alpha-trick networks",
         )
     _require(
         run["stop"] != "zero_loss" or optimizer["kind"] != "langevin",
@@ -349,7 +415,12 @@ def resolve_point(raw: dict | PointConfig | None) -> PointConfig:
     _resolve_run(point["run"], point["model"], point["optimizer"])
     refuse_non_finite(point)
     validate_against_schema(point)
-    return PointConfig.from_mapping(point)
+    resolved = PointConfig.from_mapping(point)
+    if resolved.model.kind == "torch":
+        from sgdnoise.models.user import check_user_point
+
+        check_user_point(resolved)
+    return resolved
 
 
 def canonical_json(point: PointConfig | dict) -> str:

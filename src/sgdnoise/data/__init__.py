@@ -1,4 +1,4 @@
-"""Data sets: synthetic tasks (docs/physics.md A1, B3) and real images (B3).
+"""Data sets: synthetic tasks (docs/physics.md A1, B3), real images (B3), a user's arrays.
 
 `make_dataset(data_config, replica)` is the one entry point: the same spec, seed and
 replica always give identical samples. With ``per_replica: false`` every replica gets
@@ -39,6 +39,10 @@ def make_dataset(data_config: DataConfig, replica: int | None = None) -> Dataset
         from sgdnoise.data.images import image_dataset
 
         return image_dataset(kind, P, P_test, rng, data_config.path)
+    if kind == "arrays":
+        from sgdnoise.data.arrays import arrays_dataset
+
+        return arrays_dataset(data_config, rng)
     raise ValueError(f"data.kind {kind!r} has no generator")
 
 

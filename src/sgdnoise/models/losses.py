@@ -40,3 +40,46 @@ class MarginLoss:
         if self.kind == "hinge":
             return torch.zeros_like(stability)
         return (self.kappa - stability > 0).to(stability.dtype)
+
+
+@dataclass(frozen=True)
+class OutputLoss:
+    """The loss of one sample as a function of a model's output f and its label y.
+
+    For model.kind torch (docs/design.md, "Your own model and data"):
+
+    Outputs are (..., n) for a one-output model and (..., n, C) for C outputs, labels
+    (..., n) (``models.user.module_function`` drops a trailing output axis of size 1).
+
+    - hinge, square_hinge: v(h) of the stability h = y f (one output, labels +-1);
+    - cross_entropy: -log softmax(f)_y (one output per class, labels 0..C-1);
+    - mse: |f - t|^2 / 2, with t the one-hot vector of class y when f has one output per
+      class, else t = y (one output, real targets).
+
+    The classification error of a sample is sign(f) != y (margin losses: f = 0 counts as
+    an error, as for the perceptron), argmax f != y (cross_entropy and class-index mse);
+    a real-valued target has none (NaN).
+    """
+
+    kind: str
+    kappa: float
+
+    def value(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Loss per sample, shape labels.shape (dimensionless)."""
+        if self.kind in ("hinge", "square_hinge"):
+            return MarginLoss(self.kind, self.kappa).value(labels * outputs)
+        if self.kind == "cross_entropy":
+            log_probabilities = torch.log_softmax(outputs, dim=-1)
+            return -log_probabilities.gather(-1, labels.long().unsqueeze(-1)).squeeze(-1)
+        if outputs.dim() > labels.dim() and outputs.shape[-1] > 1:  # mse on class indices
+            targets = torch.nn.functional.one_hot(labels.long(), outputs.shape[-1])
+            return 0.5 * ((outputs - targets.to(outputs.dtype)) ** 2).sum(-1)
+        return 0.5 * (outputs - labels) ** 2
+
+    def errors(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """1 where a sample is misclassified, else 0 (NaN for real-valued targets)."""
+        if self.kind in ("hinge", "square_hinge"):
+            return (labels * outputs <= 0).to(outputs.dtype)
+        if outputs.dim() > labels.dim() and outputs.shape[-1] > 1:
+            return (outputs.argmax(-1) != labels.long()).to(outputs.dtype)
+        return torch.full_like(labels, float("nan"), dtype=outputs.dtype)
