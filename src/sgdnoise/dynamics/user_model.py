@@ -20,11 +20,11 @@ or among others, in any order, and a resumed run continues the same one.
 
 The replicas' outputs come from one ``torch.func.vmap`` over ``functional_call`` of the
 module; reverse-mode autograd of the SUM of the replicas' losses gives each replica its
-own gradient (the replicas share no parameter). ``tangent_step`` pushes tangents through
-the same step: dw' = dw - lr (Hess dw + lambda dw - zeta), with the Hessian-vector
-products by forward-over-reverse differentiation (``torch.func.jvp`` of
-``torch.func.grad``), the exact linear response of the trajectory to a field switched on
-along zeta.
+own gradient (the replicas share no parameter). ``push_tangents`` pushes tangents
+through the same step: dw' = dw - lr (Hess dw + lambda dw - zeta), with the
+Hessian-vector products by forward-over-reverse differentiation (``torch.func.jvp`` of
+``torch.func.grad``): the exact linear response of the trajectory to a field H switched
+on along zeta (the gradient gains -H, docs/physics.md A4).
 """
 
 from __future__ import annotations
@@ -198,57 +198,57 @@ class UserModelDynamics:
         parameters, report = self.update(state, inputs)
         return UserModelState(parameters, chain, state.replica_ids, state.step + 1), report
 
-    def tangent_step(
-        self,
-        state: UserModelState,
-        inputs: StepInputs,
-        tangents: Parameters,
-        fields: Parameters,
-    ) -> tuple[Parameters, Parameters]:
-        """w' and the pushed tangents dw' of every replica for M tangents each.
+    def push_tangents(
+        self, state: UserModelState, inputs: StepInputs, tangents: Tensor, fields: Tensor
+    ) -> Tensor:
+        """dw' = dw - lr (Hess dw + lambda dw - zeta) through the step ``inputs`` makes.
 
-        ``tangents`` and ``fields`` (zeta, zero before the field is on) have shapes
-        (R, M, *shape). Per replica, the gradient of the step's loss and its M
-        Hessian-vector products come from one forward-over-reverse pass
-        (jvp of grad, vmapped over the tangents, then over the replicas).
+        ``tangents`` dw and ``fields`` zeta (zero before the field is on) are flat, shape
+        (R, M, n): M tangents per replica over the n trainable parameters. The step's
+        Langevin noise and selection enter only through the Hessian's samples and weights.
         """
-        selection = inputs.selection
+        replicas, count, size = tangents.shape
+        pieces = self.unflatten(tangents.reshape(replicas * count, size))
+        tangent_parameters = {
+            name: value.reshape(replicas, count, *value.shape[1:]) for name, value in pieces.items()
+        }
+        products = self.hessian_products(state, inputs.selection, tangent_parameters)
+        flat_products = torch.cat([value.flatten(2) for value in products.values()], dim=2)
+        force = flat_products - fields
+        if self.ridge:
+            force = force + self.ridge * tangents
+        return tangents - self.lr * force
+
+    def hessian_products(
+        self, state: UserModelState, selection: Selection, tangents: Parameters
+    ) -> Parameters:
+        """Hess_w L_step(w) dw for every replica and tangent (R, M, *shape per name).
+
+        L_step is the step's selected, scaled loss (module docstring); one
+        forward-over-reverse pass per tangent (jvp of grad), vmapped over the tangents,
+        then over the replicas.
+        """
         x, y, per_replica = self._selected(state.replica_ids, selection)
         if selection.mask is None:
-            weights = torch.full(
-                (len(state.replica_ids), y.shape[-1]),
-                selection.scale,
-                dtype=x.dtype,
-                device=x.device,
-            )
+            shape = (len(state.replica_ids), y.shape[-1])
+            weights = torch.full(shape, selection.scale, dtype=x.dtype, device=x.device)
         else:
             weights = selection.mask.to(x.dtype) * selection.scale
 
         def replica_loss(parameters: Parameters, x_r: Tensor, y_r: Tensor, w_r: Tensor) -> Tensor:
             return (w_r * self.loss.value(self.function(parameters, x_r), y_r)).sum()
 
-        def gradient_and_products(parameters, x_r, y_r, w_r, tangents_r):
-            gradient_of = grad(replica_loss)
+        gradient_of = grad(replica_loss)
 
-            def push(tangent):
-                return jvp(lambda p: gradient_of(p, x_r, y_r, w_r), (parameters,), (tangent,))
+        def products_of_replica(
+            parameters: Parameters, x_r: Tensor, y_r: Tensor, w_r: Tensor, tangents_r: Parameters
+        ) -> Parameters:
+            def product(tangent: Parameters) -> Parameters:
+                return jvp(lambda p: gradient_of(p, x_r, y_r, w_r), (parameters,), (tangent,))[1]
 
-            gradients, products = vmap(push)(tangents_r)
-            return {name: value[0] for name, value in gradients.items()}, products
+            return vmap(product)(tangents_r)
 
         data_dims = 0 if per_replica else None
-        gradients, products = vmap(gradient_and_products, in_dims=(0, data_dims, data_dims, 0, 0))(
+        return vmap(products_of_replica, in_dims=(0, data_dims, data_dims, 0, 0))(
             state.parameters, x, y, weights, tangents
         )
-        new, pushed = {}, {}
-        for name, value in state.parameters.items():
-            force, tangent_force = gradients[name], products[name] - fields[name]
-            if self.ridge:
-                force = force + self.ridge * value
-                tangent_force = tangent_force + self.ridge * tangents[name]
-            step = -self.lr * force
-            if inputs.noise is not None:
-                step = step + inputs.noise[name]
-            new[name] = value + step
-            pushed[name] = tangents[name] - self.lr * tangent_force
-        return new, pushed

@@ -56,12 +56,14 @@ class ReplayError(RuntimeError):
 def correlation_matrix(run: xr.Dataset) -> xr.DataArray:
     """C(t, t') = w(t) . w(t') / N from the recorded snapshots, per replica.
 
-    Dims (replica, record, record2) with the recording times as coordinates time, time2.
+    Dims (replica, record, record2) with the recording times as coordinates time, time2;
+    N is the length of the weights' last dim (``feature``, or a user model's ``parameter``).
     """
     weights = run["weights"].reset_coords(drop=True)
     second = weights.rename(record="record2")
     times = run["time"].values
-    return (xr.dot(weights, second, dim="feature") / run.sizes["feature"]).assign_coords(
+    components = weights.dims[-1]
+    return (xr.dot(weights, second, dim=components) / run.sizes[components]).assign_coords(
         time=("record", times), time2=("record2", times)
     )
 
@@ -166,12 +168,33 @@ class ReplayStepper:
         return ReplayState(walk, saved["tangents"], saved["anchors"], saved.get("twins"))
 
 
-class ReplayRecorder(ScheduledRecorder):
-    """At every step t_w + s of the lag grid: C, C(t, t), chi, the loss and the twins' chi.
+class LagGridRecorder(ScheduledRecorder):
+    """A recorder at the steps t_w + s of the lag grid, its records read back on it.
 
     Each record holds, per replica, the values for every waiting time (the ones whose
     t_w + s is not this step are gathered away by ``on_lag_grid``).
     """
+
+    def on_lag_grid(
+        self, name: str, waiting_steps: np.ndarray, lag_steps: np.ndarray
+    ) -> np.ndarray:
+        """(replica, t_w, lag) values of a record: at step t_w + s for each (t_w, s).
+
+        NaN at steps never reached (the loop ends early when every replica diverged).
+        """
+        stacked = self.stacked(name)  # (replica, record) or (replica, record, t_w)
+        missing = np.full_like(stacked[:, :1], np.nan)
+        stacked = np.concatenate([stacked, missing], axis=1)  # record -1: never reached
+        index = {step: i for i, step in enumerate(self.schedule.steps)}
+        rows = np.array([[index.get(k_w + s, -1) for s in lag_steps] for k_w in waiting_steps])
+        if stacked.ndim == 2:
+            return stacked[:, rows]
+        waits = np.arange(len(waiting_steps))[:, None]
+        return stacked[:, rows, waits]
+
+
+class ReplayRecorder(LagGridRecorder):
+    """At every step t_w + s of the lag grid: C, C(t, t), chi, the loss and the twins' chi."""
 
     def __init__(self, schedule, problem, reference, zeta, owner, probes, finite_field):
         super().__init__(schedule)
@@ -201,27 +224,14 @@ class ReplayRecorder(ScheduledRecorder):
         observed["self_correlation"] = (weights * weights).sum(-1) / N
         return observed
 
-    def on_lag_grid(
-        self, name: str, waiting_steps: np.ndarray, lag_steps: np.ndarray
-    ) -> np.ndarray:
-        """(replica, t_w, lag) values of a record: at step t_w + s for each (t_w, s).
-
-        NaN at steps never reached (the loop ends early when every replica diverged).
-        """
-        stacked = self.stacked(name)  # (replica, record) or (replica, record, t_w)
-        missing = np.full_like(stacked[:, :1], np.nan)
-        stacked = np.concatenate([stacked, missing], axis=1)  # record -1: never reached
-        index = {step: i for i, step in enumerate(self.schedule.steps)}
-        rows = np.array([[index.get(k_w + s, -1) for s in lag_steps] for k_w in waiting_steps])
-        if stacked.ndim == 2:
-            return stacked[:, rows]
-        waits = np.arange(len(waiting_steps))[:, None]
-        return stacked[:, rows, waits]
-
 
 def measure_two_time(run: xr.Dataset, datasets: list[Dataset]) -> xr.Dataset:
     """Replay a run with response tangents on the shared loop; return the two-time artifact."""
     config = artifact_config(run)
+    if config.model.kind == "torch":
+        from sgdnoise.stages.user_model_response import measure_user_two_time
+
+        return measure_user_two_time(run, config, datasets)
     run_config, optimizer = config.run, config.optimizer
     response = run_config.response
     lr = optimizer.lr
@@ -257,8 +267,8 @@ def measure_two_time(run: xr.Dataset, datasets: list[Dataset]) -> xr.Dataset:
         stepper.initial_state(walk)
     )
 
-    _check_replay(run, ledger.tensors["weights"], schedule.total_steps, lr)
-    diverged = _diverged_replicas(run)
+    check_replay(run, ledger.tensors["weights"], schedule.total_steps, lr)
+    diverged = diverged_replicas(run)
     names = ["correlation", "self_correlation", "chi", "lag_train_loss"]
     measured = {
         name: recorder.on_lag_grid(name, waiting_steps, lag_steps)
@@ -266,24 +276,24 @@ def measure_two_time(run: xr.Dataset, datasets: list[Dataset]) -> xr.Dataset:
     }
     for values in measured.values():
         values[diverged] = np.nan  # a diverged replica has no response to report
-    return _assemble(run, config, waiting_times, lags, measured)
+    return assemble_two_time(run, config, waiting_times, lags, measured)
 
 
-def _diverged_replicas(run: xr.Dataset) -> np.ndarray:
+def diverged_replicas(run: xr.Dataset) -> np.ndarray:
     """Boolean mask of the replicas the run recorded as diverged."""
     if "replica_status" not in run:
         return np.zeros(run.sizes["replica"], dtype=bool)
     return np.asarray(run["replica_status"].values).astype(str) == "diverged"
 
 
-def _check_replay(run: xr.Dataset, weights: torch.Tensor, total_steps: int, lr: float) -> None:
+def check_replay(run: xr.Dataset, weights: torch.Tensor, total_steps: int, lr: float) -> None:
     """The replay must reproduce the recorded weights at a recorded step (replicas that
     diverged are left out: the run froze them, the replay does not)."""
     if "weights" not in run:
         return
     recorded_steps = run["step"].values
     candidates = np.flatnonzero(recorded_steps == total_steps)
-    kept = ~_diverged_replicas(run)
+    kept = ~diverged_replicas(run)
     if candidates.size == 0 or not kept.any():
         return
     recorded = run["weights"].isel(record=int(candidates[0])).values[kept]
@@ -295,7 +305,7 @@ def _check_replay(run: xr.Dataset, weights: torch.Tensor, total_steps: int, lr: 
         )
 
 
-def _assemble(
+def assemble_two_time(
     run: xr.Dataset,
     config: PointConfig,
     waiting_times: np.ndarray,
