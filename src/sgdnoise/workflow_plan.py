@@ -115,6 +115,13 @@ ANALYSES: dict[str, Analysis] = {
     "critical_temperature": Analysis(
         CROSSOVER_FIGURES, STUDY_LEVEL, _sweeps_temperature_to_zero_loss, CROSSOVER_FIGURES
     ),
+    # T_opt(alpha) in the feature regime and its exponent k, beside (D-1)/(D+1)
+    "optimal_temperature": Analysis(
+        ("optimal_temperature",),
+        STUDY_LEVEL,
+        _sweeps("model.alpha", "optimizer.temperature"),
+        ("optimal_temperature",),
+    ),
 }
 
 FIGURES_OF_ANALYSIS: dict[str, tuple[str, ...]] = {

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 from sgdnoise.io.artifact import read_artifact
 from sgdnoise.plots import dmft, fdt, margins, replica_distance, scaling
-from sgdnoise.plots.phase_diagram import phase_diagram_figure, test_error_vs_temperature
+from sgdnoise.plots.phase_diagram import (
+    optimal_temperature_figure,
+    phase_diagram_figure,
+    test_error_vs_temperature,
+)
 from sgdnoise.plots.training_curves import training_curves
 
 FIGURES = {
@@ -21,6 +25,7 @@ FIGURES = {
     "teff_vs_lr": fdt.teff_vs_lr,
     "phase_diagram": phase_diagram_figure,
     "test_error_vs_temperature": test_error_vs_temperature,
+    "optimal_temperature": optimal_temperature_figure,
     "scaling_observables": scaling.scaling_observables,
     "exponents_vs_chi": scaling.exponents_vs_chi,
     "running_exponents": scaling.running_exponents,

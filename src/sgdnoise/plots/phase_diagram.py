@@ -1,5 +1,6 @@
 """Figures of the alpha-trick networks (docs/physics.md B5): the (alpha, T) phase diagram of
-the test error, and the test error against T at fixed alpha for several P."""
+the test error, the test error against T at fixed alpha for several P, and the optimal
+temperature T_opt against alpha with its exponent k (from the study fits)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 import xarray as xr
 from matplotlib.patches import Patch
 
+from sgdnoise.analysis.optimal_temperature import DEPTH
 from sgdnoise.analysis.phase_diagram import (
     ALPHA,
     LAZY_KERNEL_CHANGE,
@@ -21,7 +23,7 @@ from sgdnoise.analysis.phase_diagram import (
     swept_dimension,
 )
 from sgdnoise.io.artifact import grid_axes, study_config
-from sgdnoise.plots.common import save
+from sgdnoise.plots.common import errorbar, require, save
 
 LOG2_ALPHA = "log2 alpha (alpha: output scale of F = alpha (f - f0))"
 LOG2_TEMPERATURE = "log2 T (T = lr / (h B), dimensionless)"
@@ -32,7 +34,7 @@ def network_setting(summary: xr.Dataset, swept: set[str]) -> str:
     config = study_config(summary)
     model, data, optimizer = config.model, config.data, config.optimizer
     architecture = f"{model.kind}"
-    if model.kind == "fcn":
+    if model.kind == "fcn" and DEPTH not in swept:
         architecture += f" L={model.depth}"
     architecture += f" h={model.width} {model.activation}"
     parts = [architecture, data.kind]
@@ -235,4 +237,102 @@ def test_error_vs_temperature(summary: xr.Dataset, out: str) -> None:
         fontsize=10,
     )
     figure.tight_layout()
+    save(figure, out)
+
+
+def optimal_temperature_figure(
+    summary: xr.Dataset, out: str, fits: xr.Dataset | None = None
+) -> None:
+    """T_opt against alpha (log-log, 95% intervals), one series per value of the other grid
+    axes (e.g. the depth D), from the study fits (analysis.optimal_temperature).
+
+    Filled markers: the alphas of the fit of k; hollow: an interior T_opt left out of it;
+    triangles: a minimum at the grid edge, drawn at that edge temperature, a bound pointing
+    where T_opt lies. Solid line: the fitted T_opt = A alpha^k over the fitted alphas, with k
+    and its interval in the legend; dotted: the predicted slope (D-1)/(D+1) through the
+    centre of the same points.
+    """
+    names = [
+        "optimal_temperature",
+        "optimal_temperature_low",
+        "optimal_temperature_high",
+        "optimal_temperature_status",
+        "optimal_temperature_grid_minimum",
+        "optimal_temperature_in_fit",
+        "optimal_temperature_exponent",
+        "optimal_temperature_exponent_low",
+        "optimal_temperature_exponent_high",
+        "optimal_temperature_log_amplitude",
+        "optimal_temperature_predicted_exponent",
+    ]
+    fits = require(fits, names, "optimal_temperature", "the study fit optimal_temperature")[names]
+    alpha_dim = swept_dimension(summary, ALPHA)
+    figure, axis = plt.subplots(figsize=(7.0, 4.8))
+    for series in _panels(fits, (alpha_dim,)):
+        part = fits.sel(series).sortby(alpha_dim)
+        alpha = part[alpha_dim].values.astype(float)
+        centre = part["optimal_temperature"].values
+        in_fit = part["optimal_temperature_in_fit"].values.astype(bool)
+        name = ", ".join(f"{k}={v:g}" for k, v in series.items())
+        colour = axis.plot([], [])[0].get_color()
+        errorbar(
+            axis,
+            alpha,
+            np.where(in_fit, centre, np.nan),
+            part["optimal_temperature_low"].values,
+            part["optimal_temperature_high"].values,
+            color=colour,
+            ls="none",
+            label=f"{name or 'T_opt'}: T_opt",
+        )
+        errorbar(
+            axis,
+            alpha,
+            np.where(in_fit, np.nan, centre),
+            part["optimal_temperature_low"].values,
+            part["optimal_temperature_high"].values,
+            color=colour,
+            ls="none",
+            mfc="white",
+        )
+        status = part["optimal_temperature_status"].values.astype(str)
+        bound = part["optimal_temperature_grid_minimum"].values
+        for edge, marker in (("highest", "^"), ("lowest", "v")):
+            at_edge = status == f"minimum_at_{edge}_temperature"
+            axis.plot(alpha[at_edge], bound[at_edge], marker, color=colour, mfc="white", ms=8)
+        k = part["optimal_temperature_exponent"].item()
+        if np.isfinite(k):
+            fitted = alpha[in_fit]
+            line = np.exp(part["optimal_temperature_log_amplitude"].item()) * fitted**k
+            low, high = (
+                part[f"optimal_temperature_exponent_{end}"].item() for end in ("low", "high")
+            )
+            fit_text = f"{name} fit: k = {k:.2f} [{low:.2f}, {high:.2f}]"
+            axis.plot(fitted, line, "-", color=colour, label=fit_text.lstrip())
+            predicted = part["optimal_temperature_predicted_exponent"].item()
+            if np.isfinite(predicted):
+                log_centre = np.log(fitted).mean(), np.log(line).mean()
+                axis.plot(
+                    fitted,
+                    np.exp(log_centre[1] + predicted * (np.log(fitted) - log_centre[0])),
+                    ":",
+                    lw=2,
+                    color=colour,
+                    label=f"{name} predicted (D-1)/(D+1) = {predicted:.2f}".lstrip(),
+                )
+    axis.plot([], [], "o", color="k", mfc="white", label="interior T_opt outside the fit of k")
+    axis.plot([], [], "^", color="k", mfc="white", label="minimum at the highest T: T_opt above")
+    axis.plot([], [], "v", color="k", mfc="white", label="minimum at the lowest T: T_opt below")
+    axis.set_xscale("log", base=2)
+    axis.set_yscale("log", base=2)
+    axis.set_xlabel("alpha (output scale of F = alpha (f - f0), dimensionless)")
+    axis.set_ylabel("optimal temperature T_opt (T = lr / (h B), dimensionless)")
+    axis.grid(True, alpha=0.3)
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+    swept = set(grid_axes(summary).values())
+    figure.suptitle(
+        "Optimal temperature against alpha, T_opt ~ alpha^k (95% intervals over seeds)\n"
+        f"fixed: {network_setting(summary, swept)}",
+        fontsize=10,
+    )
     save(figure, out)

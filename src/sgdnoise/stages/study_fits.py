@@ -10,7 +10,9 @@ Input: results/<study>/summary.nc (stages.aggregate). Output: results/<study>/fi
   through the T_c at that a, and the collapse exponent, with intervals
   (analysis.critical_temperature);
 - discretisation: T_eff / T extrapolated to lr -> 0 along the study's lr axis, for the
-  simulation and the DMFT (analysis.fdt.zero_step_extrapolation).
+  simulation and the DMFT (analysis.fdt.zero_step_extrapolation);
+- optimal_temperature: T_opt per alpha (and depth, ...) with intervals and statuses, and
+  the exponent k of T_opt ~ alpha^k beside (D-1)/(D+1) (analysis.optimal_temperature).
 
 The scaling analyses work on any summary with the needed variables (replica_status,
 t_star and the recorded observables), perceptron or network; the extrapolation on a
@@ -23,7 +25,7 @@ from collections.abc import Callable
 
 import xarray as xr
 
-from sgdnoise.analysis import critical_temperature, fdt, power_laws
+from sgdnoise.analysis import critical_temperature, fdt, optimal_temperature, power_laws
 from sgdnoise.analysis.scaling_data import TEMPERATURE, with_temperature
 from sgdnoise.io.artifact import provenance
 from sgdnoise.io.metadata import describe
@@ -33,6 +35,7 @@ STUDY_FITS: dict[str, tuple[Callable[[xr.Dataset], xr.Dataset], dict]] = {
     "power_laws": (power_laws.power_laws, power_laws.UNITS),
     "critical_temperature": (critical_temperature.critical_temperature, critical_temperature.UNITS),
     "discretisation": (fdt.zero_step_extrapolation, fdt.ZERO_STEP_UNITS),
+    "optimal_temperature": (optimal_temperature.optimal_temperature, optimal_temperature.UNITS),
 }
 STUDY_ANALYSES = tuple(STUDY_FITS)
 
