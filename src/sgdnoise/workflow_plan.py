@@ -30,6 +30,15 @@ def _has_same_init_pairs(points: Points, axes: Sequence[str]) -> str | None:
     return "same-init replica pairs: set run.pairing: same_init (and an even run.replicas)"
 
 
+def _has_stabilities(points: Points, axes: Sequence[str]) -> str | None:
+    if all(point.config.model.kind != "torch" for point in points):
+        return None
+    return (
+        "the stabilities h = y f of the perceptron or the alpha-trick networks "
+        "(model.kind torch has none)"
+    )
+
+
 def _inside_the_theory(points: Points, axes: Sequence[str]) -> str | None:
     from sgdnoise.theory.problem import UnsupportedPointError, problem_from_point
 
@@ -91,7 +100,7 @@ ANALYSES: dict[str, Analysis] = {
         ("fdt_parametric", "langevin_calibration"), PER_POINT, _measures_response
     ),
     "replica_distance": Analysis(("replica_distance_vs_b",), PER_POINT, _has_same_init_pairs),
-    "margins": Analysis(("margins",), PER_POINT),
+    "margins": Analysis(("margins",), PER_POINT, _has_stabilities),
     # and a DMFT line on the figures of the other analyses
     "dmft": Analysis(("dmft_vs_simulation",), PER_POINT, _inside_the_theory),
     # T_eff per point, then its extrapolation to lr -> 0 across the study

@@ -21,6 +21,7 @@ from sgdnoise.io.artifact import grid_axes, study_config  # noqa: E402
 LABELS = {
     "P_over_N": "P/N",
     "b": "batch fraction b",
+    "batch_size": "batch size B",
     "tau": "persistence tau (lr x steps)",
     "kappa": "margin kappa",
     "alpha": "alpha (output scale)",
@@ -52,7 +53,8 @@ def fixed_parameters(summary: xr.Dataset, keys: dict[str, str] = FIXED_IN_TITLES
     """'label=value, ...' of the config entries ``keys`` the study holds fixed (for titles).
 
     Swept: the summary's swept paths (a bundle or variant sweeps each path it sets), or
-    its grid axes; P is swept with P_over_N; the ridge is shown with constraint ridge only.
+    its grid axes; P is swept with P_over_N; the ridge is shown with constraint ridge only;
+    minibatch SGD's lr and T = lr / (width B) both vary when any of lr, T, B or the width does.
     """
     config = study_config(summary)
     swept = set(json.loads(summary.attrs.get("swept_paths", "[]"))) or set(
@@ -62,6 +64,10 @@ def fixed_parameters(summary: xr.Dataset, keys: dict[str, str] = FIXED_IN_TITLES
         swept.add("data.P")
     if config.model.constraint != "ridge":
         swept.add("model.ridge")
+    if config.optimizer.kind == "minibatch_sgd":  # T = lr / (width B): one sweep moves both
+        tied = {"optimizer.lr", "optimizer.temperature", "optimizer.batch_size", "model.width"}
+        if swept & tied:
+            swept |= {"optimizer.lr", "optimizer.temperature"}
     mapping, parts = config.to_mapping(), []
     for path, label in keys.items():
         if any(path == s or path.startswith(s + ".") for s in swept):
@@ -97,6 +103,19 @@ def points(summary: xr.Dataset, exclude: tuple[str, ...] = ()) -> list[dict]:
     axes = [a for a in grid_axes(summary) if a not in exclude]
     values = [summary[a].values.tolist() for a in axes]
     return [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*values)]
+
+
+NOISE_AXES = ("b", "batch_size")
+"""The grid axes that set the amount of selection noise: SGD's b, minibatch SGD's B."""
+
+
+def noise_axis(summary: xr.Dataset) -> str:
+    """The swept noise axis of a summary (b, else batch_size): the x axis of the figures
+    of T_eff and replica distance against the noise."""
+    for name in NOISE_AXES:
+        if name in summary.dims:
+            return name
+    raise ValueError(f"the study sweeps none of {', '.join(NOISE_AXES)}")
 
 
 def describe_point(selection: dict, drop: tuple[str, ...] = ("regime",)) -> str:

@@ -19,6 +19,7 @@ from sgdnoise.plots.common import (
     errorbar,
     has,
     label,
+    noise_axis,
     points,
     require,
     save,
@@ -71,18 +72,20 @@ def fdt_parametric(summary: xr.Dataset, out: str) -> None:
 
 
 def teff_vs_b(summary: xr.Dataset, out: str) -> None:
-    """T_eff against b for each optimizer variant, one panel per fit window (log scales);
-    the DMFT's T_eff (line, band: 95% interval over solver seeds) where the study has it."""
+    """T_eff against the noise axis (b, or minibatch SGD's B) for each optimizer variant,
+    one panel per fit window (log scales); the DMFT's T_eff (line, band: 95% interval over
+    solver seeds) where the study has it."""
+    noise = noise_axis(summary)
     windows = [w for w in FIT_WINDOWS if has(summary.sel(window=w), "T_eff")] or [MAIN_WINDOW]
     figure, axes = plt.subplots(1, len(windows), figsize=(4.6 * len(windows), 4), squeeze=False)
     for axis, window in zip(axes[0], windows, strict=True):
-        for index, curve in enumerate(points(summary, exclude=("b",))):
+        for index, curve in enumerate(points(summary, exclude=(noise,))):
             part = summary.sel(curve).sel(window=window)
             color = f"C{index % 10}"
             if has(part, "T_eff"):
                 errorbar(
                     axis,
-                    part["b"].values,
+                    part[noise].values,
                     part["T_eff"],
                     part["T_eff_low"],
                     part["T_eff_high"],
@@ -93,7 +96,7 @@ def teff_vs_b(summary: xr.Dataset, out: str) -> None:
             if has(part, "dmft_T_eff"):
                 theory_line(
                     axis,
-                    part["b"].values,
+                    part[noise].values,
                     part["dmft_T_eff"].values,
                     part["dmft_T_eff_low"].values,
                     part["dmft_T_eff_high"].values,
@@ -102,9 +105,9 @@ def teff_vs_b(summary: xr.Dataset, out: str) -> None:
                 )
         axis.set_xscale("log")
         axis.set_yscale("log")
-        axis.set_xticks(summary["b"].values, [f"{b:g}" for b in summary["b"].values])
+        axis.set_xticks(summary[noise].values, [f"{value:g}" for value in summary[noise].values])
         axis.xaxis.set_minor_formatter(NullFormatter())
-        axis.set_xlabel(label("b"))
+        axis.set_xlabel(label(noise))
         axis.set_ylabel("effective temperature T_eff")
         axis.set_title(f"fit window {window}")
         axis.grid(True, which="both", alpha=0.3)

@@ -22,6 +22,7 @@ from sgdnoise.plots.common import (
     has,
     label,
     linear_below,
+    noise_axis,
     points,
     require,
     save,
@@ -35,11 +36,13 @@ def replica_distance_vs_b(summary: xr.Dataset, out: str) -> None:
     """Replica distance d = |w_a - w_b|^2 / N of same-init pairs at the end of training
     (zero loss where the runs stop there) against b, one curve per optimizer variant;
     where the study has it, the DMFT's d at the run's final time (line of the same colour,
-    band: two standard errors over solver seeds). Log b, symmetric-log d (GD: d = 0)."""
+    band: two standard errors over solver seeds). Log b (or minibatch SGD's B, the noise
+    axis the study sweeps), symmetric-log d (GD: d = 0)."""
+    noise = noise_axis(summary)
     theory = has(summary, "dmft_replica_distance")
     curves = [
         curve
-        for curve in points(summary, exclude=("b",))
+        for curve in points(summary, exclude=(noise,))
         if any(has(summary.sel(curve), f"{source}replica_distance") for source in ("", "dmft_"))
     ]
     figure, axis = plt.subplots(figsize=(6, 4.2))
@@ -47,7 +50,7 @@ def replica_distance_vs_b(summary: xr.Dataset, out: str) -> None:
         part, color = summary.sel(curve), f"C{index % 10}"
         errorbar(
             axis,
-            part["b"].values,
+            part[noise].values,
             part["replica_distance"],
             part["replica_distance_low"],
             part["replica_distance_high"],
@@ -57,16 +60,19 @@ def replica_distance_vs_b(summary: xr.Dataset, out: str) -> None:
         )
         if has(part, "dmft_replica_distance"):
             legend = f"DMFT {describe_point(curve)}{unconverged(part)}"
-            theory_with_stderr(axis, part["b"].values, part, "dmft_replica_distance", color, legend)
+            theory_with_stderr(
+                axis, part[noise].values, part, "dmft_replica_distance", color, legend
+            )
     axis.set_xscale("log")
-    axis.set_xticks(summary["b"].values, [f"{b:g}" for b in summary["b"].values])
+    axis.set_xticks(summary[noise].values, [f"{value:g}" for value in summary[noise].values])
     axis.xaxis.set_minor_formatter(NullFormatter())
     axis.set_yscale("symlog", linthresh=linear_below(summary["replica_distance"]))
     axis.set_ylim(bottom=0)
-    axis.set_xlabel(label("b"))
+    axis.set_xlabel(label(noise))
     axis.set_ylabel("replica distance |w_a - w_b|^2 / N")
     axis.grid(True, which="both", alpha=0.3)
-    axis.legend(fontsize=7)
+    if any(axis.get_legend_handles_labels()[1]):  # one unnamed curve needs no legend
+        axis.legend(fontsize=7)
     lines = " and DMFT (lines, 2 s.e. bands)" if theory else ""
     what = f"Replica distance {final_state(summary)} (same init, 95% CI){lines}"
     axis.set_title(title(summary, what), fontsize=9)
@@ -148,7 +154,8 @@ def teff_vs_distance(summary: xr.Dataset, out: str) -> None:
     quantity = "T_eff / b" if per_drift else "T_eff"
     axis.set_ylabel(f"{quantity}, window {window}" + (" (under-parametrised)" if bundled else ""))
     axis.grid(True, which="both", alpha=0.3)
-    axis.legend(fontsize=7)
+    if any(axis.get_legend_handles_labels()[1]):  # one unnamed curve needs no legend
+        axis.legend(fontsize=7)
     lines = "; DMFT: open markers on lines" if theory else ""
     axis.set_title(
         title(summary, f"The two noise measures move together across the grid{lines}"),

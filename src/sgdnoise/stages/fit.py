@@ -2,7 +2,7 @@
 
 - teff (needs the two-time artifact): T_eff per window with CI, stationarity, FDT curve;
 - replica_distance (pairing same_init, stop zero_loss): d with CI;
-- margins (always, from the final stabilities): contacts, kappa_eff, gap density;
+- margins (from the final stabilities of the margin models): contacts, kappa_eff, gap density;
 - dmft (with the point's dmft artifact): the theory's T_eff by the same fit, its FDT
   curve and its loss at the run's times, as dmft_* variables (analysis.dmft_fits), beside
   the simulation's loss: its mean over replicas and standard error over units;
@@ -46,9 +46,11 @@ def fit_point(
     """Every per-point analysis that applies to this run, in one fits Dataset."""
     config = artifact_config(run)
     per_unit = config.run.replicas_per_unit  # a same-init pair is one independent unit
-    final_stabilities = run["final_stabilities"].values
-    parts = [margins.margins(final_stabilities, config.loss.kappa, per_unit=per_unit)]
-    units = dict(margins.UNITS)
+    parts, units = [], {}
+    if "final_stabilities" in run:  # the margin models' (model.kind torch has none)
+        stabilities = run["final_stabilities"].values
+        parts.append(margins.margins(stabilities, config.loss.kappa, per_unit=per_unit))
+        units.update(margins.UNITS)
     if config.run.pairing == "same_init":
         parts.append(replica_distance.replica_distance(run, seed=config.run.seed))
         units.update(replica_distance.UNITS)
