@@ -18,6 +18,7 @@ from sgdnoise.config import PointConfig, resolve_point
 from sgdnoise.io.artifact import ArtifactError, read_artifact, write_artifact
 from sgdnoise.stages.train import train_point
 from sgdnoise.stages.train_network import train_network_point
+from sgdnoise.stages.train_user_model import train_user_model_point
 
 
 @pytest.fixture
@@ -211,3 +212,47 @@ def test_a_killed_network_run_resumes_to_the_uninterrupted_result(tmp_path, sgdn
     assert set(resumed["replica_status"].values) == {"completed"}
     for name, variable in uninterrupted.data_vars.items():
         np.testing.assert_array_equal(resumed[name].values, variable.values, err_msg=name)
+
+
+@pytest.mark.slow
+def test_a_killed_user_model_run_resumes_to_the_uninterrupted_result(tmp_path, sgdnoise_command):
+    """model.kind torch under persistent SGD (a selection chain in the state): killed
+    after a checkpoint, the rerun's artifact is the uninterrupted run's, bit for bit."""
+    models = tmp_path / "models.py"
+    models.write_text(
+        "from torch import nn\n\n\ndef mlp():\n"
+        "    return nn.Sequential(nn.Linear(20, 16), nn.Tanh(), nn.Linear(16, 1))\n"
+    )
+    config = resolve_point(
+        {
+            "model": {
+                "kind": "torch",
+                "factory": f"{models}:mlp",
+                "constraint": "ridge",
+                "ridge": 0.1,
+            },
+            "loss": {"kind": "square_hinge", "kappa": 1.0},
+            "data": {"kind": "random_patterns", "N": 20, "P": 100},
+            "optimizer": {"kind": "persistent_sgd", "b": 0.3, "tau": 1.0, "lr": 0.01},
+            "run": {
+                "replicas": 4,
+                "max_time": 150.0,
+                "checkpoint_seconds": 0.3,
+                "record": {"count": 30},
+            },
+        }
+    )
+    command, out, checkpoint = _point_command(tmp_path, config, sgdnoise_command, "--threads", "1")
+    _kill_once_checkpointed(command, checkpoint, 0.5)
+    assert checkpoint.exists() and not out.exists()
+    subprocess.run(command, check=True)
+    assert not checkpoint.exists()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the subprocess: same reductions, same bits
+    try:
+        uninterrupted = train_user_model_point(config)
+    finally:
+        torch.set_num_threads(threads)
+    resumed = read_artifact(out)
+    for name in ("final_weights", "train_loss", "weight_change"):
+        np.testing.assert_array_equal(resumed[name].values, uninterrupted[name].values)
