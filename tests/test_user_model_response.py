@@ -168,3 +168,32 @@ def test_the_perceptron_as_a_module_has_the_native_effective_temperature(models_
     (first, first_low, first_high), (second, second_low, second_high) = estimates
     half_widths = np.hypot(first_high - first_low, second_high - second_low) / 2
     assert abs(first - second) < half_widths
+
+
+def test_tangents_follow_a_finite_field_twin_over_many_steps(models_file):
+    """A twin trained with the field epsilon zeta (same selections) moves away from the
+    walk by epsilon times the tangent over 40 steps of persistent SGD, to O(epsilon):
+    resolves any error that accumulates along the trajectory (a tangent not pushed
+    through the selection chain, a stale Hessian)."""
+    point = mlp_point(models_file, {"kind": "persistent_sgd", "b": 0.4, "tau": 0.5, "lr": 0.05})
+    *_, dynamics = user_model_setup(point, None)
+    generator = torch.Generator().manual_seed(2)
+    parameters = {
+        name: torch.randn(3, *shape, generator=generator, dtype=torch.float64)
+        for name, shape in dynamics.shapes.items()
+    }
+    walk = twin = dynamics.initial_state(parameters, [0, 1, 2])
+    size = _flat(parameters).shape[1]
+    zeta = torch.randn(3, 1, size, generator=generator, dtype=torch.float64)
+    tangents, epsilon = torch.zeros_like(zeta), 1e-6
+    for _ in range(40):
+        inputs, chain = dynamics.draw(walk)
+        tangents = dynamics.push_tangents(walk, inputs, tangents, zeta)
+        field = dynamics.unflatten(epsilon * zeta[:, 0])
+        new_walk, _ = dynamics.update(walk, inputs)
+        new_twin, _ = dynamics.update(twin, inputs, field)
+        walk = walk.__class__(new_walk, chain, walk.replica_ids, walk.step + 1)
+        twin = twin.__class__(new_twin, chain, twin.replica_ids, twin.step + 1)
+    shift = (_flat(twin.parameters) - _flat(walk.parameters)) / epsilon
+    torch.testing.assert_close(shift, tangents[:, 0], rtol=1e-3, atol=1e-5)
+    assert float(tangents.abs().max()) > 0.1  # the response is not trivially small
