@@ -46,3 +46,13 @@ def small_point():
 def sgdnoise_command() -> list[str]:
     """The sgdnoise console command of the running interpreter's environment."""
     return [sys.executable, "-m", "sgdnoise.cli"]
+
+
+@pytest.fixture(scope="session")
+def models_file(tmp_path_factory) -> str:
+    """A user's own factories (tests/user_modules.py) as a .py file outside the package."""
+    from tests.user_modules import MODULES
+
+    path = tmp_path_factory.mktemp("user_modules") / "models.py"
+    path.write_text(MODULES)
+    return str(path)

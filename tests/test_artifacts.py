@@ -171,6 +171,17 @@ def _kill_once_checkpointed(command: list[str], checkpoint, after: float) -> Non
     process.wait()
 
 
+def _single_threaded(train, config):
+    """``train(config)`` with one torch thread, as the ``--threads 1`` subprocess: the same
+    reductions, the same bits."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train(config)
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.mark.slow
 def test_a_killed_network_run_resumes_to_the_uninterrupted_result(tmp_path, sgdnoise_command):
     """Killed after a checkpoint and before any replica stops, the rerun resumes: its
@@ -201,12 +212,7 @@ def test_a_killed_network_run_resumes_to_the_uninterrupted_result(tmp_path, sgdn
     subprocess.run(command, check=True)
     assert not checkpoint.exists()
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the subprocess: same reductions, same bits
-    try:
-        uninterrupted = train_network_point(config)
-    finally:
-        torch.set_num_threads(threads)
+    uninterrupted = _single_threaded(train_network_point, config)
     resumed = read_artifact(out)
     assert 0 < killed_at < resumed["steps_taken"].min()  # the stops happened after resuming
     assert set(resumed["replica_status"].values) == {"completed"}
@@ -247,12 +253,7 @@ def test_a_killed_user_model_run_resumes_to_the_uninterrupted_result(tmp_path, s
     assert checkpoint.exists() and not out.exists()
     subprocess.run(command, check=True)
     assert not checkpoint.exists()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the subprocess: same reductions, same bits
-    try:
-        uninterrupted = train_user_model_point(config)
-    finally:
-        torch.set_num_threads(threads)
+    uninterrupted = _single_threaded(train_user_model_point, config)
     resumed = read_artifact(out)
     for name in ("final_weights", "train_loss", "weight_change"):
         np.testing.assert_array_equal(resumed[name].values, uninterrupted[name].values)

@@ -9,7 +9,6 @@ trajectory alone or among others.
 from __future__ import annotations
 
 import math
-import textwrap
 
 import numpy as np
 import pytest
@@ -21,45 +20,6 @@ from sgdnoise.dynamics.user_model import UserModelDynamics
 from sgdnoise.stages.train import train_point
 from sgdnoise.stages.train_user_model import train_user_model_point, user_model_setup
 
-MODELS = """
-import torch
-from torch import nn
-
-
-class Perceptron(nn.Module):
-    def __init__(self, N):
-        super().__init__()
-        self.w = nn.Parameter(torch.randn(N))
-        self.N = N
-
-    def forward(self, x):
-        return x @ self.w / self.N ** 0.5
-
-
-def perceptron(N=20):
-    return Perceptron(N)
-
-
-def mlp(inputs=20, hidden=8, outputs=1):
-    return nn.Sequential(
-        nn.Flatten(), nn.Linear(inputs, hidden), nn.Tanh(), nn.Linear(hidden, outputs)
-    )
-
-
-def not_a_module():
-    return 3
-
-
-def frozen(N=20):
-    layer = nn.Linear(N, 1)
-    layer.requires_grad_(False)
-    return layer
-
-
-def broken():
-    raise RuntimeError("cannot build")
-"""
-
 OPTIMIZERS = [
     {"kind": "gd"},
     {"kind": "sgd", "b": 0.3},
@@ -67,13 +27,6 @@ OPTIMIZERS = [
     {"kind": "langevin", "temperature": 0.2},
     {"kind": "minibatch_sgd", "batch_size": 5, "lr": 0.1},
 ]
-
-
-@pytest.fixture(scope="module")
-def models_file(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("user") / "models.py"
-    path.write_text(textwrap.dedent(MODELS))
-    return str(path)
 
 
 def user_point(models_file: str, function: str = "perceptron", **sections) -> dict:

@@ -3,8 +3,6 @@ references (Langevin at a known T; the perceptron as a module against the native
 
 from __future__ import annotations
 
-import textwrap
-
 import numpy as np
 import pytest
 import torch
@@ -16,36 +14,6 @@ from sgdnoise.stages.generate_data import build_datasets
 from sgdnoise.stages.train import train_point
 from sgdnoise.stages.train_user_model import train_user_model_point, user_model_setup
 
-MODELS = """
-import torch
-from torch import nn
-
-
-class Perceptron(nn.Module):
-    def __init__(self, N):
-        super().__init__()
-        self.w = nn.Parameter(torch.randn(N))
-        self.N = N
-
-    def forward(self, x):
-        return x @ self.w / self.N ** 0.5
-
-
-def perceptron(N=20):
-    return Perceptron(N)
-
-
-def mlp(inputs=10, hidden=8):
-    return nn.Sequential(nn.Linear(inputs, hidden), nn.Tanh(), nn.Linear(hidden, 1))
-"""
-
-
-@pytest.fixture(scope="module")
-def models_file(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("user_response") / "models.py"
-    path.write_text(textwrap.dedent(MODELS))
-    return str(path)
-
 
 def mlp_point(models_file: str, optimizer: dict, run: dict | None = None):
     return resolve_point(
@@ -53,6 +21,7 @@ def mlp_point(models_file: str, optimizer: dict, run: dict | None = None):
             "model": {
                 "kind": "torch",
                 "factory": f"{models_file}:mlp",
+                "options": {"inputs": 10},
                 "constraint": "ridge",
                 "ridge": 1.0,
             },
