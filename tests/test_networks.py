@@ -24,7 +24,18 @@ from sgdnoise.models.networks import ScaledConv
 def config(kind: str, width: int = 4, depth: int = 3, activation: str = "relu") -> ModelConfig:
     """A model section as make_network receives it (built directly: kinds the schema refuses
     reach make_network's own checks)."""
-    return ModelConfig(kind, "none", "multiplier", 0.0, depth, width, activation, None)
+    return ModelConfig(
+        kind=kind,
+        factory=None,
+        options={},
+        constraint="none",
+        sphere_update="multiplier",
+        ridge=0.0,
+        depth=depth,
+        width=width,
+        activation=activation,
+        alpha=None,
+    )
 
 
 def generators(count: int, seed: int = 0) -> list[torch.Generator]:

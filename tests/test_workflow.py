@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,11 @@ def write_config(workdir: Path, config: dict) -> Path:
 
 
 def test_dry_run_of_the_default_config_lists_the_stages(tmp_path):
+    # relative paths of the config (results, a user model's files) are read from the
+    # working directory, as from the repository root by `make study`
+    example = Path("workflow/studies/fashion_cnn.py")
+    (tmp_path / example.parent).mkdir(parents=True)
+    shutil.copy(REPO / example, tmp_path / example)
     result = snakemake(
         REPO,
         "-n",

@@ -117,6 +117,8 @@ def resolve_array_sizes(data: dict) -> None:
     section = DataConfig.from_mapping(data, "data")
     try:
         arrays = load_arrays(section)
+    except ConfigError:  # a factory that cannot be loaded: already names its key
+        raise
     except (OSError, ValueError, ImportError) as error:
         key = "data.factory" if section.factory is not None else "data.path"
         raise ConfigError(f"config key {key}: {error}") from None
