@@ -39,6 +39,7 @@ from sgdnoise.io.artifact import (
     read_artifact,
     write_artifact,
 )
+from sgdnoise.workflow_plan import ANALYSES
 
 LARGE_GRID = 10_000  # above this many points, validate warns and lists no point ids
 
@@ -448,7 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--analyses",
         nargs="+",
         required=True,
-        help="study-level analyses: power_laws, critical_temperature",
+        help="study-level analyses: "
+        + ", ".join(name for name, a in ANALYSES.items() if "study_fits" in a.stages),
     )
     study.add_argument("--out", required=True, help="fits artifact to write (fits.nc)")
     study.set_defaults(handler=cmd_study_fits)

@@ -73,6 +73,17 @@ def _sweeps_temperature_to_zero_loss(points: Points, axes: Sequence[str]) -> str
     return None
 
 
+def _all_of(
+    *checks: Callable[[Points, Sequence[str]], str | None],
+) -> Callable[[Points, Sequence[str]], str | None]:
+    """A needs check met when every one of ``checks`` is (else the first unmet need)."""
+
+    def check(points: Points, axes: Sequence[str]) -> str | None:
+        return next((need for need in (c(points, axes) for c in checks) if need), None)
+
+    return check
+
+
 @dataclass(frozen=True)
 class Analysis:
     """An analysis: its figures, the stages that compute it, what its points must provide.
@@ -123,6 +134,13 @@ ANALYSES: dict[str, Analysis] = {
     ),
     "critical_temperature": Analysis(
         CROSSOVER_FIGURES, STUDY_LEVEL, _sweeps_temperature_to_zero_loss, CROSSOVER_FIGURES
+    ),
+    # T_c against the margin kappa = 1/alpha at fixed P (the perceptron's crossover)
+    "margin_crossover": Analysis(
+        ("critical_temperature_vs_margin",),
+        STUDY_LEVEL,
+        _all_of(_sweeps("model.alpha", "optimizer.temperature"), _sweeps_temperature_to_zero_loss),
+        ("critical_temperature_vs_margin",),
     ),
     # T_opt(alpha) in the feature regime and its exponent k, beside (D-1)/(D+1)
     "optimal_temperature": Analysis(

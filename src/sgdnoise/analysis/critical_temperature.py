@@ -83,6 +83,52 @@ def departure_temperature(
     return result, plateau
 
 
+def curve_critical_temperatures(
+    means: np.ndarray,
+    usable: np.ndarray,
+    log_temperature: np.ndarray,
+    threshold: float = DEPARTURE_THRESHOLD,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """log T_c of every curve in every draw, and each curve's plateau flag and value.
+
+    ``means``: seed means (draws, C, nT), the plain means first (statistics.bootstrap_means);
+    ``usable``: (C, nT), the points where every seed has a value (the only ones a curve
+    keeps). Returns log T_c (draws, C), NaN for a curve with fewer than three usable
+    temperatures; plateau_reached (C,) and the plateau value y_0 (C,) of the plain means.
+    """
+    draws, curves = means.shape[:2]
+    log_tc = np.full((draws, curves), np.nan)
+    plateau = np.zeros(curves, dtype=bool)
+    plateau_value = np.full(curves, np.nan)
+    for c in range(curves):
+        valid = np.flatnonzero(usable[c])
+        if valid.size < 3:
+            continue
+        log_tc[:, c], ok = departure_temperature(
+            means[:, c, valid], log_temperature[valid], threshold
+        )
+        plateau[c], plateau_value[c] = ok[0], means[0, c, valid[0]]
+    return log_tc, plateau, plateau_value
+
+
+def log_linear_fits(log_y: np.ndarray, regressors: np.ndarray) -> np.ndarray:
+    """Least squares of log y = c_0 + sum_j c_j x_j in every draw, over its finite entries.
+
+    ``log_y``: (draws, C); ``regressors``: (C, k), the x_j of each curve. Returns the
+    coefficients (draws, 1 + k), intercept first; NaN in a draw with no more finite
+    entries than coefficients or a rank-deficient design.
+    """
+    draws, curves = log_y.shape
+    design = np.concatenate([np.ones((curves, 1)), regressors], axis=1)
+    parameters = design.shape[1]
+    coefficients = np.full((draws, parameters), np.nan)
+    for b in range(draws):
+        known = np.isfinite(log_y[b])
+        if known.sum() > parameters and np.linalg.matrix_rank(design[known]) == parameters:
+            coefficients[b] = np.linalg.lstsq(design[known], log_y[b, known], rcond=None)[0]
+    return coefficients
+
+
 def collapse_cost(
     curves: list[tuple[np.ndarray, np.ndarray, float]], exponents: np.ndarray
 ) -> np.ndarray:
@@ -153,27 +199,14 @@ def fit_critical_temperature(
     usable = complete_points(data)
     log_temperature, log_sizes = log_axes(values, sizes)
     means = bootstrap_means(data, resamples, seed)
-    draws, curves = means.shape[:2]
-    log_tc = np.full((draws, curves), np.nan)
-    plateau = np.zeros(curves, dtype=bool)
-    plateau_value = np.full(curves, np.nan)
-    for c in range(curves):
-        valid = np.flatnonzero(usable[c])
-        if valid.size < 3:
-            continue
-        log_tc[:, c], ok = departure_temperature(
-            means[:, c, valid], log_temperature[valid], threshold
-        )
-        plateau[c], plateau_value[c] = ok[0], means[0, c, valid[0]]
+    log_tc, plateau, plateau_value = curve_critical_temperatures(
+        means, usable, log_temperature, threshold
+    )
     tc_low, tc_high = student_interval(log_tc[0], log_tc[1:], replicas, confidence)
 
-    slopes = np.full((draws, len(sizes)), np.nan)
+    slopes = np.full((means.shape[0], len(sizes)), np.nan)
     varying = [j for j in range(len(sizes)) if np.ptp(log_sizes[:, j]) > 0]
-    for b in range(draws):
-        known = np.isfinite(log_tc[b])
-        design = np.concatenate([np.ones((curves, 1)), log_sizes[:, varying]], axis=1)[known]
-        if known.sum() > design.shape[1] and np.linalg.matrix_rank(design) == design.shape[1]:
-            slopes[b, varying] = np.linalg.lstsq(design, log_tc[b, known], rcond=None)[0][1:]
+    slopes[:, varying] = log_linear_fits(log_tc, log_sizes[:, varying])[:, 1:]
     slope_low, slope_high = student_interval(slopes[0], slopes[1:], replicas, confidence)
 
     collapse = _collapse_by_n(values, sizes, means, usable, log_temperature, resamples)

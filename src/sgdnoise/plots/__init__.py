@@ -31,6 +31,7 @@ FIGURES = {
     "running_exponents": scaling.running_exponents,
     "critical_temperature_vs_P": scaling.critical_temperature_vs_p,
     "scaling_collapse": scaling.scaling_collapse,
+    "critical_temperature_vs_margin": scaling.critical_temperature_vs_margin,
 }
 
 

@@ -1,4 +1,5 @@
-"""Figures of the scaling analyses (power_laws, critical_temperature), from summary + fits.
+"""Figures of the scaling analyses (power_laws, critical_temperature, margin_crossover),
+from summary + fits.
 
 - scaling_observables: each observable at stopping against T, one curve per P (log-log),
   filled markers inside the power-law window, the fitted power law drawn over it;
@@ -6,7 +7,10 @@
   curves gamma = 1/(1+chi), b = (3+chi)/(1+chi) and the T exponents;
 - critical_temperature_vs_P: T_c against P (log-log) with intervals and the fit
   T_c ~ P^-a;
-- scaling_collapse: <y>/y_0 against T P^a at the collapse exponent a.
+- scaling_collapse: <y>/y_0 against T P^a at the collapse exponent a;
+- critical_temperature_vs_margin: T_c against the margin kappa = 1/alpha at fixed P
+  (log-log) with intervals, the fit T_c ~ kappa^s and the predicted T_c = c kappa, and
+  the lead observable against T per alpha with the plateau's end T = c kappa marked.
 
 Each takes the study summary and its fits.nc (stages.study_fits): without the fits it
 needs, a figure raises a ValueError naming them (it never reruns the fits).
@@ -17,7 +21,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
-from matplotlib.ticker import NullLocator
+from matplotlib.ticker import NullFormatter, NullLocator
 
 from sgdnoise.analysis.power_laws import predicted_exponent
 from sgdnoise.analysis.running_exponents import CORRECTIONS
@@ -460,3 +464,126 @@ def scaling_collapse(summary: xr.Dataset, out: str, fits: xr.Dataset | None = No
     )
     figure.tight_layout()
     save(figure, out)
+
+
+def critical_temperature_vs_margin(
+    summary: xr.Dataset, out: str, fits: xr.Dataset | None = None
+) -> None:
+    """T_c against the margin kappa = 1/alpha (log-log) for every observable, one series per
+    group, with the fitted T_c ~ kappa^s and the prediction s = 1 (top row); the lead
+    observable against T, one curve per alpha, the plateau ending at T = c kappa (bottom)."""
+    fits = _fits(
+        fits,
+        "critical_temperature_vs_margin",
+        "margin_crossover",
+        "margin_critical_temperature",
+        "margin_crossover_slope",
+        "margin_crossover_ratio",
+    )
+    alpha_dim = fits["kappa"].dims[0]
+    critical = fits["margin_critical_temperature"]
+    names = [
+        n for n in fits["observable"].values if np.isfinite(critical.sel(observable=n)).any()
+    ] or list(fits["observable"].values)
+    groups = _selections(
+        fits, [d for d in fits["margin_crossover_slope"].dims if d != "observable"]
+    )
+    columns = max(len(names), len(groups))
+    figure, axes = plt.subplots(2, columns, figsize=(4.2 * columns, 7.4), squeeze=False)
+    for axis, name in zip(axes[0], names, strict=False):
+        _draw_margin_fits(axis, fits.sel(observable=name), groups)
+        axis.set_title(f"from {NAMES.get(name, name)}", fontsize=9)
+    lead = "signal" if "signal" in names else names[0]
+    observed = observables_at_stop(summary)[lead]
+    for axis, group in zip(axes[1], groups, strict=False):
+        _draw_plateaus(axis, observed.sel(group), fits.sel(observable=lead).sel(group), alpha_dim)
+        axis.set_ylabel(NAMES.get(lead, lead))
+        axis.set_title(f"{_group_text(group)}  dashed: T = c kappa", fontsize=9)
+    for axis in [*axes[0, len(names) :], *axes[1, len(groups) :]]:
+        axis.set_visible(False)
+    threshold = fits.attrs.get("margin_crossover_threshold", "")
+    fixed = fixed_parameters(summary, {**_fixed(summary), "data.P": "P"})
+    figure.suptitle(
+        f"Crossover temperature against the margin kappa = 1/alpha: first T where "
+        f"|<y>/y(T_min) - 1| reaches {threshold} (95% intervals)\nheld fixed: {fixed}",
+        fontsize=10,
+    )
+    figure.tight_layout()
+    save(figure, out)
+
+
+def _draw_margin_fits(axis, fit: xr.Dataset, groups: list[dict]) -> None:
+    """T_c against kappa with intervals, the fitted line and the line T_c = c kappa."""
+    kappa = fit["kappa"].values.astype(float)
+    predicted = float(fit["margin_crossover_predicted_slope"])
+    for index, group in enumerate(groups):
+        part = fit.sel(group)
+        colour = f"C{index}"
+        tc = part["margin_critical_temperature"].values
+        low = part["margin_critical_temperature_low"].values
+        high = part["margin_critical_temperature_high"].values
+        slope = part["margin_crossover_slope"].item()
+        text = _group_text(group) or "T_c"
+        if np.isfinite(slope):
+            interval = (
+                f"[{part['margin_crossover_slope_low'].item():.2f}, "
+                f"{part['margin_crossover_slope_high'].item():.2f}]"
+            )
+            text += f": s={slope:.2f} {interval}"
+            line = np.exp(part["margin_crossover_log_amplitude"].item()) * kappa**slope
+            axis.plot(kappa, line, "-", lw=0.8, color=colour)
+            if np.isfinite(predicted):
+                ratio = part["margin_crossover_ratio"].item()
+                axis.plot(kappa, ratio * kappa**predicted, ":", lw=1.2, color="black")
+        axis.errorbar(
+            kappa, tc, yerr=[tc - low, high - tc], fmt="o", capsize=3, color=colour, label=text
+        )
+    if np.isfinite(predicted):
+        axis.plot([], [], ":", color="black", label=f"prediction s = {predicted:g} (T_c = c kappa)")
+    axis.set_xscale("log")
+    if (np.isfinite(fit["margin_critical_temperature"].values)).any():
+        axis.set_yscale("log")
+    else:
+        axis.text(
+            0.5,
+            0.5,
+            "no T_c in the temperature range\n(no plateau or no departure)",
+            transform=axis.transAxes,
+            ha="center",
+            va="center",
+            fontsize=8,
+        )
+    axis.set_xlabel(r"margin $\kappa = 1/\alpha$")
+    axis.set_ylabel("crossover temperature $T_c$ (units of T)")
+    axis.legend(fontsize=7)
+
+
+def _draw_plateaus(axis, values: xr.DataArray, fit: xr.Dataset, alpha_dim: str) -> None:
+    """One observable against T, one curve per alpha (seed mean +- standard error over the
+    points where every seed completed), a dashed line at T = c kappa of each alpha."""
+    alphas = values[alpha_dim].values
+    colours = plt.cm.viridis(np.linspace(0, 0.9, len(alphas)))
+    ratio = fit["margin_crossover_ratio"].item()
+    temperatures = values[TEMPERATURE].values
+    for colour, alpha in zip(colours, alphas, strict=True):
+        data = values.sel({alpha_dim: alpha}).transpose(TEMPERATURE, REPLICA).values
+        keep = complete_points(data)
+        mean, error = mean_and_error(data[keep], axis=1)
+        kappa = 1.0 / float(alpha)
+        axis.errorbar(
+            temperatures[keep],
+            mean,
+            yerr=error,
+            fmt="o-",
+            ms=3.5,
+            lw=0.8,
+            color=colour,
+            label=f"alpha={alpha:g} (kappa={kappa:.2g})",
+        )
+        if np.isfinite(ratio):
+            axis.axvline(ratio * kappa, color=colour, ls="--", lw=0.8)
+    axis.set_xscale("log")
+    axis.xaxis.set_minor_formatter(NullFormatter())
+    axis.set_yscale("log" if np.nanmin(values.values) > 0 else "linear")
+    axis.set_xlabel("temperature T = lr / (h B)")
+    axis.legend(fontsize=7)

@@ -12,7 +12,9 @@ Input: results/<study>/summary.nc (stages.aggregate). Output: results/<study>/fi
 - discretisation: T_eff / T extrapolated to lr -> 0 along the study's lr axis, for the
   simulation and the DMFT (analysis.fdt.zero_step_extrapolation);
 - optimal_temperature: T_opt per alpha (and depth, ...) with intervals and statuses, and
-  the exponent k of T_opt ~ alpha^k beside (D-1)/(D+1) (analysis.optimal_temperature).
+  the exponent k of T_opt ~ alpha^k beside (D-1)/(D+1) (analysis.optimal_temperature);
+- margin_crossover: T_c per alpha at fixed P, the slope s of T_c ~ kappa^s (kappa = 1/alpha)
+  and c = T_c / kappa, with intervals, beside s = 1 (analysis.margin_crossover).
 
 The scaling analyses work on any summary with the needed variables (replica_status,
 t_star and the recorded observables), perceptron or network; the extrapolation on a
@@ -25,7 +27,13 @@ from collections.abc import Callable
 
 import xarray as xr
 
-from sgdnoise.analysis import critical_temperature, fdt, optimal_temperature, power_laws
+from sgdnoise.analysis import (
+    critical_temperature,
+    fdt,
+    margin_crossover,
+    optimal_temperature,
+    power_laws,
+)
 from sgdnoise.analysis.scaling_data import TEMPERATURE, with_temperature
 from sgdnoise.io.artifact import provenance
 from sgdnoise.io.metadata import describe
@@ -36,6 +44,7 @@ STUDY_FITS: dict[str, tuple[Callable[[xr.Dataset], xr.Dataset], dict]] = {
     "critical_temperature": (critical_temperature.critical_temperature, critical_temperature.UNITS),
     "discretisation": (fdt.zero_step_extrapolation, fdt.ZERO_STEP_UNITS),
     "optimal_temperature": (optimal_temperature.optimal_temperature, optimal_temperature.UNITS),
+    "margin_crossover": (margin_crossover.margin_crossover, margin_crossover.UNITS),
 }
 STUDY_ANALYSES = tuple(STUDY_FITS)
 
