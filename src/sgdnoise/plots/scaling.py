@@ -53,6 +53,22 @@ COMMON_FIXED = {
 }
 
 
+def log_scale_or_no_crossover(axis: plt.Axes, critical_temperatures: np.ndarray) -> None:
+    """A log T_c axis where some T_c was measured; else say there is none in the range."""
+    if (np.isfinite(critical_temperatures) & (critical_temperatures > 0)).any():
+        axis.set_yscale("log")
+        return
+    axis.text(
+        0.5,
+        0.5,
+        "no T_c in the temperature range\n(no plateau or no departure)",
+        transform=axis.transAxes,
+        ha="center",
+        va="center",
+        fontsize=8,
+    )
+
+
 def _fixed(summary: xr.Dataset) -> dict[str, str]:
     """Config entries a title states (path -> label): the model's own besides the common."""
     if study_config(summary).model.kind == "perceptron":
@@ -393,19 +409,7 @@ def critical_temperature_vs_p(
                 label=(_group_text(rest) + a_text).strip(": ") or "T_c",
             )
         axis.set_xscale("log")
-        measured = pick["critical_temperature"].values
-        if (np.isfinite(measured) & (measured > 0)).any():
-            axis.set_yscale("log")
-        else:
-            axis.text(
-                0.5,
-                0.5,
-                "no T_c in the temperature range\n(no plateau or no departure)",
-                transform=axis.transAxes,
-                ha="center",
-                va="center",
-                fontsize=8,
-            )
+        log_scale_or_no_crossover(axis, pick["critical_temperature"].values)
         axis.set_xlabel("training set size P")
         axis.set_ylabel("crossover temperature $T_c$")
         axis.set_title(f"from {NAMES.get(name, name)}", fontsize=9)
@@ -541,18 +545,7 @@ def _draw_margin_fits(axis, fit: xr.Dataset, groups: list[dict]) -> None:
     if np.isfinite(predicted):
         axis.plot([], [], ":", color="black", label=f"prediction s = {predicted:g} (T_c = c kappa)")
     axis.set_xscale("log")
-    if (np.isfinite(fit["margin_critical_temperature"].values)).any():
-        axis.set_yscale("log")
-    else:
-        axis.text(
-            0.5,
-            0.5,
-            "no T_c in the temperature range\n(no plateau or no departure)",
-            transform=axis.transAxes,
-            ha="center",
-            va="center",
-            fontsize=8,
-        )
+    log_scale_or_no_crossover(axis, fit["margin_critical_temperature"].values)
     axis.set_xlabel(r"margin $\kappa = 1/\alpha$")
     axis.set_ylabel("crossover temperature $T_c$ (units of T)")
     axis.legend(fontsize=7)
