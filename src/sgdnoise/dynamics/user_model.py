@@ -138,25 +138,31 @@ class UserModelDynamics:
             for (name, shape), piece in zip(self.shapes.items(), pieces, strict=True)
         }
 
-    def _selected(self, replica_ids: Tensor, selection: Selection) -> tuple[Tensor, Tensor, bool]:
-        """Inputs, labels of the samples a step sees, and whether they are per replica."""
+    def _selected(
+        self, replica_ids: Tensor, selection: Selection
+    ) -> tuple[Tensor, Tensor, bool, Tensor]:
+        """Inputs and labels of the samples a step sees, whether they are per replica, and
+        their weights in the step's loss (R, n): the selection s_mu times its scale."""
         if selection.indices is not None:
             x, y = self.train.batch(replica_ids, selection.indices)
-            return x, y, True
-        if self.train.per_replica:
-            return self.train.x[replica_ids], self.train.y[replica_ids], True
-        return self.train.x, self.train.y, False
+            per_replica = True
+        elif self.train.per_replica:
+            x, y, per_replica = self.train.x[replica_ids], self.train.y[replica_ids], True
+        else:
+            x, y, per_replica = self.train.x, self.train.y, False
+        if selection.mask is not None:
+            return x, y, per_replica, selection.mask.to(x.dtype) * selection.scale
+        shape = (len(replica_ids), y.shape[-1])
+        return x, y, per_replica, torch.full(shape, selection.scale, dtype=x.dtype, device=x.device)
 
     def _step_losses(
         self, parameters: Parameters, replica_ids: Tensor, selection: Selection
     ) -> tuple[Tensor, Tensor]:
         """(per-sample losses l_mu (R, n) of the samples seen, their selection weights (R, n))."""
-        x, y, per_replica = self._selected(replica_ids, selection)
+        x, y, per_replica, weights = self._selected(replica_ids, selection)
         outputs = vmap(self.function, in_dims=(0, 0 if per_replica else None))(parameters, x)
         losses = self.loss.value(outputs, y if per_replica else y.expand(outputs.shape[0], -1))
-        if selection.mask is None:
-            return losses, torch.full_like(losses, selection.scale)
-        return losses, selection.mask.to(losses.dtype) * selection.scale
+        return losses, weights
 
     def update(
         self, state: UserModelState, inputs: StepInputs, field: Parameters | None = None
@@ -170,11 +176,15 @@ class UserModelDynamics:
             total = (weights * losses).sum()
             gradients = torch.autograd.grad(total, list(leaves.values()), allow_unused=True)
         losses = losses.detach()
-        moved = torch.zeros(len(state.replica_ids), dtype=torch.bool, device=losses.device)
+        # a ridge or Langevin noise moves every replica; else a replica moved iff its gradient
+        # is not zero (the hinge's exact zero-loss stop needs the last moving step)
+        always_moves = bool(self.ridge) or inputs.noise is not None
+        moved = torch.full((len(state.replica_ids),), always_moves, device=losses.device)
         new = {}
         for (name, value), gradient in zip(state.parameters.items(), gradients, strict=True):
             force = torch.zeros_like(value) if gradient is None else gradient
-            moved |= (force != 0).flatten(1).any(-1)
+            if not always_moves:
+                moved |= (force != 0).flatten(1).any(-1)
             if self.ridge:
                 force = force + self.ridge * value
             if field is not None:
@@ -183,8 +193,6 @@ class UserModelDynamics:
             if inputs.noise is not None:
                 step = step + inputs.noise[name]
             new[name] = value + step
-        if self.ridge or inputs.noise is not None:
-            moved = torch.ones_like(moved)
         full = inputs.selection.indices is None
         report = StepReport(
             full_loss=losses.mean(-1) if full else None,
@@ -228,12 +236,7 @@ class UserModelDynamics:
         forward-over-reverse pass per tangent (jvp of grad), vmapped over the tangents,
         then over the replicas.
         """
-        x, y, per_replica = self._selected(state.replica_ids, selection)
-        if selection.mask is None:
-            shape = (len(state.replica_ids), y.shape[-1])
-            weights = torch.full(shape, selection.scale, dtype=x.dtype, device=x.device)
-        else:
-            weights = selection.mask.to(x.dtype) * selection.scale
+        x, y, per_replica, weights = self._selected(state.replica_ids, selection)
 
         def replica_loss(parameters: Parameters, x_r: Tensor, y_r: Tensor, w_r: Tensor) -> Tensor:
             return (w_r * self.loss.value(self.function(parameters, x_r), y_r)).sum()

@@ -20,7 +20,7 @@ every run.check_every steps, and with the hinge t* = lr (last moving step + 1) i
 from __future__ import annotations
 
 import time as clock
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +56,33 @@ def flat(parameters: Mapping[str, Tensor]) -> Tensor:
     return torch.cat([value.flatten(1) for value in parameters.values()], dim=1)
 
 
+def mean_loss_and_error(
+    function: Callable[[Mapping[str, Tensor], Tensor], Tensor],
+    loss: OutputLoss,
+    parameters: Mapping[str, Tensor],
+    samples: Samples,
+    ids: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """Mean loss per sample and fraction misclassified on ``samples``, each (R,), of the
+    replicas ``ids`` (stacked ``parameters``, evaluated in chunks of EVALUATION_BATCH)."""
+    chunk = max(1, EVALUATION_BATCH // len(ids))
+    loss_sum = torch.zeros(len(ids), dtype=samples.x.dtype, device=samples.x.device)
+    error_sum = torch.zeros_like(loss_sum)
+    with torch.no_grad():
+        for start in range(0, samples.count, chunk):
+            stop = min(start + chunk, samples.count)
+            if samples.per_replica:
+                x, y = samples.x[ids, start:stop], samples.y[ids, start:stop]
+                outputs = vmap(function)(dict(parameters), x)
+            else:
+                x, y = samples.x[start:stop], samples.y[start:stop]
+                outputs = vmap(function, in_dims=(0, None))(dict(parameters), x)
+                y = y.expand(len(ids), -1)
+            loss_sum += loss.value(outputs, y).sum(-1)
+            error_sum += loss.errors(outputs, y).sum(-1)
+    return loss_sum / samples.count, error_sum / samples.count
+
+
 class UserModelRecorder(ScheduledRecorder):
     """The observables of every replica at the recording steps (module docstring)."""
 
@@ -79,23 +106,7 @@ class UserModelRecorder(ScheduledRecorder):
     def mean_loss_and_error(
         self, parameters: Mapping[str, Tensor], samples: Samples, ids: Tensor
     ) -> tuple[Tensor, Tensor]:
-        """Mean loss per sample and fraction misclassified on ``samples``, each (R,)."""
-        chunk = max(1, EVALUATION_BATCH // len(ids))
-        loss_sum = torch.zeros(len(ids), dtype=samples.x.dtype, device=samples.x.device)
-        error_sum = torch.zeros_like(loss_sum)
-        with torch.no_grad():
-            for start in range(0, samples.count, chunk):
-                stop = min(start + chunk, samples.count)
-                if samples.per_replica:
-                    x, y = samples.x[ids, start:stop], samples.y[ids, start:stop]
-                    outputs = vmap(self.function)(dict(parameters), x)
-                else:
-                    x, y = samples.x[start:stop], samples.y[start:stop]
-                    outputs = vmap(self.function, in_dims=(0, None))(dict(parameters), x)
-                    y = y.expand(len(ids), -1)
-                loss_sum += self.loss.value(outputs, y).sum(-1)
-                error_sum += self.loss.errors(outputs, y).sum(-1)
-        return loss_sum / samples.count, error_sum / samples.count
+        return mean_loss_and_error(self.function, self.loss, parameters, samples, ids)
 
     def training_loss(self, parameters: Mapping[str, Tensor], ids: Tensor) -> Tensor:
         return self.mean_loss_and_error(parameters, self.train, ids)[0]

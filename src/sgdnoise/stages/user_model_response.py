@@ -39,7 +39,7 @@ from sgdnoise.stages.correlation_response import (
 )
 from sgdnoise.stages.recording import RecordingSchedule
 from sgdnoise.stages.runner import Outcome, Runner, StopRules
-from sgdnoise.stages.train_user_model import UserModelRecorder, flat, user_model_setup
+from sgdnoise.stages.train_user_model import flat, mean_loss_and_error, user_model_setup
 
 
 @dataclass(frozen=True)
@@ -116,14 +116,12 @@ class UserReplayRecorder(LagGridRecorder):
     def __init__(
         self,
         schedule: RecordingSchedule,
-        observables: UserModelRecorder,
         dynamics: UserModelDynamics,
         zeta: Tensor,
         owner: np.ndarray,
     ) -> None:
         super().__init__(schedule)
-        self.observables, self.dynamics = observables, dynamics
-        self.zeta, self.owner = zeta, owner
+        self.dynamics, self.zeta, self.owner = dynamics, zeta, owner
 
     def observe(self, current: dict[str, Tensor]) -> dict[str, Tensor]:
         weights, size = current["weights"], current["weights"].shape[-1]
@@ -137,7 +135,10 @@ class UserReplayRecorder(LagGridRecorder):
         observed = {name: torch.stack(per_wait, -1) for name, per_wait in values.items()}
         ids = torch.arange(weights.shape[0], device=weights.device)
         parameters = self.dynamics.unflatten(weights)
-        observed["lag_train_loss"] = self.observables.training_loss(parameters, ids)
+        dynamics = self.dynamics
+        observed["lag_train_loss"] = mean_loss_and_error(
+            dynamics.function, dynamics.loss, parameters, dynamics.train, ids
+        )[0]
         observed["self_correlation"] = (weights * weights).sum(-1) / size
         return observed
 
@@ -148,9 +149,7 @@ def measure_user_two_time(
     """Replay a model.kind torch run with response tangents; return the two-time artifact."""
     run_config, lr = config.run, config.optimizer.lr
     response = run_config.response
-    device, dtype, datasets, module, loss, train, test, dynamics = user_model_setup(
-        config, datasets
-    )
+    device, dtype, _, _, _, _, _, dynamics = user_model_setup(config, datasets)
     initial = initial_user_parameters(config.model, run_config, device, dtype)
     replicas = run_config.replicas
     stored = torch.as_tensor(run["initial_weights"].values, dtype=dtype, device=device)
@@ -173,8 +172,7 @@ def measure_user_two_time(
     schedule = RecordingSchedule.at_steps(
         k_w + s for k_w in waiting_steps.tolist() for s in lag_steps.tolist()
     )
-    observables = UserModelRecorder(module, loss, train, test, initial, schedule, False)
-    recorder = UserReplayRecorder(schedule, observables, dynamics, zeta, owner)
+    recorder = UserReplayRecorder(schedule, dynamics, zeta, owner)
     walk = dynamics.initial_state(initial, list(range(replicas)))
     anchors = stored.new_zeros((replicas, len(waiting_steps), size))
     anchors[:, waiting_steps == 0] = stored.unsqueeze(1)
