@@ -159,6 +159,8 @@ ERROR_CASES = {
     "render-figure-without-data": ["render", "teff_vs_b", "{summary}", "--out", "figure.png"],
     "aggregate-empty-grid": ["aggregate", "--grid", "/dev/null", "--out", "s.nc", "/dev/null"],
     "point-missing-file": ["point", "missing.yaml", "--out", "run.nc"],
+    "points-manifest-not-json": ["points", "--manifest", "{runs"],
+    "points-manifest-not-entries": ["points", "--manifest", '[{"config": {}}]'],
     "negative-threads": ["--threads", "-3", "validate", "list.yaml"],
 }
 

@@ -11,6 +11,7 @@ import pytest
 import xarray as xr
 import yaml
 
+from sgdnoise.io.artifact import read_artifact
 from tests.conftest import REPO
 from tests.workflow_runner import snakemake
 
@@ -89,6 +90,46 @@ def test_tiny_study_end_to_end(tmp_path):
     assert dry.count("rule train_replicas") == 3
 
 
+def _batched(points_per_job: int) -> dict:
+    config = yaml.safe_load(yaml.safe_dump(TINY_STUDY))
+    config["studies"]["tiny"]["points_per_job"] = points_per_job
+    return config
+
+
+def test_points_per_job_batches_the_training_jobs_in_grid_order(tmp_path):
+    """Six points at four per job: two training jobs (4 + 2 points), no one-point job."""
+    config = write_config(tmp_path, _batched(4))
+    dry = snakemake(tmp_path, "-n", "--cores", "1", "--configfile", str(config)).stdout
+    assert "rule train_replicas" not in dry
+    assert dry.count("rule train_tiny_batch0") == 1 and dry.count("rule train_tiny_batch1") == 1
+    assert dry.count("results/tiny/runs/") >= 6
+
+
+@pytest.mark.slow
+def test_points_per_job_writes_the_runs_of_one_point_jobs(tmp_path):
+    """Batched (4 points to a job) and one-point jobs write the same run artifacts, value
+    for value; a second batched run has nothing to do."""
+    runs = {}
+    for points_per_job in (1, 4):
+        workdir = tmp_path / f"per_job_{points_per_job}"
+        workdir.mkdir()
+        config = write_config(workdir, _batched(points_per_job))
+        snakemake(workdir, "--cores", "2", "--configfile", str(config), "--until", "aggregate")
+        runs[points_per_job] = workdir / "results" / "tiny" / "runs"
+    again = snakemake(workdir, "-n", "--cores", "1", "--configfile", str(config))
+    assert "train_tiny_batch" not in again.stdout
+    names = sorted(path.name for path in runs[1].glob("*.nc"))
+    assert len(names) == 6 and names == sorted(path.name for path in runs[4].glob("*.nc"))
+    for name in names:
+        one, batched = (read_artifact(runs[n] / name) for n in (1, 4))
+        for dataset in (one, batched):
+            dataset.attrs.pop("wall_seconds", None)
+        xr.testing.assert_identical(
+            one.drop_vars("wall_seconds", errors="ignore"),
+            batched.drop_vars("wall_seconds", errors="ignore"),
+        )
+
+
 def test_configfile_runs_only_its_own_studies(tmp_path):
     config = write_config(tmp_path, TINY_STUDY)
     result = snakemake(tmp_path, "-n", "--cores", "1", "--configfile", str(config))
@@ -105,6 +146,7 @@ def test_configfile_runs_only_its_own_studies(tmp_path):
         (lambda s: s["grid"].update({"optimizer.b": []}), ["optimizer.b"]),
         (lambda s: s.update(analyses=["magic"]), ["magic"]),
         (lambda s: s.update(dmft={"solver_seeds": 1}), ["solver_seeds"]),
+        (lambda s: s.update(points_per_job=0), ["points_per_job", "minimum"]),
         (
             lambda s: s.update(
                 analyses=["dmft"], base={**s["base"], "model": {"sphere_update": "projection"}}

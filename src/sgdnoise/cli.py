@@ -1,6 +1,7 @@
 """The sgdnoise command line: one subcommand per workflow stage, plus inspection.
 
     sgdnoise point POINT.yaml --out runs/X.nc [--data data/X.nc]   train one grid point
+    sgdnoise points --manifest JSON                                train several points, one process
     sgdnoise data POINT.yaml --out data/X.nc                       build a point's data set
     sgdnoise show X.nc                                             JSON summary of an artifact
     sgdnoise validate CONFIG.yaml                                  check a study config, list points
@@ -33,6 +34,7 @@ import yaml
 
 from sgdnoise.config import ConfigError, expand_study, load_point, resolve_point
 from sgdnoise.config.grid import grid_size
+from sgdnoise.config.point import PointConfig
 from sgdnoise.io.artifact import (
     ArtifactError,
     artifact_config,
@@ -83,29 +85,61 @@ def _point_of(args: argparse.Namespace) -> dict:
 
 
 def cmd_point(args: argparse.Namespace) -> None:
+    _train_point(
+        _point_of(args), args.data, _grid_coordinates(args.coordinates), args.out, args.quiet
+    )
+
+
+def cmd_points(args: argparse.Namespace) -> None:
+    """Train several grid points one after another in this process (one start-up)."""
+    for entry in _manifest(args.manifest):
+        _train_point(
+            resolve_point(entry["config"]),
+            entry["data"],
+            entry["coordinates"],
+            entry["out"],
+            args.quiet,
+        )
+
+
+def _manifest(text: str) -> list[dict]:
+    """The --manifest JSON list of {config, data, coordinates, out}, one entry per point."""
+    try:
+        entries = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"--manifest: not valid JSON: {error}") from None
+    keys = {"config", "data", "coordinates", "out"}
+    if not isinstance(entries, list) or not all(
+        isinstance(entry, dict) and set(entry) == keys for entry in entries
+    ):
+        raise ConfigError(
+            f"--manifest: a JSON list of mappings with keys {', '.join(sorted(keys))}"
+        )
+    return entries
+
+
+def _train_point(
+    point: PointConfig, data: str | None, coordinates: dict | None, out: str, quiet: bool
+) -> None:
+    """Train one grid point on its data artifact (None: built here) and write its run."""
     from sgdnoise.stages.generate_data import load_datasets
 
-    point = _point_of(args)
-    datasets = load_datasets(args.data, point) if args.data else None
+    datasets = load_datasets(data, point) if data else None
     # a killed run resumes from <out>.ckpt when rerun (same result as uninterrupted)
-    checkpoint = Path(args.out).with_name(Path(args.out).name + ".ckpt")
+    checkpoint = Path(out).with_name(Path(out).name + ".ckpt")
     if point.model.kind == "perceptron":
         from sgdnoise.stages.train import train_point
 
-        dataset = train_point(point, datasets, progress=not args.quiet, checkpoint=checkpoint)
+        dataset = train_point(point, datasets, progress=not quiet, checkpoint=checkpoint)
     elif point.model.kind == "torch":
         from sgdnoise.stages.train_user_model import train_user_model_point
 
-        dataset = train_user_model_point(
-            point, datasets, progress=not args.quiet, checkpoint=checkpoint
-        )
+        dataset = train_user_model_point(point, datasets, progress=not quiet, checkpoint=checkpoint)
     else:
         from sgdnoise.stages.train_network import train_network_point
 
-        dataset = train_network_point(
-            point, datasets, progress=not args.quiet, checkpoint=checkpoint
-        )
-    write_artifact(dataset, args.out, "run", _grid_coordinates(args.coordinates))
+        dataset = train_network_point(point, datasets, progress=not quiet, checkpoint=checkpoint)
+    write_artifact(dataset, out, "run", coordinates)
 
 
 def _grid_coordinates(text: str | None) -> dict | None:
@@ -380,6 +414,17 @@ def build_parser() -> argparse.ArgumentParser:
         "dimensions, so a study's runs combine with xr.open_mfdataset",
     )
     point.set_defaults(handler=cmd_point)
+
+    points = commands.add_parser(
+        "points", help="train several grid points in one process (a workflow job's batch)"
+    )
+    points.add_argument(
+        "--manifest",
+        required=True,
+        help="JSON list of {config, data, coordinates, out}: each point as 'point' would train it",
+    )
+    points.add_argument("--quiet", action="store_true", help="no progress bar")
+    points.set_defaults(handler=cmd_points)
 
     data = commands.add_parser("data", help="build the data set of a grid point")
     data.add_argument("point", nargs="?", help="grid point YAML")

@@ -26,6 +26,16 @@ try:
 except ConfigError as error:
     raise WorkflowError(f"invalid configuration: {error}") from None
 
+# The studies whose points train several to a job (points_per_job > 1): study -> batches
+# of point ids in grid order. Their runs come from the rules of train.smk's loop, the other
+# studies' from train_replicas.
+TRAIN_BATCHES = {
+    name: [list(STUDIES[name])[i : i + size] for i in range(0, len(STUDIES[name]), size)]
+    for name, study in config["studies"].items()
+    if (size := study.get("points_per_job", 1)) > 1
+}
+ONE_POINT_STUDIES = [name for name in STUDIES if name not in TRAIN_BATCHES]
+
 # data spec id of every point, and one point config per spec (computed once: input
 # functions run for every job of the DAG)
 DATA_SPEC = {
@@ -58,6 +68,29 @@ def point_coordinates_text(wildcards):
 def point_config_text(wildcards):
     """The resolved config of a point as canonical JSON (a rule param: edits retrain)."""
     return canonical_json(point_of(wildcards).config)
+
+
+def train_batch_manifest(study: str, point_ids: list[str]) -> str:
+    """The `sgdnoise points --manifest` of a batch: each point's config, data, grid values
+    and run path (JSON; a rule param, so editing one point retrains its batch)."""
+    entries = []
+    for point_id in point_ids:
+        point = STUDIES[study][point_id]
+        entries.append(
+            {
+                "config": json.loads(canonical_json(point.config)),
+                "data": f"{RESULTS}/{study}/data/{DATA_SPEC[study][point_id]}.nc",
+                "coordinates": point.coordinates,
+                "out": f"{RESULTS}/{study}/runs/{point_id}.nc",
+            }
+        )
+    manifest = json.dumps(entries, sort_keys=True)
+    if len(manifest) > 100_000:  # one argument of the job's shell command (limit 128 KiB)
+        raise WorkflowError(
+            f"study {study}: points_per_job is too large for its points' configs "
+            f"({len(manifest)} characters in one job's command); use a smaller value"
+        )
+    return manifest
 
 
 def study_text(wildcards):

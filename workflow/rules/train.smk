@@ -3,6 +3,8 @@
 
 
 rule train_replicas:
+    wildcard_constraints:
+        study="|".join(ONE_POINT_STUDIES) or "NO_STUDY",
     input:
         data=data_file,
     output:
@@ -21,3 +23,30 @@ rule train_replicas:
     shell:
         "{SGDNOISE} --threads {threads} point --json {params.config:q} --data {input.data:q}"
         " --coordinates {params.coordinates:q} --out {output:q} --quiet > {log:q} 2>&1"
+
+
+# Studies with points_per_job > 1: one rule per batch of points (its outputs are the batch's
+# run artifacts, the same files train_replicas would write), trained in one process.
+for study, batches in TRAIN_BATCHES.items():
+    for index, point_ids in enumerate(batches):
+
+        rule:
+            name:
+                f"train_{study.replace('-', '_')}_batch{index}"
+            input:
+                data=sorted({f"{RESULTS}/{study}/data/{DATA_SPEC[study][p]}.nc" for p in point_ids}),
+            output:
+                [f"{RESULTS}/{study}/runs/{p}.nc" for p in point_ids],
+            log:
+                f"{RESULTS}/{study}/logs/train/batch{index}.log",
+            benchmark:
+                f"{RESULTS}/{study}/benchmarks/train/batch{index}.tsv"
+            params:
+                manifest=train_batch_manifest(study, point_ids),
+            threads: 1
+            resources:
+                mem_mb=4000,
+                runtime=120 * len(point_ids),
+            shell:
+                "{SGDNOISE} --threads {threads} points --manifest {params.manifest:q}"
+                " --quiet > {log:q} 2>&1"
