@@ -35,6 +35,7 @@ from scipy import stats
 from sgdnoise.config import ConfigError, resolve_point
 from sgdnoise.config.point import PointConfig
 from sgdnoise.dynamics.perceptron import PerceptronProblem, PerceptronState
+from sgdnoise.dynamics.random import derive_seed
 from sgdnoise.models.losses import MarginLoss
 from sgdnoise.stages import event_driven, idle_skipping
 from sgdnoise.stages.checkpoint import Checkpointer
@@ -44,9 +45,10 @@ from sgdnoise.stages.event_driven import (
     MoveLaw,
     idle_steps,
     log_binomial,
-    margin_force,
+    margin_force_at,
     move_probability,
     moving_batch,
+    origin_uniform,
     overlap_given_move,
 )
 from sgdnoise.stages.recording import RecordingSchedule, run_setup
@@ -267,13 +269,15 @@ def test_moving_batches_are_uniform_among_subsets_meeting_the_violated_set(
 
 
 def test_the_force_is_the_loss_derivative():
-    """margin_force (host) is models.losses.MarginLoss.derivative (torch), at the margin too."""
+    """margin_force_at (compiled) is models.losses.MarginLoss.derivative (torch), at the
+    margin too."""
     kappa = 0.25
     h = np.concatenate([np.random.default_rng(0).normal(0.0, 1.0, 1000), [kappa, -kappa]])
     for kind in ("hinge", "square_hinge"):
         loss = MarginLoss(kind, kappa)
         expected = loss.derivative(torch.from_numpy(h)).numpy()
-        np.testing.assert_array_equal(margin_force(loss, h), expected)
+        force = [margin_force_at(x, kappa, kind == "square_hinge") for x in h]
+        np.testing.assert_array_equal(force, expected)
 
 
 def test_a_biased_overlap_law_fails_the_batch_test():
@@ -375,24 +379,21 @@ def test_same_seed_same_rows_whatever_the_other_replicas_and_restarts():
         assert torch.equal(weights, same) and torch.equal(moved, same_moved)
 
 
-class _RecordingOrigins(JumpingToMoves):
-    """The engine, noting every (replica, origin) it draws from."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.origins: list[tuple[int, int]] = []
-
-    def uniforms(self, replica: int, origin: int) -> list[float]:
-        self.origins.append((replica, origin))
-        return super().uniforms(replica, origin)
-
-
-def test_no_sampling_origin_draws_twice():
-    """Through the runner (checks every 32 steps, records): distinct (replica, origin)."""
-    made: list[JumpingToMoves] = []
-    _train(_point(seed=1, replicas=8), events(engine=_RecordingOrigins, made=made))
-    origins = made[0].origins
-    assert len(origins) > 8 * 10 and len(set(origins)) == len(origins)
+def test_the_draws_are_uniform_and_independent_across_origins():
+    """origin_uniform: a hash of (replica key, step, index). Uniform (KS), consecutive
+    origins and indices uncorrelated, other keys other draws (a hash that dropped the
+    origin, or the index, would fail every line)."""
+    draws = 20_000
+    key = np.uint64(derive_seed(0, event_driven.STREAM, 3))
+    grid = np.array(
+        [[origin_uniform(key, origin, index) for index in range(3)] for origin in range(draws)]
+    )
+    assert stats.kstest(grid[:, 0], "uniform").pvalue > SAME_LAW
+    bound = 5.0 / math.sqrt(draws)  # 5 standard deviations of a correlation of independents
+    assert abs(np.corrcoef(grid[:-1, 0], grid[1:, 0])[0, 1]) < bound
+    assert abs(np.corrcoef(grid[:, 0], grid[:, 1])[0, 1]) < bound
+    other = np.uint64(derive_seed(0, event_driven.STREAM, 4))
+    assert not np.isin(grid[:100, 0], [origin_uniform(other, o, 0) for o in range(100)]).any()
 
 
 def test_a_replica_runs_alone_as_among_400(exact):

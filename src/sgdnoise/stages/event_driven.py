@@ -27,15 +27,17 @@ crossed exactly: a next update sampled at or beyond ``stop`` is discarded, and t
 next window samples afresh from its own start.
 
 Randomness. Every sampling origin (a replica's window start, or the step after one of
-its updates) draws B + 2 uniforms from a torch generator seeded with
-derive_seed(seed, "events", replica, origin): the geometric idle count, the overlap k,
-then the k positions in V and the B - k in its complement (Floyd's algorithm). The
-origins of a replica are distinct steps (increasing within a window; a window's lie in
-[start, stop), and an update at stop - 1 leaves the origin ``stop`` to the next
-window), so a replica's draws depend neither on the other replicas nor on where a run
-was resumed: a run resumed at a window boundary is the uninterrupted run. The draws do
-depend on the window boundaries (records, checks), which is why the engine is exact in
-law and not draw for draw: stages.idle_skipping is the draw-for-draw fast path.
+its updates) uses B + 2 uniforms, each a hash of (the replica's key
+derive_seed(seed, "events", replica), the origin step, the index of the uniform):
+``origin_uniform``, SplitMix64 applied twice. The geometric idle count takes the first,
+the overlap k the second, then the k positions in V and the B - k in its complement
+(Floyd's algorithm). The origins of a replica are distinct steps (increasing within a
+window; a window's lie in [start, stop), and an update at stop - 1 leaves the origin
+``stop`` to the next window), so a replica's draws depend neither on the other replicas
+nor on where a run was resumed: a run resumed at a window boundary is the uninterrupted
+run. The draws do depend on the window boundaries (records, checks), which is why the
+engine is exact in law and not draw for draw: stages.idle_skipping is the draw-for-draw
+fast path.
 
 Where it applies: minibatch_sgd, constraint none (no ridge), hinge or square hinge
 (``applies``). Not elsewhere: with a ridge or the sphere every step moves the weights;
@@ -45,33 +47,35 @@ kernel here is the minibatch one); Langevin and full-batch GD move at every step
 Cost, per replica: per window, O(P N) for the exact stabilities at its start (so a run
 resumed at a window boundary is the uninterrupted run) plus O(P) to find V and one
 seeded draw; per weight update, O(P) plus B cached columns of the patterns' Gram matrix:
-the update dw is a combination of the batch's patterns, so h changes by
-sum_b c_b (patterns @ x_b), and the columns patterns @ x_j of the samples that keep
-returning to V (late in training a few dozen) are kept (GRAM_BYTES in all, least
-recently used dropped); a new column costs O(P N). Every EXACT_EVERY updates, and
-before any decision that the loss is zero, the stabilities are recomputed exactly, so
-rounding cannot accumulate or stop a replica early. The step engine pays O(B N) per
-step; this engine never pays per idle step, and its Python overhead is per update, not
-per block of steps. Everything runs on the host in numpy, in the patterns' dtype
-(float64 stays float64); the weights and the Outcome go back to ``device``.
+the update dw is a combination of the batch's patterns, so h changes by sum_b c_b
+(patterns @ x_b), and the columns patterns @ x_j of the samples that keep returning to V
+(late in training a few dozen) are kept (GRAM_BYTES in all; clock replacement drops a
+column unused for a turn of the hand); a new column costs O(P N). Every EXACT_EVERY
+updates, and before any decision that the loss is zero, the stabilities are recomputed
+exactly, so rounding cannot accumulate or stop a replica early. The loop from one update
+to the next is compiled (numba, ``_advance_replica``): per update it pays O(P) for the
+violated set and the stabilities' change, plus O(P N) for each Gram column not in the
+cache (the early, crowded part of a run), and nothing per idle step; Python is entered
+once per replica and window, and once per size |V| first met (its law is tabled in
+Python, ``LawTables``, so a deliberately wrong law can still be injected). Everything
+runs on the host, in the patterns' dtype (float64 stays float64); the weights and the
+Outcome go back to ``device``.
 """
 
 from __future__ import annotations
 
-import bisect
 import math
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from numba import njit
 from scipy.special import gammaln
 
 from sgdnoise.config.point import PointConfig
 from sgdnoise.dynamics.perceptron import PerceptronProblem, PerceptronState
 from sgdnoise.dynamics.random import derive_seed
-from sgdnoise.models.losses import MarginLoss
 from sgdnoise.stages.runner import Outcome
 
 STREAM = "events"  # the name of the engine's counter-based stream (dynamics.random)
@@ -141,25 +145,7 @@ class MoveLaw:
 EXACT_LAW = MoveLaw(move_probability, overlap_given_move)
 
 
-@dataclass(frozen=True)
-class LawAt:
-    """The law at one size |V| of the violated set (P and B fixed): the probability p
-    that a step moves, the overlaps k a moving batch can have and their cumulative
-    probabilities (empty when p = 0)."""
-
-    probability: float
-    overlaps: list[int]
-    cumulative: list[float]
-
-    @classmethod
-    def of(cls, law: MoveLaw, violated: int, samples: int, batch_size: int) -> LawAt:
-        probability = law.move_probability(violated, samples, batch_size)
-        if probability <= 0.0:
-            return cls(0.0, [], [])
-        overlaps, probabilities = law.overlap(violated, samples, batch_size)
-        return cls(probability, overlaps.tolist(), np.cumsum(probabilities).tolist())
-
-
+@njit(cache=True)
 def idle_steps(uniform: float, probability: float) -> float:
     """Idle steps before the next update, G ~ Geometric(p) on {0, 1, ...}, by inversion.
 
@@ -173,16 +159,90 @@ def idle_steps(uniform: float, probability: float) -> float:
     return float(math.floor(math.log(uniform) / math.log1p(-probability)))
 
 
-def floyd_positions(uniforms: Sequence[float], population: int) -> list[int]:
-    """len(uniforms) distinct positions in [0, population), uniformly among the subsets
-    (Floyd's algorithm, as dynamics.selection.floyd_subsets)."""
-    chosen: list[int] = []
-    count = len(uniforms)
-    for j, uniform in enumerate(uniforms):
+# --- counter-based uniforms: a pure function of (key, origin, index) -------------------
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX_2 = np.uint64(0x94D049BB133111EB)
+
+
+@njit(cache=True)
+def _splitmix64(value: np.uint64) -> np.uint64:
+    """Steele, Lea and Flood's SplitMix64 finaliser: a bijection of 64-bit words whose
+    outputs for consecutive inputs pass BigCrush."""
+    value = (value ^ (value >> np.uint64(30))) * _MIX_1
+    value = (value ^ (value >> np.uint64(27))) * _MIX_2
+    return value ^ (value >> np.uint64(31))
+
+
+@njit(cache=True)
+def origin_uniform(key: np.uint64, origin: np.int64, index: np.int64) -> float:
+    """The ``index``-th uniform in [0, 1) (53 bits) drawn at step ``origin`` of the replica
+    whose stream key is ``key`` (derive_seed(run.seed, "events", replica)): a hash of the
+    three, so a draw depends on nothing else (not on other replicas, windows or restarts)."""
+    state = _splitmix64(key + np.uint64(origin) * _GOLDEN)
+    word = _splitmix64(state + np.uint64(index + 1) * _GOLDEN)
+    return float(word >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+# --- the moving batch -------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _floyd(uniforms: np.ndarray, first: int, count: int, population: int, out: np.ndarray) -> None:
+    """``count`` distinct positions in [0, population) into out[:count], uniformly among the
+    subsets (Floyd's algorithm, as dynamics.selection.floyd_subsets), from
+    uniforms[first : first + count]."""
+    for j in range(count):
         top = population - count + j
-        candidate = min(int(uniform * (top + 1)), top)
-        chosen.append(top if candidate in chosen else candidate)
-    return chosen
+        candidate = min(int(uniforms[first + j] * (top + 1)), top)
+        for i in range(j):
+            if out[i] == candidate:
+                candidate = top
+                break
+        out[j] = candidate
+
+
+@njit(cache=True)
+def _moving_batch(
+    uniforms: np.ndarray,
+    inside: np.ndarray,
+    violated: int,
+    samples: int,
+    batch_size: int,
+    lowest_overlap: int,
+    cumulative: np.ndarray,
+    batch: np.ndarray,
+) -> None:
+    """The B sample indices of an update into ``batch``, uniform among those meeting V.
+
+    ``inside[:violated]``: the indices of V in increasing order; ``uniforms[0]`` picks the
+    overlap k = lowest_overlap + #{cumulative <= u} (the law's cumulative probabilities,
+    NaN-padded), the next k the samples of V, the last B - k those of its complement.
+    """
+    support = 0
+    while support < cumulative.size and not math.isnan(cumulative[support]):
+        support += 1
+    pick = 0
+    while pick < support and cumulative[pick] <= uniforms[0]:
+        pick += 1
+    overlap = lowest_overlap + min(pick, support - 1)
+    positions = np.empty(batch_size, dtype=np.int64)
+    _floyd(uniforms, 1, overlap, violated, positions)
+    for j in range(overlap):
+        batch[j] = inside[positions[j]]
+    outside = batch_size - overlap
+    _floyd(uniforms, 1 + overlap, outside, samples - violated, positions)
+    for j in range(outside):
+        # the m-th sample outside V is m + #{t : inside[t] - t <= m} (binary search)
+        m, low, high = positions[j], 0, violated
+        while low < high:
+            middle = (low + high) // 2
+            if inside[middle] - middle <= m:
+                low = middle + 1
+            else:
+                high = middle
+        batch[overlap + j] = m + low
 
 
 def moving_batch(
@@ -197,35 +257,203 @@ def moving_batch(
     ``inside``: the indices of V in increasing order (at least one), among ``samples``
     = P; ``uniforms``: B + 1 numbers in [0, 1), the first picks the overlap k by
     inversion of ``law.overlap``, the next k the samples of V, the last B - k those of
-    its complement (Floyd's algorithm on each).
+    its complement (Floyd's algorithm on each). The engine's own draw, called alone.
     """
-    at = LawAt.of(law, inside.size, samples, batch_size)
-    return _batch(uniforms, inside, samples, batch_size, at)
-
-
-def _batch(
-    uniforms: Sequence[float], inside: np.ndarray, samples: int, batch_size: int, at: LawAt
-) -> np.ndarray:
-    """moving_batch with the law at |V| given (the engine keeps it per |V|)."""
-    pick = bisect.bisect_right(at.cumulative, uniforms[0])
-    overlap = at.overlaps[min(pick, len(at.overlaps) - 1)]
-    chosen = inside[floyd_positions(uniforms[1 : 1 + overlap], inside.size)]
-    if overlap == batch_size:
-        return chosen
-    positions = np.asarray(
-        floyd_positions(uniforms[1 + overlap : 1 + batch_size], samples - inside.size)
+    tables = LawTables(law, samples, batch_size)
+    tables.fill(inside.size)
+    batch = np.empty(batch_size, dtype=np.int64)
+    _moving_batch(
+        np.asarray(uniforms, dtype=np.float64),
+        np.asarray(inside, dtype=np.int64),
+        inside.size,
+        samples,
+        batch_size,
+        int(tables.lowest_overlap[inside.size]),
+        tables.cumulative[inside.size],
+        batch,
     )
-    # the j-th sample outside V is j + #{t : inside[t] - t <= j} (O(|V|), not O(P))
-    before = np.searchsorted(inside - np.arange(inside.size), positions, side="right")
-    return np.concatenate([chosen, positions + before])
+    return batch
 
 
-def margin_force(loss: MarginLoss, h: np.ndarray) -> np.ndarray:
-    """v'(h) of models.losses.MarginLoss.derivative on a host array (the engine's update
-    without a torch call per weight update): -theta(kappa - h) for the hinge,
+class LawTables:
+    """The law at every size |V| = 0 .. P of the violated set (P, B fixed), filled as the
+    sizes are met: p, the lowest overlap a moving batch can have and the cumulative
+    probabilities of the overlaps from there (NaN-padded to B + 1 entries)."""
+
+    def __init__(self, law: MoveLaw, samples: int, batch_size: int) -> None:
+        self.law, self.samples, self.batch_size = law, samples, batch_size
+        self.known = np.zeros(samples + 1, dtype=np.bool_)
+        self.probability = np.zeros(samples + 1)
+        self.lowest_overlap = np.ones(samples + 1, dtype=np.int64)
+        self.cumulative = np.full((samples + 1, batch_size + 1), np.nan)
+
+    def fill(self, violated: int) -> None:
+        """Compute the law at |V| = ``violated`` (once)."""
+        if self.known[violated]:
+            return
+        self.known[violated] = True
+        probability = self.law.move_probability(violated, self.samples, self.batch_size)
+        self.probability[violated] = probability
+        if probability > 0.0:
+            overlaps, probabilities = self.law.overlap(violated, self.samples, self.batch_size)
+            self.lowest_overlap[violated] = overlaps[0]
+            self.cumulative[violated, : overlaps.size] = np.cumsum(probabilities)
+
+
+# --- one replica through a window -------------------------------------------------------
+
+# where _advance_replica stopped: the end of the window, a size of V whose law is not yet
+# tabled (the caller fills it and calls again), non-finite weights, an empty V for good
+AT_STOP, NEEDS_LAW, NONFINITE, AT_REST = 0, 1, 2, 3
+# the fields of its int64 state array, kept across calls
+POSITION, LAST, SINCE_EXACT, MOVES, VIOLATED = range(5)
+
+
+@njit(cache=True)
+def margin_force_at(h: float, kappa: float, square: bool) -> float:
+    """v'(h) of models.losses.MarginLoss.derivative: -theta(kappa - h) for the hinge,
     -(kappa - h) theta(kappa - h) for the square hinge."""
-    gap = np.maximum(loss.kappa - h, 0.0)
-    return -gap if loss.kind == "square_hinge" else -(gap > 0).astype(h.dtype)
+    gap = max(kappa - h, 0.0)
+    if square:
+        return -gap
+    return -1.0 if gap > 0.0 else 0.0
+
+
+@njit(cache=True)
+def _exact_stabilities(patterns: np.ndarray, weights: np.ndarray, reference: np.ndarray, h):
+    """h = patterns @ (w - w0) (reference of size 0: w0 = 0), recomputed from scratch."""
+    if reference.size:
+        h[:] = patterns @ (weights - reference)
+    else:
+        h[:] = patterns @ weights
+
+
+@njit(cache=True)
+def _column(patterns, sample, gram, slot_of, sample_of, referenced, hand):
+    """patterns @ patterns[sample] (the change of every stability per unit of that pattern
+    in w), from the replica's cache of Gram columns (clock replacement: a column used
+    since the hand last passed survives one more turn)."""
+    slot = slot_of[sample]
+    if slot >= 0:
+        referenced[slot] = True
+        return gram[slot]
+    slots = gram.shape[0]
+    while referenced[hand[0]]:
+        referenced[hand[0]] = False
+        hand[0] = (hand[0] + 1) % slots
+    slot = hand[0]
+    hand[0] = (hand[0] + 1) % slots
+    if sample_of[slot] >= 0:
+        slot_of[sample_of[slot]] = -1
+    sample_of[slot], slot_of[sample] = sample, slot
+    gram[slot, :] = patterns @ patterns[sample]
+    return gram[slot]
+
+
+@njit(cache=True)
+def _advance_replica(
+    patterns,
+    weights,
+    reference,
+    h,
+    key,
+    stop,
+    lr,
+    batch_size,
+    kappa,
+    square,
+    probability,
+    known,
+    lowest_overlap,
+    cumulative,
+    gram,
+    slot_of,
+    sample_of,
+    referenced,
+    hand,
+    state,
+    exact_every,
+):
+    """One replica from step state[POSITION] towards ``stop``; ``weights`` (N,) and the
+    stabilities ``h`` (P,) updated in place, the counters in ``state``. Returns AT_STOP,
+    NEEDS_LAW (state[VIOLATED] holds the size whose law to fill; call again), NONFINITE
+    (state[LAST] is the update that made the weights non-finite) or AT_REST (V empty on
+    exact stabilities: the loss is zero for good)."""
+    samples = patterns.shape[0]
+    inside = np.empty(samples, dtype=np.int64)
+    uniforms = np.empty(batch_size + 2)
+    batch = np.empty(batch_size, dtype=np.int64)
+    coefficient = np.empty(batch_size)
+    position = state[POSITION]
+    while position < stop:
+        violated = 0
+        for mu in range(samples):
+            if h[mu] < kappa:
+                inside[violated] = mu
+                violated += 1
+        if violated == 0 and state[SINCE_EXACT]:  # confirm an empty V on exact stabilities
+            _exact_stabilities(patterns, weights, reference, h)
+            state[SINCE_EXACT] = 0
+            continue
+        if not known[violated]:
+            state[POSITION], state[VIOLATED] = position, violated
+            return NEEDS_LAW
+        if probability[violated] <= 0.0:
+            state[POSITION] = position
+            return AT_REST
+        for index in range(batch_size + 2):
+            uniforms[index] = origin_uniform(key, position, index)
+        idle = idle_steps(1.0 - uniforms[0], probability[violated])
+        if position + idle >= stop:
+            break  # memoryless: the next window samples afresh from its start
+        step = position + np.int64(idle)
+        _moving_batch(
+            uniforms[1:],
+            inside,
+            violated,
+            samples,
+            batch_size,
+            lowest_overlap[violated],
+            cumulative[violated],
+            batch,
+        )
+        for b in range(batch_size):
+            coefficient[b] = (-lr / batch_size) * margin_force_at(h[batch[b]], kappa, square)
+        finite = True
+        for feature in range(weights.size):
+            change = 0.0
+            for b in range(batch_size):
+                change += coefficient[b] * patterns[batch[b], feature]
+            weights[feature] += change
+            finite = finite and math.isfinite(weights[feature])
+        state[LAST], state[MOVES] = step, state[MOVES] + 1
+        position = step + 1
+        if not finite:
+            state[POSITION] = position
+            return NONFINITE
+        state[SINCE_EXACT] += 1
+        if state[SINCE_EXACT] == exact_every:
+            _exact_stabilities(patterns, weights, reference, h)
+            state[SINCE_EXACT] = 0
+        else:  # h += patterns @ dw, dw a combination of the batch's patterns
+            for b in range(batch_size):
+                if coefficient[b] != 0.0:
+                    column = _column(patterns, batch[b], gram, slot_of, sample_of, referenced, hand)
+                    for mu in range(samples):
+                        h[mu] += coefficient[b] * column[mu]
+    state[POSITION] = stop
+    return AT_STOP
+
+
+class _GramCache:
+    """One replica's cache of Gram columns (or the shared data's): ``kept`` columns."""
+
+    def __init__(self, samples: int, kept: int, dtype: np.dtype) -> None:
+        self.gram = np.empty((kept, samples), dtype=dtype)
+        self.slot_of = np.full(samples, -1, dtype=np.int64)
+        self.sample_of = np.full(kept, -1, dtype=np.int64)
+        self.referenced = np.zeros(kept, dtype=np.bool_)
+        self.hand = np.zeros(1, dtype=np.int64)
 
 
 class JumpingToMoves:
@@ -262,13 +490,12 @@ class JumpingToMoves:
         if not 1 <= batch_size <= problem.P:
             raise ValueError(f"batch_size must be in [1, P = {problem.P}], got {batch_size}")
         self.problem, self.batch_size, self.lr, self.seed = problem, batch_size, lr, seed
-        self.device, self.law, self.exact_stop = torch.device(device), law, exact_stop
-        self.patterns = problem.patterns.detach().cpu().numpy()  # y x / sqrt(N), host
-        self.generator = torch.Generator(device="cpu")  # host draws, whatever the device
+        self.device, self.exact_stop = torch.device(device), exact_stop
+        # y x / sqrt(N) on the host, C-ordered rows
+        self.patterns = np.ascontiguousarray(problem.patterns.detach().cpu().numpy())
+        self.tables = LawTables(law, problem.P, batch_size)
         self.moves: dict[int, int] = {}
-        # replica id (-1: shared data) -> {sample j: patterns @ pattern_j}, oldest use first
-        self._gram: dict[int, OrderedDict[int, np.ndarray]] = {}
-        self._laws: dict[tuple[int, int], LawAt] = {}  # (|V|, P) -> its law
+        self._gram: dict[int, _GramCache] = {}  # replica id (-1: shared data) -> its cache
 
     def __call__(
         self, state: PerceptronState, start: int, stop: int
@@ -292,20 +519,18 @@ class JumpingToMoves:
         moved = torch.as_tensor(weights, device=self.device)
         return PerceptronState(moved, state.reference, None, state.replica_ids, stop), outcome
 
-    def uniforms(self, replica: int, origin: int) -> list[float]:
-        """The B + 2 uniforms in [0, 1) of replica ``replica`` sampling from step ``origin``."""
-        self.generator.manual_seed(derive_seed(self.seed, STREAM, int(replica), int(origin)))
-        draw = torch.rand(self.batch_size + 2, generator=self.generator, dtype=torch.float64)
-        return draw.tolist()
+    def stream_key(self, replica: int) -> np.uint64:
+        """The key of replica ``replica``'s draws (origin_uniform)."""
+        return np.uint64(derive_seed(self.seed, STREAM, int(replica)))
 
-    def _law_at(self, violated: int, samples: int) -> LawAt:
-        """The law at |V| = ``violated`` among ``samples``, computed once."""
-        at = self._laws.get((violated, samples))
-        if at is None:
-            at = self._laws[violated, samples] = LawAt.of(
-                self.law, violated, samples, self.batch_size
-            )
-        return at
+    def _cache(self, replica: int) -> _GramCache:
+        owners = self.patterns.shape[0] if self.problem.per_replica else 1
+        owner = replica if owners > 1 else -1
+        if owner not in self._gram:
+            samples = self.problem.P
+            kept = max(1, min(samples, GRAM_BYTES // (owners * samples * self.patterns.itemsize)))
+            self._gram[owner] = _GramCache(samples, kept, self.patterns.dtype)
+        return self._gram[owner]
 
     def _advance_replica(
         self,
@@ -321,58 +546,46 @@ class JumpingToMoves:
         violated set is empty at ``stop``).
         """
         patterns = self.patterns[replica] if self.problem.per_replica else self.patterns
-        samples, batch_size, loss = patterns.shape[0], self.batch_size, self.problem.loss
-
-        def shifted() -> np.ndarray:
-            return weights.copy() if reference is None else weights - reference
-
-        h = patterns @ shifted()  # exact at every window start: resuming there is exact
-        owners = self.patterns.shape[0] if self.problem.per_replica else 1
-        gram = self._gram.setdefault(replica if owners > 1 else -1, OrderedDict())
-        columns_kept = max(1, GRAM_BYTES // (owners * samples * h.itemsize))
-        position, last, since_exact = start, -1, 0
-        while position < stop:
-            inside = np.flatnonzero(h < loss.kappa)  # V, in increasing order
-            if inside.size == 0 and since_exact:  # confirm an empty V on exact stabilities
-                h, since_exact = patterns @ shifted(), 0
-                continue
-            at = self._law_at(inside.size, samples)
-            if at.probability <= 0.0:
-                return last, -1, True
-            uniforms = self.uniforms(replica, position)
-            idle = idle_steps(1.0 - uniforms[0], at.probability)
-            if position + idle >= stop:
-                break  # memoryless: the next window samples afresh from its start
-            step = position + int(idle)
-            batch = _batch(uniforms[1:], inside, samples, batch_size, at)
-            coefficient = (-self.lr / batch_size) * margin_force(loss, h[batch])
-            weights += coefficient @ patterns[batch]
-            last, position = step, step + 1
-            self.moves[replica] = self.moves.get(replica, 0) + 1
-            if not np.isfinite(weights).all():
-                return last, step + 1, False
-            since_exact += 1
-            if since_exact == EXACT_EVERY:
-                h, since_exact = patterns @ shifted(), 0
-            else:  # h += patterns @ dw, dw a combination of the batch's patterns
-                for sample, weight in zip(batch.tolist(), coefficient.tolist(), strict=True):
-                    if weight:
-                        h += weight * _column(gram, patterns, sample, columns_kept)
-        if since_exact and not (h < loss.kappa).any():
-            h = patterns @ shifted()  # a zero loss is decided on exact stabilities
+        reference = np.empty(0, dtype=weights.dtype) if reference is None else reference
+        loss, cache, tables = self.problem.loss, self._cache(replica), self.tables
+        h = np.empty(patterns.shape[0], dtype=patterns.dtype)
+        _exact_stabilities(patterns, weights, reference, h)  # exact at every window start
+        counters = np.zeros(5, dtype=np.int64)
+        counters[POSITION], counters[LAST] = start, -1
+        while True:
+            ended = _advance_replica(
+                patterns,
+                weights,
+                reference,
+                h,
+                self.stream_key(replica),
+                stop,
+                self.lr,
+                self.batch_size,
+                loss.kappa,
+                loss.kind == "square_hinge",
+                tables.probability,
+                tables.known,
+                tables.lowest_overlap,
+                tables.cumulative,
+                cache.gram,
+                cache.slot_of,
+                cache.sample_of,
+                cache.referenced,
+                cache.hand,
+                counters,
+                EXACT_EVERY,
+            )
+            if ended != NEEDS_LAW:
+                break
+            tables.fill(int(counters[VIOLATED]))
+        if counters[MOVES]:
+            self.moves[replica] = self.moves.get(replica, 0) + int(counters[MOVES])
+        last = int(counters[LAST])
+        if ended == NONFINITE:
+            return last, last + 1, False
+        if ended == AT_REST:
+            return last, -1, True
+        if counters[SINCE_EXACT] and not (h < loss.kappa).any():
+            _exact_stabilities(patterns, weights, reference, h)  # zero loss on exact h
         return last, -1, not bool((h < loss.kappa).any())
-
-
-def _column(
-    gram: OrderedDict[int, np.ndarray], patterns: np.ndarray, sample: int, kept: int
-) -> np.ndarray:
-    """patterns @ patterns[sample] (the change of every stability per unit of that pattern
-    in w), from the replica's cache of the ``kept`` most recently used columns."""
-    column = gram.get(sample)
-    if column is None:
-        column = gram[sample] = patterns @ patterns[sample]
-        if len(gram) > kept:
-            gram.popitem(last=False)
-    else:
-        gram.move_to_end(sample)
-    return column
