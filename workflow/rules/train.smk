@@ -26,7 +26,9 @@ rule train_replicas:
 
 
 # Studies with points_per_job > 1: one rule per batch of points (its outputs are the batch's
-# run artifacts, the same files train_replicas would write), trained in one process.
+# run artifacts, the same files train_replicas would write), trained in one process. Its log
+# and timing are named by the batch's first point (an index would name other points once
+# the grid changes).
 for study, batches in TRAIN_BATCHES.items():
     for index, point_ids in enumerate(batches):
 
@@ -38,9 +40,9 @@ for study, batches in TRAIN_BATCHES.items():
             output:
                 [f"{RESULTS}/{study}/runs/{p}.nc" for p in point_ids],
             log:
-                f"{RESULTS}/{study}/logs/train/batch{index}.log",
+                f"{RESULTS}/{study}/logs/train/batch-{point_ids[0]}.log",
             benchmark:
-                f"{RESULTS}/{study}/benchmarks/train/batch{index}.tsv"
+                f"{RESULTS}/{study}/benchmarks/train/batch-{point_ids[0]}.tsv"
             params:
                 manifest=train_batch_manifest(study, point_ids),
             threads: 1
