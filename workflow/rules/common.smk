@@ -78,10 +78,10 @@ def train_batch_manifest(study: str, point_ids: list[str]) -> str:
         point = STUDIES[study][point_id]
         entries.append(
             {
-                "config": json.loads(canonical_json(point.config)),
-                "data": f"{RESULTS}/{study}/data/{DATA_SPEC[study][point_id]}.nc",
+                "config": point.config.to_mapping(),
+                "data": data_path(study, point_id),
                 "coordinates": point.coordinates,
-                "out": f"{RESULTS}/{study}/runs/{point_id}.nc",
+                "out": run_path(study, point_id),
             }
         )
     manifest = json.dumps(entries, sort_keys=True)
@@ -98,10 +98,19 @@ def study_text(wildcards):
     return canonical_json(config["studies"][wildcards.study])
 
 
-def data_file(wildcards):
+def data_path(study: str, point_id: str) -> str:
     """The data artifact a point trains on (shared by points with the same data spec)."""
-    spec = DATA_SPEC[wildcards.study][wildcards.point]
-    return f"{RESULTS}/{wildcards.study}/data/{spec}.nc"
+    return f"{RESULTS}/{study}/data/{DATA_SPEC[study][point_id]}.nc"
+
+
+def run_path(study: str, point_id: str) -> str:
+    """The run artifact of a point."""
+    return f"{RESULTS}/{study}/runs/{point_id}.nc"
+
+
+def data_file(wildcards):
+    """data_path of a {study}/{point} pair."""
+    return data_path(wildcards.study, wildcards.point)
 
 
 def spec_point_config_text(wildcards):
@@ -114,7 +123,7 @@ def spec_point_config_text(wildcards):
 
 def study_runs(wildcards):
     """Every run artifact of a study."""
-    return [f"{RESULTS}/{wildcards.study}/runs/{p}.nc" for p in STUDIES[wildcards.study]]
+    return [run_path(wildcards.study, p) for p in STUDIES[wildcards.study]]
 
 
 def final_outputs():

@@ -36,9 +36,9 @@ for study, batches in TRAIN_BATCHES.items():
             name:
                 f"train_{study.replace('-', '_')}_batch{index}"
             input:
-                data=sorted({f"{RESULTS}/{study}/data/{DATA_SPEC[study][p]}.nc" for p in point_ids}),
+                data=sorted({data_path(study, p) for p in point_ids}),
             output:
-                [f"{RESULTS}/{study}/runs/{p}.nc" for p in point_ids],
+                [run_path(study, p) for p in point_ids],
             log:
                 f"{RESULTS}/{study}/logs/train/batch-{point_ids[0]}.log",
             benchmark:
