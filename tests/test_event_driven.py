@@ -343,8 +343,12 @@ def _windows(advance: Advance, state: PerceptronState, cuts: list[int]) -> list[
     return trace
 
 
-def _setup(replicas: int, ids: list[int]) -> tuple[PerceptronProblem, PerceptronState, float]:
-    config = _point(replicas=replicas)
+def _setup(
+    replicas: int, ids: list[int], config: PointConfig | None = None
+) -> tuple[PerceptronProblem, PerceptronState, float]:
+    """The problem, the state at step 0 of replicas ``ids`` and lr of ``config`` (default:
+    POINT with ``replicas`` replicas)."""
+    config = config or _point(replicas=replicas)
     device, dtype, datasets = run_setup(config, None)
     problem, _, _ = build_problems(config, datasets, device, dtype)
     start = initial_weights(config, problem.N, device, dtype)[ids]
@@ -377,6 +381,57 @@ def test_same_seed_same_rows_whatever_the_other_replicas_and_restarts():
     rest = _windows(JumpingToMoves(problem, 2, lr, 9, "cpu"), middle, cuts[resumed_at:])
     for (weights, moved), (same, same_moved) in zip(full[resumed_at:], rest, strict=True):
         assert torch.equal(weights, same) and torch.equal(moved, same_moved)
+
+
+def _late_training(replicas: int) -> tuple[PerceptronProblem, PerceptronState, float]:
+    """chi = 0, N = 16, P = 1024, T = 2^-11: ~5e3 updates per replica to zero loss, most
+    of them with a few violated samples among many close to the margin."""
+    config = resolve_point(
+        {
+            **POINT,
+            "data": {**POINT["data"], "chi": 0.0, "P": 1024, "per_replica": False},
+            "optimizer": {**POINT["optimizer"], "temperature": 2.0**-11},
+            "run": {**POINT["run"], "replicas": replicas},
+        }
+    )
+    return _setup(replicas, list(range(replicas)), config)
+
+
+def _to_rest(problem: PerceptronProblem, state: PerceptronState, lr: float) -> tuple:
+    advance = JumpingToMoves(problem, 2, lr, 5, "cpu", exact_stop=True)
+    after, outcome = advance(state, 0, 10**12)
+    assert outcome.at_zero_loss.all()
+    return after.weights, outcome.last_moved, advance
+
+
+def test_the_watch_list_keeps_the_trajectory_of_the_whole_set(monkeypatch):
+    """Keeping only the samples within reach of the margin current (the watch list) is
+    the same chain draw for draw as keeping all P current: same last update, same
+    weights. Power: patterns' norms taken 4x too small (a radius 4x too large, so samples
+    enter V unseen) change the trajectory of every replica."""
+    problem, state, lr = _late_training(replicas=4)
+    weights, last, advance = _to_rest(problem, state, lr)
+    moves = min(advance.moves.values())
+    assert moves > 2000 and min(advance.refreshes.values()) > 4 * moves / event_driven.EXACT_EVERY
+
+    with monkeypatch.context() as patch:  # every sample watched, refreshed as before
+        patch.setattr(event_driven, "FIRST_FRACTION", 1.0)
+        patch.setattr(event_driven, "EXACT_EVERY", 10**9)
+        whole_weights, whole_last, whole = _to_rest(problem, state, lr)
+    assert max(whole.refreshes.values()) <= 2  # the window start, the final confirmation
+    assert torch.equal(last, whole_last)
+    torch.testing.assert_close(weights, whole_weights, rtol=0, atol=1e-12)
+
+    with monkeypatch.context() as patch:
+        original = event_driven._GramCache.load
+
+        def too_short(cache, owner, patterns):
+            original(cache, owner, patterns)
+            cache.norms /= 4.0
+
+        patch.setattr(event_driven._GramCache, "load", too_short)
+        wrong_weights, wrong_last, _ = _to_rest(problem, state, lr)
+    assert ((wrong_weights - whole_weights).abs().amax(dim=1) > 1e-6).all()
 
 
 def test_the_draws_are_uniform_and_independent_across_origins():

@@ -45,21 +45,34 @@ with Bernoulli or Markov selection (sgd, persistent_sgd) the batch law differs (
 kernel here is the minibatch one); Langevin and full-batch GD move at every step.
 
 Cost, per replica: per window, O(P N) for the exact stabilities at its start (so a run
-resumed at a window boundary is the uninterrupted run) plus O(P) to find V and one
-seeded draw; per weight update, O(P) plus B cached columns of the patterns' Gram matrix:
-the update dw is a combination of the batch's patterns, so h changes by sum_b c_b
-(patterns @ x_b), and the columns patterns @ x_j of the samples that keep returning to V
-(late in training a few dozen) are kept (GRAM_BYTES in all; clock replacement drops a
-column unused for a turn of the hand); a new column costs O(P N). Every EXACT_EVERY
-updates, and before any decision that the loss is zero, the stabilities are recomputed
-exactly, so rounding cannot accumulate or stop a replica early. The loop from one update
-to the next is compiled (numba, ``_advance_replica``): per update it pays O(P) for the
-violated set and the stabilities' change, plus O(P N) for each Gram column not in the
-cache (the early, crowded part of a run), and nothing per idle step; Python is entered
-once per replica and window, and once per size |V| first met (its law is tabled in
-Python, ``LawTables``, so a deliberately wrong law can still be injected). Everything
-runs on the host, in the patterns' dtype (float64 stays float64); the weights and the
-Outcome go back to ``device``.
+resumed at a window boundary is the uninterrupted run) plus one seeded draw; per weight
+update, the stabilities' change and the violated set of the watched samples only (the
+watch list below), plus O(P N) for each Gram column not yet cached. The update dw is a
+combination of the batch's patterns, so h changes by sum_b c_b (patterns @ x_b); the
+columns patterns @ x_j of the samples that keep returning to V (late in training a few
+dozen) are kept (GRAM_BYTES in all; clock replacement drops a column unused for a turn
+of the hand).
+
+The watch list. Only samples near the margin can enter V soon: since
+|h_mu(w) - h_mu(w')| <= |x_mu| |w - w'|, a sample whose reach (h_mu - kappa) / |x_mu| at
+the last exact recomputation exceeds the distance the weights have moved since stays out
+of V. So at each exact recomputation of every stability (a refresh, O(P N)) the samples
+of smallest reach are watched (their stabilities kept current, V sought among them) and
+the weights may move up to the smallest reach of the others before the next refresh.
+The watched fraction is retuned at each refresh, halved or doubled to keep the cost of
+the updates and of the refreshes within a factor 2 of each other. This is exact, not an
+approximation: V is found whole at every update (the same chain draw for draw as keeping
+all P stabilities current, tested; decisions within rounding of the margin aside, as
+everywhere). Late in training, with few violated samples and the weights moving by small
+steps, an update costs a pass over the watch list instead of all P (measured at chi = 0,
+d = 128, P = 16384: ~2.5 |V| samples, 6-12 % of P).
+Every EXACT_EVERY updates, and before any decision that the loss is zero, the stabilities
+are recomputed exactly, so rounding cannot accumulate or stop a replica early. The loop
+from one update to the next is compiled (numba, ``_advance_replica``) and pays nothing
+per idle step; Python is entered once per replica and window, and once per size |V|
+first met (its law is tabled in Python, ``LawTables``, so a deliberately wrong law can
+still be injected). Everything runs on the host, in the patterns' dtype (float64 stays
+float64); the weights and the Outcome go back to ``device``.
 """
 
 from __future__ import annotations
@@ -80,7 +93,7 @@ from sgdnoise.stages.runner import Outcome
 
 STREAM = "events"  # the name of the engine's counter-based stream (dynamics.random)
 LONGEST_WINDOW = 1 << 40  # a window costs nothing per step: the runner's bound only
-GRAM_BYTES = 1 << 29  # cached columns of the patterns' Gram matrix, all replicas (512 MiB)
+GRAM_BYTES = 1 << 29  # cached columns of the Gram matrix of the data in use (512 MiB)
 EXACT_EVERY = 1024  # updates between exact recomputations of every stability
 MARGIN_LOSSES = ("hinge", "square_hinge")  # v'(h) = 0 for h >= kappa
 
@@ -306,7 +319,11 @@ class LawTables:
 # tabled (the caller fills it and calls again), non-finite weights, an empty V for good
 AT_STOP, NEEDS_LAW, NONFINITE, AT_REST = 0, 1, 2, 3
 # the fields of its int64 state array, kept across calls
-POSITION, LAST, SINCE_EXACT, MOVES, VIOLATED = range(5)
+POSITION, LAST, SINCE_EXACT, MOVES, VIOLATED, WATCHED, REFRESHES = range(7)
+# the fields of its float64 watch array: the watched fraction of the samples, the distance
+# the weights may move from the last refresh before the next
+FRACTION, RADIUS = range(2)
+FIRST_FRACTION = 1.0 / 16.0  # watched at a window's start, then retuned (_retune_watch)
 
 
 @njit(cache=True)
@@ -326,6 +343,59 @@ def _exact_stabilities(patterns: np.ndarray, weights: np.ndarray, reference: np.
         h[:] = patterns @ (weights - reference)
     else:
         h[:] = patterns @ weights
+
+
+@njit(cache=True)
+def _refresh_watch(
+    patterns, weights, reference, h, norms, kappa, watched, reach, drift, watch, state
+):
+    """Exact stabilities of every sample, then the watch list: the samples whose
+    stabilities the next updates keep current, in increasing order, into
+    watched[:state[WATCHED]]; the others are out of V until the weights have moved by
+    watch[RADIUS] (Euclidean) from here.
+
+    A sample's reach is its slack over its norm, (h_mu - kappa) / |x_mu|: since
+    |h_mu(w) - h_mu(w')| <= |x_mu| |w - w'|, a sample of reach r cannot enter V before
+    |w - w'| >= r. The watch list is the fraction watch[FRACTION] of the samples with the
+    smallest reach (and every sample of non-positive reach); the radius is the smallest
+    reach left out, shrunk by 1e-9 against rounding. With the whole set watched the
+    radius is infinite.
+    """
+    _exact_stabilities(patterns, weights, reference, h)
+    samples = h.size
+    for mu in range(samples):
+        slack = h[mu] - kappa
+        if norms[mu] > 0.0:
+            reach[mu] = slack / norms[mu]
+        else:  # a zero pattern: h = 0 for good
+            reach[mu] = math.inf if slack >= 0.0 else -math.inf
+    target = int(watch[FRACTION] * samples)
+    threshold = math.inf if target >= samples else max(np.partition(reach, target)[target], 0.0)
+    count, radius = 0, math.inf
+    for mu in range(samples):
+        if reach[mu] < threshold or reach[mu] <= 0.0:
+            watched[count] = mu
+            count += 1
+        else:
+            radius = min(radius, reach[mu])
+    state[WATCHED], state[SINCE_EXACT], state[REFRESHES] = count, 0, state[REFRESHES] + 1
+    watch[RADIUS] = radius * (1.0 - 1e-9)
+    drift[:] = 0.0
+
+
+@njit(cache=True)
+def _retune_watch(watch, updates, watched, samples, features):
+    """Halve or double the watched fraction so that the cost of the updates since the last
+    refresh (~6 ns per watched sample and update: a scan and gathers from Gram columns
+    that do not fit the caches) and of a refresh (~P (N + 20) ns: a product with the
+    patterns and a selection) stay within a factor 2 of each other; between one sample
+    and the whole set. A model, not a clock, so that runs repeat bit for bit."""
+    per_updates = 6.0 * updates * watched
+    per_refresh = samples * (features + 20.0)
+    if per_updates > 2.0 * per_refresh:
+        watch[FRACTION] = max(watch[FRACTION] / 2.0, 1.0 / samples)
+    elif 2.0 * per_updates < per_refresh:
+        watch[FRACTION] = min(watch[FRACTION] * 2.0, 1.0)
 
 
 @njit(cache=True)
@@ -356,6 +426,7 @@ def _advance_replica(
     weights,
     reference,
     h,
+    norms,
     key,
     stop,
     lr,
@@ -371,29 +442,36 @@ def _advance_replica(
     sample_of,
     referenced,
     hand,
+    watched,
+    reach,
+    drift,
+    watch,
     state,
     exact_every,
 ):
     """One replica from step state[POSITION] towards ``stop``; ``weights`` (N,) and the
-    stabilities ``h`` (P,) updated in place, the counters in ``state``. Returns AT_STOP,
-    NEEDS_LAW (state[VIOLATED] holds the size whose law to fill; call again), NONFINITE
-    (state[LAST] is the update that made the weights non-finite) or AT_REST (V empty on
-    exact stabilities: the loss is zero for good)."""
-    samples = patterns.shape[0]
+    stabilities ``h`` (P,) of the watched samples updated in place, the counters in
+    ``state``, the watch list in ``watched``, ``watch`` and ``drift`` (w minus the
+    weights at the last refresh; _refresh_watch must have run once in the window).
+    Returns AT_STOP, NEEDS_LAW (state[VIOLATED] holds the size whose law to fill; call
+    again), NONFINITE (state[LAST] is the update that made the weights non-finite) or
+    AT_REST (V empty on exact stabilities: the loss is zero for good)."""
+    samples, features = patterns.shape
     inside = np.empty(samples, dtype=np.int64)
     uniforms = np.empty(batch_size + 2)
     batch = np.empty(batch_size, dtype=np.int64)
     coefficient = np.empty(batch_size)
     position = state[POSITION]
     while position < stop:
-        violated = 0
-        for mu in range(samples):
-            if h[mu] < kappa:
-                inside[violated] = mu
+        count, violated = state[WATCHED], 0
+        for i in range(count):  # V lies in the watch list (its complement is out of reach)
+            if h[watched[i]] < kappa:
+                inside[violated] = watched[i]
                 violated += 1
         if violated == 0 and state[SINCE_EXACT]:  # confirm an empty V on exact stabilities
-            _exact_stabilities(patterns, weights, reference, h)
-            state[SINCE_EXACT] = 0
+            _refresh_watch(
+                patterns, weights, reference, h, norms, kappa, watched, reach, drift, watch, state
+            )
             continue
         if not known[violated]:
             state[POSITION], state[VIOLATED] = position, violated
@@ -419,12 +497,14 @@ def _advance_replica(
         )
         for b in range(batch_size):
             coefficient[b] = (-lr / batch_size) * margin_force_at(h[batch[b]], kappa, square)
-        finite = True
-        for feature in range(weights.size):
+        finite, moved = True, 0.0
+        for feature in range(features):
             change = 0.0
             for b in range(batch_size):
                 change += coefficient[b] * patterns[batch[b], feature]
             weights[feature] += change
+            drift[feature] += change
+            moved += drift[feature] * drift[feature]
             finite = finite and math.isfinite(weights[feature])
         state[LAST], state[MOVES] = step, state[MOVES] + 1
         position = step + 1
@@ -432,28 +512,51 @@ def _advance_replica(
             state[POSITION] = position
             return NONFINITE
         state[SINCE_EXACT] += 1
-        if state[SINCE_EXACT] == exact_every:
-            _exact_stabilities(patterns, weights, reference, h)
-            state[SINCE_EXACT] = 0
-        else:  # h += patterns @ dw, dw a combination of the batch's patterns
-            for b in range(batch_size):
-                if coefficient[b] != 0.0:
-                    column = _column(patterns, batch[b], gram, slot_of, sample_of, referenced, hand)
+        if state[SINCE_EXACT] == exact_every or math.sqrt(moved) >= watch[RADIUS]:
+            _retune_watch(watch, state[SINCE_EXACT], count, samples, features)
+            _refresh_watch(
+                patterns, weights, reference, h, norms, kappa, watched, reach, drift, watch, state
+            )
+            continue
+        for b in range(batch_size):  # h += patterns @ dw, dw a combination of the batch's
+            if coefficient[b] != 0.0:
+                column = _column(patterns, batch[b], gram, slot_of, sample_of, referenced, hand)
+                if count == samples:  # all watched: the contiguous pass vectorises
                     for mu in range(samples):
                         h[mu] += coefficient[b] * column[mu]
+                else:
+                    for i in range(count):
+                        h[watched[i]] += coefficient[b] * column[watched[i]]
     state[POSITION] = stop
     return AT_STOP
 
 
 class _GramCache:
-    """One replica's cache of Gram columns (or the shared data's): ``kept`` columns."""
+    """Cached Gram columns (``kept`` of them) and the norms of one set of patterns: the
+    shared data's, or with data per replica the replica's being advanced (the columns
+    are dropped when another replica's data is loaded: one replica runs at a time, so
+    it has the whole budget)."""
 
     def __init__(self, samples: int, kept: int, dtype: np.dtype) -> None:
+        self.owner: int | None = None
+        self.norms = np.empty(samples, dtype=dtype)
         self.gram = np.empty((kept, samples), dtype=dtype)
         self.slot_of = np.full(samples, -1, dtype=np.int64)
         self.sample_of = np.full(kept, -1, dtype=np.int64)
         self.referenced = np.zeros(kept, dtype=np.bool_)
         self.hand = np.zeros(1, dtype=np.int64)
+
+    def load(self, owner: int, patterns: np.ndarray) -> None:
+        """Hold the columns of ``patterns`` (the data of ``owner``), emptied if it held
+        another's."""
+        if owner == self.owner:
+            return
+        self.owner = owner
+        self.norms[:] = np.linalg.norm(patterns, axis=1)  # |x_mu|, the watch list's reach
+        self.slot_of.fill(-1)
+        self.sample_of.fill(-1)
+        self.referenced.fill(False)
+        self.hand.fill(0)
 
 
 class JumpingToMoves:
@@ -467,7 +570,8 @@ class JumpingToMoves:
     (R,) whether the violated set is empty at the end of the window: the loss is then
     exactly zero and stays so (the runner stops the replica with t* = lr (last update + 1),
     no check needed). ``moves`` counts the updates of each replica id made by this
-    instance (a diagnostic; not part of the run state).
+    instance, ``refreshes`` its exact recomputations of every stability (diagnostics; not
+    part of the run state).
 
     ``problem``: the training problem (patterns y x / sqrt(N), shared (P, N) or per
     replica (R_total, P, N) indexed by replica id); ``batch_size`` B; ``lr`` the learning
@@ -495,7 +599,8 @@ class JumpingToMoves:
         self.patterns = np.ascontiguousarray(problem.patterns.detach().cpu().numpy())
         self.tables = LawTables(law, problem.P, batch_size)
         self.moves: dict[int, int] = {}
-        self._gram: dict[int, _GramCache] = {}  # replica id (-1: shared data) -> its cache
+        self.refreshes: dict[int, int] = {}
+        self._gram: _GramCache | None = None
 
     def __call__(
         self, state: PerceptronState, start: int, stop: int
@@ -523,14 +628,14 @@ class JumpingToMoves:
         """The key of replica ``replica``'s draws (origin_uniform)."""
         return np.uint64(derive_seed(self.seed, STREAM, int(replica)))
 
-    def _cache(self, replica: int) -> _GramCache:
-        owners = self.patterns.shape[0] if self.problem.per_replica else 1
-        owner = replica if owners > 1 else -1
-        if owner not in self._gram:
+    def _cache(self, replica: int, patterns: np.ndarray) -> _GramCache:
+        """The cache of Gram columns, holding those of ``patterns`` (replica's data)."""
+        if self._gram is None:
             samples = self.problem.P
-            kept = max(1, min(samples, GRAM_BYTES // (owners * samples * self.patterns.itemsize)))
-            self._gram[owner] = _GramCache(samples, kept, self.patterns.dtype)
-        return self._gram[owner]
+            kept = max(1, min(samples, GRAM_BYTES // (samples * self.patterns.itemsize)))
+            self._gram = _GramCache(samples, kept, self.patterns.dtype)
+        self._gram.load(replica if self.problem.per_replica else -1, patterns)
+        return self._gram
 
     def _advance_replica(
         self,
@@ -547,17 +652,33 @@ class JumpingToMoves:
         """
         patterns = self.patterns[replica] if self.problem.per_replica else self.patterns
         reference = np.empty(0, dtype=weights.dtype) if reference is None else reference
-        loss, cache, tables = self.problem.loss, self._cache(replica), self.tables
-        h = np.empty(patterns.shape[0], dtype=patterns.dtype)
-        _exact_stabilities(patterns, weights, reference, h)  # exact at every window start
-        counters = np.zeros(5, dtype=np.int64)
+        loss, cache, tables = self.problem.loss, self._cache(replica, patterns), self.tables
+        samples, features = patterns.shape
+        h = np.empty(samples, dtype=patterns.dtype)
+        counters = np.zeros(7, dtype=np.int64)
         counters[POSITION], counters[LAST] = start, -1
+        watched, reach = np.empty(samples, dtype=np.int64), np.empty(samples)
+        drift, watch = np.zeros(features), np.array([FIRST_FRACTION, 0.0])
+        _refresh_watch(  # exact at every window start
+            patterns,
+            weights,
+            reference,
+            h,
+            cache.norms,
+            loss.kappa,
+            watched,
+            reach,
+            drift,
+            watch,
+            counters,
+        )
         while True:
             ended = _advance_replica(
                 patterns,
                 weights,
                 reference,
                 h,
+                cache.norms,
                 self.stream_key(replica),
                 stop,
                 self.lr,
@@ -573,6 +694,10 @@ class JumpingToMoves:
                 cache.sample_of,
                 cache.referenced,
                 cache.hand,
+                watched,
+                reach,
+                drift,
+                watch,
                 counters,
                 EXACT_EVERY,
             )
@@ -581,6 +706,7 @@ class JumpingToMoves:
             tables.fill(int(counters[VIOLATED]))
         if counters[MOVES]:
             self.moves[replica] = self.moves.get(replica, 0) + int(counters[MOVES])
+        self.refreshes[replica] = self.refreshes.get(replica, 0) + int(counters[REFRESHES])
         last = int(counters[LAST])
         if ended == NONFINITE:
             return last, last + 1, False
