@@ -267,3 +267,28 @@ def test_figure_draws_the_fits_and_refuses_without_them(fits, tmp_path, monkeypa
     figure.savefig(tmp_path / "figure.png")
     assert (tmp_path / "figure.png").stat().st_size > 10_000
     plt.close(figure)
+
+
+def test_a_plateau_not_reached_at_the_smallest_margin_is_a_stated_systematic():
+    """The grid starts at T ~ T_x / 2 for the smallest kappa (its lowest point has left the
+    plateau by ~12 %, the others' by < 1 %): T_c there is biased and s with it, beyond its
+    seed interval. Over 10 synthetic studies the seed interval
+    alone holds s = 1 in at most 2 (measured: 1), the interval widened by the plateau
+    systematic (s refitted with the plateau one temperature up) in at least 8 (measured:
+    9); on the full grid (every alpha on its plateau) the systematic stays under 0.03
+    (measured: <= 0.01). Error resolved: a slope quoted from a grid too short at the
+    largest alpha, with an interval that excludes the truth."""
+    rng = np.random.default_rng(4)
+    seeds_only, widened = 0, 0
+    for _ in range(10):
+        summary = margin_summary(rng, chis=(1.0,))
+        signal = last_finite(summary["signal"], "record").isel(chi=0)
+        flat = fit_margin_crossover(signal, "alpha", resamples=200)
+        assert float(flat["margin_crossover_slope_plateau_systematic"]) < 0.03
+        short = signal.sel(temperature=signal["temperature"] >= 0.5 * RATIO * KAPPAS[-1])
+        fit = fit_margin_crossover(short, "alpha", resamples=200)
+        _, low, high = _interval(fit)
+        systematic = float(fit["margin_crossover_slope_plateau_systematic"])
+        seeds_only += low <= 1.0 <= high
+        widened += low - systematic <= 1.0 <= high + systematic
+    assert seeds_only <= 2 and widened >= 8, (seeds_only, widened)

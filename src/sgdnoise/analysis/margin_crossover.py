@@ -18,6 +18,16 @@ every resample, with the Student-t interval of the same resamples. Beside it the
 c = T_c / kappa, the geometric mean over the same alphas (the amplitude of T_c = c kappa
 at s = 1), with its interval.
 
+Plateau systematic: T_c is a departure from y_0, the value at the lowest temperature, and
+on a common temperature grid the lowest T / kappa is largest at the smallest margin: if
+the observable has already left its plateau there, y_0 is biased at that alpha alone and
+s with it, by more than the seeds' scatter shows (seen on the default slice: s = 0.87
+[0.79, 0.94] where s = 1 exactly, with y(T_2) / y_0 = 1.09 at the largest alpha). So s
+is refitted with the plateau read one temperature up (the lowest temperature dropped)
+and |s' - s| is reported as ``margin_crossover_slope_plateau_systematic``: the interval
+to quote is [low - systematic, high + systematic]. A large value says the grid does not
+reach low enough temperatures at the largest alpha.
+
 Prediction (our derivation from the definitions of docs/physics.md B1, B3, B4; paper B
 gives no exponent). For the unconstrained perceptron with the hinge, write u = w - w0
 and h = y u . x / sqrt(d): the loss (1/alpha) max(0, 1 - alpha h) = max(0, kappa - h) has
@@ -105,11 +115,13 @@ def fit_margin_crossover(
 
     log_kappa = -np.log(values[alpha_dim].values.astype(float))
     per_group = log_tc.reshape(means.shape[0], -1, alphas)
-    fits = np.stack(
-        [log_linear_fits(per_group[:, g], log_kappa[:, None]) for g in range(per_group.shape[1])],
-        axis=1,
-    )  # (draws, groups, [log c, s])
+    fits = _kappa_fits(per_group, log_kappa)  # (draws, groups, [log c, s])
     slope = fits[..., 1]
+    # the plateau read one temperature up: the seed means only (module docstring)
+    shifted_tc, _, _ = curve_critical_temperatures(
+        means[:1, :, 1:], complete_points(data[:, 1:]), log_temperature[1:], threshold
+    )
+    shifted = _kappa_fits(shifted_tc.reshape(1, -1, alphas), log_kappa)[0, :, 1]
     finite = np.isfinite(per_group)
     log_ratio = np.where(finite, per_group - log_kappa, 0.0).sum(-1) / np.maximum(finite.sum(-1), 1)
     log_ratio[~np.isfinite(slope)] = np.nan  # c over the alphas of the fit, as s
@@ -135,6 +147,7 @@ def fit_margin_crossover(
             "margin_crossover_slope": per_fit(slope[0]),
             "margin_crossover_slope_low": per_fit(slope_low),
             "margin_crossover_slope_high": per_fit(slope_high),
+            "margin_crossover_slope_plateau_systematic": per_fit(np.abs(shifted - slope[0])),
             "margin_crossover_log_amplitude": per_fit(fits[0, :, 0]),
             "margin_crossover_ratio": per_fit(np.exp(log_ratio[0])),
             "margin_crossover_ratio_low": per_fit(np.exp(ratio_low)),
@@ -144,6 +157,15 @@ def fit_margin_crossover(
             **{d: values[d].values for d in point_dims},
             KAPPA: (alpha_dim, np.exp(log_kappa)),
         },
+    )
+
+
+def _kappa_fits(log_tc: np.ndarray, log_kappa: np.ndarray) -> np.ndarray:
+    """[log A, s] of log T_c = log A + s log kappa per draw and group: log_tc (draws,
+    groups, alphas) -> (draws, groups, 2)."""
+    return np.stack(
+        [log_linear_fits(log_tc[:, g], log_kappa[:, None]) for g in range(log_tc.shape[1])],
+        axis=1,
     )
 
 
@@ -178,7 +200,8 @@ def margin_crossover(
             "T_c of analysis critical_temperature at every alpha (plateau y_0 = seed mean at "
             "the lowest T, T_c = first T where |<y>/y_0 - 1| reaches threshold, interpolated "
             "in log T); s from least squares of log T_c on log kappa, kappa = 1/alpha, over "
-            "the alphas with a T_c (at least three); c = geometric mean of T_c / kappa over them"
+            "the alphas with a T_c (at least three); c = geometric mean of T_c / kappa over them; "
+            "plateau systematic |s' - s|, s' with the lowest temperature dropped"
         ),
         margin_crossover_threshold=threshold,
         margin_crossover_method=(
@@ -212,6 +235,10 @@ UNITS = {
     "margin_crossover_slope": ("1", "slope s of T_c ~ kappa^s: d log T_c / d log kappa"),
     "margin_crossover_slope_low": ("1", "lower end of the interval of s"),
     "margin_crossover_slope_high": ("1", "upper end of the interval of s"),
+    "margin_crossover_slope_plateau_systematic": (
+        "1",
+        "|s' - s|, s' with the plateau read one temperature up: widen the interval by it",
+    ),
     "margin_crossover_log_amplitude": (
         "1",
         "log A of the fitted line T_c = A kappa^s (log T_c at kappa = 1)",

@@ -533,7 +533,8 @@ def _draw_margin_fits(axis, fit: xr.Dataset, groups: list[dict]) -> None:
                 f"[{part['margin_crossover_slope_low'].item():.2f}, "
                 f"{part['margin_crossover_slope_high'].item():.2f}]"
             )
-            text += f": s={slope:.2f} {interval}"
+            systematic = part["margin_crossover_slope_plateau_systematic"].item()
+            text += f": s={slope:.2f} {interval} ± {systematic:.2f} (plateau)"
             line = np.exp(part["margin_crossover_log_amplitude"].item()) * kappa**slope
             axis.plot(kappa, line, "-", lw=0.8, color=colour)
             if np.isfinite(predicted):
