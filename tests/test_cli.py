@@ -5,6 +5,8 @@ schema (one file, shipped with the package)."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import shlex
 import shutil
@@ -244,3 +246,65 @@ def test_show_into_a_pipe_that_closes_early_is_not_an_error(tmp_path):
         ["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_a_killed_batch_takes_back_its_finished_points(tmp_path, monkeypatch, hard_links):
+    """`sgdnoise points`: a batch killed at its second point, its outputs deleted as
+    Snakemake deletes an incomplete job's, is rerun: the first point comes back from its
+    .done link without training (the same file), a .done of another config is not taken,
+    and no .done file is left once the batch is whole; the same where the file system has
+    no hard links (copies instead). Error resolved: a batch that retrains (hours, for a
+    row of the paper grid) every point it had finished."""
+    from sgdnoise.config import resolve_point
+
+    if not hard_links:
+
+        def no_link(source, target):
+            raise OSError("hard links not supported")
+
+        monkeypatch.setattr(cli.os, "link", no_link)
+
+    points = [
+        resolve_point({**TINY_POINT, "data": {**TINY_POINT["data"], "seed": seed}})
+        for seed in (1, 2)
+    ]
+    outs = [tmp_path / f"run{s}.nc" for s in (1, 2)]
+    manifest = json.dumps(
+        [
+            {"config": point.to_mapping(), "data": None, "coordinates": None, "out": str(out)}
+            for point, out in zip(points, outs, strict=True)
+        ]
+    )
+    arguments = argparse.Namespace(manifest=manifest, quiet=True)
+    trained = []
+    real = cli._train_point
+
+    def killed_at_the_second(point, data, coordinates, out, quiet):
+        if out == str(outs[1]):
+            raise KeyboardInterrupt
+        real(point, data, coordinates, out, quiet)
+
+    monkeypatch.setattr(cli, "_train_point", killed_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        cli.cmd_points(arguments)
+    first = outs[0].read_bytes()
+    outs[0].unlink()  # Snakemake removes an incomplete job's outputs before its rerun
+
+    def counted(point, data, coordinates, out, quiet):
+        trained.append(out)
+        real(point, data, coordinates, out, quiet)
+
+    monkeypatch.setattr(cli, "_train_point", counted)
+    cli.cmd_points(arguments)
+    assert trained == [str(outs[1])]
+    assert outs[0].read_bytes() == first
+    assert not list(tmp_path.glob("*.done"))
+
+    # a .done that is not this point's run (another seed's) is retrained, not taken
+    shutil.copyfile(outs[1], str(outs[0]) + ".done")
+    outs[0].unlink()
+    trained.clear()
+    cli.cmd_points(arguments)
+    assert trained == [str(outs[0]), str(outs[1])]
+    assert outs[0].read_bytes() != outs[1].read_bytes()

@@ -22,6 +22,7 @@ import functools
 import json
 import math
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from importlib import resources
@@ -91,15 +92,60 @@ def cmd_point(args: argparse.Namespace) -> None:
 
 
 def cmd_points(args: argparse.Namespace) -> None:
-    """Train several grid points one after another in this process (one start-up)."""
-    for entry in _manifest(args.manifest):
-        _train_point(
-            resolve_point(entry["config"]),
-            entry["data"],
-            entry["coordinates"],
-            entry["out"],
-            args.quiet,
-        )
+    """Train several grid points one after another in this process (one start-up).
+
+    Resumable point by point: each finished run is also linked as ``<out>.done``, a file
+    Snakemake does not own. A batch killed midway is rerun whole, and Snakemake deletes
+    the outputs of an incomplete job first; the rerun then takes back every finished run
+    whose ``.done`` file is a complete run artifact of the same config and data instead
+    of retraining it (the point being trained resumes from its ``.ckpt``). The ``.done``
+    files are removed once the whole batch is written.
+    """
+    entries = _manifest(args.manifest)
+    for entry in entries:
+        point, out = resolve_point(entry["config"]), entry["out"]
+        done = Path(out + BATCH_DONE)
+        if _finished_run(done, point, entry["data"]):
+            Path(out).unlink(missing_ok=True)
+            _link_or_copy(done, Path(out))
+            continue
+        _train_point(point, entry["data"], entry["coordinates"], out, args.quiet)
+        done.unlink(missing_ok=True)
+        _link_or_copy(Path(out), done)
+    for entry in entries:
+        Path(entry["out"] + BATCH_DONE).unlink(missing_ok=True)
+
+
+BATCH_DONE = ".done"  # beside a batch's finished run until the batch is whole (cmd_points)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """A hard link ``target`` to ``source``; a copy (written beside, then renamed) where the
+    file system has no hard links."""
+    try:
+        os.link(source, target)
+    except OSError:
+        partial = target.with_name(target.name + ".part")
+        shutil.copyfile(source, partial)
+        os.replace(partial, target)
+
+
+def _finished_run(path: Path, point: PointConfig, data: str | None) -> bool:
+    """Whether ``path`` is a complete run artifact of ``point`` trained on ``data`` (the
+    data artifact's arrays, when given): same config and data fingerprints."""
+    from sgdnoise.config import config_sha256
+    from sgdnoise.stages.generate_data import load_datasets
+    from sgdnoise.stages.recording import data_fingerprint
+
+    if not path.exists():
+        return False
+    try:
+        attrs = read_artifact(path, "run").attrs
+    except ArtifactError:
+        return False
+    if attrs.get("config_sha256") != config_sha256(point):
+        return False
+    return data is None or attrs.get("data_sha256") == data_fingerprint(load_datasets(data, point))
 
 
 def _manifest(text: str) -> list[dict]:
