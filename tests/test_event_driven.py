@@ -38,7 +38,7 @@ from sgdnoise.dynamics.perceptron import PerceptronProblem, PerceptronState
 from sgdnoise.dynamics.random import derive_seed
 from sgdnoise.models.losses import MarginLoss
 from sgdnoise.stages import event_driven, idle_skipping
-from sgdnoise.stages.checkpoint import Checkpointer
+from sgdnoise.stages.checkpoint import Checkpointer, load_checkpoint
 from sgdnoise.stages.event_driven import (
     EXACT_LAW,
     JumpingToMoves,
@@ -381,6 +381,35 @@ def test_same_seed_same_rows_whatever_the_other_replicas_and_restarts():
     rest = _windows(JumpingToMoves(problem, 2, lr, 9, "cpu"), middle, cuts[resumed_at:])
     for (weights, moved), (same, same_moved) in zip(full[resumed_at:], rest, strict=True):
         assert torch.equal(weights, same) and torch.equal(moved, same_moved)
+
+
+def test_a_run_killed_inside_a_long_window_resumes_to_the_uninterrupted_run(tmp_path, monkeypatch):
+    """Windows end every LONGEST_WINDOW steps besides the records, so a checkpoint is
+    offered inside the long gaps between records (late in a chi = 0 run, hours of CPU);
+    a run killed there resumes to the same artifact. Here windows of 4 steps, records at
+    steps 0, 4, .., 71, 174, 318: the run is killed at the first window after step 100
+    (step 103), between two records, half of its replicas still training."""
+    monkeypatch.setattr(event_driven, "LONGEST_WINDOW", 4)
+    point = _point(replicas=8, checkpoint_seconds=1e-9)  # a checkpoint at every offer
+    uninterrupted = train_point(point)
+    assert list(uninterrupted["step"].values[-3:]) == [71, 174, 318]
+    original = JumpingToMoves.__call__
+
+    def killed_after_100(self, state, start, stop):
+        if start > 100:
+            raise KeyboardInterrupt
+        return original(self, state, start, stop)
+
+    checkpoint = tmp_path / "run.ckpt"
+    monkeypatch.setattr(JumpingToMoves, "__call__", killed_after_100)
+    with pytest.raises(KeyboardInterrupt):
+        train_point(point, checkpoint=checkpoint)
+    monkeypatch.setattr(JumpingToMoves, "__call__", original)
+    assert load_checkpoint(checkpoint, point)["step"] == 103
+    resumed = train_point(point, checkpoint=checkpoint)
+    for name in ("final_weights", "t_star", "signal", "noise", "test_error"):
+        np.testing.assert_array_equal(resumed[name].values, uninterrupted[name].values)
+    assert not checkpoint.exists()
 
 
 def _late_training(replicas: int) -> tuple[PerceptronProblem, PerceptronState, float]:

@@ -35,9 +35,9 @@ the overlap k the second, then the k positions in V and the B - k in its complem
 window; a window's lie in [start, stop), and an update at stop - 1 leaves the origin
 ``stop`` to the next window), so a replica's draws depend neither on the other replicas
 nor on where a run was resumed: a run resumed at a window boundary is the uninterrupted
-run. The draws do depend on the window boundaries (records, checks), which is why the
-engine is exact in law and not draw for draw: stages.idle_skipping is the draw-for-draw
-fast path.
+run. The draws do depend on the window boundaries (records, checks, LONGEST_WINDOW),
+which is why the engine is exact in law and not draw for draw: stages.idle_skipping is
+the draw-for-draw fast path.
 
 Where it applies: minibatch_sgd, constraint none (no ridge), hinge or square hinge
 (``applies``). Not elsewhere: with a ridge or the sphere every step moves the weights;
@@ -92,7 +92,14 @@ from sgdnoise.dynamics.random import derive_seed
 from sgdnoise.stages.runner import Outcome
 
 STREAM = "events"  # the name of the engine's counter-based stream (dynamics.random)
-LONGEST_WINDOW = 1 << 40  # a window costs nothing per step: the runner's bound only
+# Windows end at the records and at most every LONGEST_WINDOW steps: the runner offers a
+# checkpoint only between windows, and late in a chi = 0 run one gap between records holds
+# hours of CPU. A count of steps, not of seconds, so that runs repeat bit for bit. 2^26
+# steps is ~8 s of one replica at the costliest cell of paper B's grid (chi = 0, d = 128,
+# P = 16384, T = 2^-19) and costs nothing measurable (one exact recomputation per window:
+# 13.0 s unbounded against 13.4 s at d = 16, P = 16384, T = 2^-15; 41.6 s against 37.5 s at
+# d = 128, one seed each, benchmarks/RESULTS.md).
+LONGEST_WINDOW = 1 << 26
 GRAM_BYTES = 1 << 29  # cached columns of the Gram matrix of the data in use (512 MiB)
 EXACT_EVERY = 1024  # updates between exact recomputations of every stability
 MARGIN_LOSSES = ("hinge", "square_hinge")  # v'(h) = 0 for h >= kappa
