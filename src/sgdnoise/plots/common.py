@@ -28,7 +28,7 @@ LABELS = {
     "temperature": "temperature T",
     "time": "time t (lr x steps)",
     "train_loss": "training loss per sample",
-    "train_error": "training error (h < 0)",
+    "train_error": "training error (h < -run.error_tolerance)",
     "violated_fraction": "violated fraction (h < kappa)",
     "test_error": "test error",
 }
