@@ -16,6 +16,7 @@ from scipy import stats
 
 from sgdnoise.analysis.power_laws import fit_power_law, power_laws, window_start
 from sgdnoise.analysis.running_exponents import running_exponents
+from sgdnoise.config import ConfigError, expand_study
 from sgdnoise.stages.study_fits import study_fits
 from sgdnoise.workflow_plan import CROSSOVER_FIGURES, SCALING_FIGURES
 from tests.synthetic_scaling import SIZES, TEMPERATURES, crossover, perceptron_summary
@@ -248,3 +249,24 @@ def test_study_power_laws_carry_the_running_exponents():
         pick["running_exponent_high"] >= 2.0
     ).all()
     assert bool(pick["prediction_inside"])
+
+
+def test_a_study_of_one_size_is_refused_before_running():
+    """power_laws measures exponents in P: a grid of one P (seen: a partial paper grid that
+    trained every point, then failed drawing the running exponents) is refused at
+    validation, naming the key and the sizes it has."""
+    study = {
+        "base": {
+            "model": {"kind": "perceptron", "constraint": "none", "alpha": 32768},
+            "loss": {"kind": "hinge"},
+            "data": {"kind": "depleted_sign", "N": 16, "P": 1024, "chi": 1},
+            "optimizer": {"kind": "minibatch_sgd", "batch_size": 2},
+            "run": {"stop": "zero_loss", "max_steps": None, "max_time": 1e9},
+        },
+        "grid": {"optimizer.temperature": [1e-4, 1e-3]},
+        "analyses": ["power_laws"],
+    }
+    with pytest.raises(ConfigError, match=r"at least two training-set sizes data.P .*P = 1024"):
+        expand_study("one_size", study)
+    study["grid"]["data.P"] = [1024, 2048]
+    assert len(expand_study("two_sizes", study)) == 4

@@ -73,6 +73,16 @@ def _sweeps_temperature_to_zero_loss(points: Points, axes: Sequence[str]) -> str
     return None
 
 
+def _several_sizes(points: Points, axes: Sequence[str]) -> str | None:
+    sizes = sorted({point.config.data.P for point in points})
+    if len(sizes) < 2:
+        return (
+            "at least two training-set sizes data.P (its exponents in P and the running "
+            f"exponents between successive P; the grid has P = {', '.join(map(str, sizes))})"
+        )
+    return None
+
+
 def _all_of(
     *checks: Callable[[Points, Sequence[str]], str | None],
 ) -> Callable[[Points, Sequence[str]], str | None]:
@@ -130,7 +140,10 @@ ANALYSES: dict[str, Analysis] = {
         ("test_error_vs_temperature",), needs=_sweeps("optimizer.temperature")
     ),
     "power_laws": Analysis(
-        SCALING_FIGURES, STUDY_LEVEL, _sweeps_temperature_to_zero_loss, SCALING_FIGURES
+        SCALING_FIGURES,
+        STUDY_LEVEL,
+        _all_of(_sweeps_temperature_to_zero_loss, _several_sizes),
+        SCALING_FIGURES,
     ),
     "critical_temperature": Analysis(
         CROSSOVER_FIGURES, STUDY_LEVEL, _sweeps_temperature_to_zero_loss, CROSSOVER_FIGURES
