@@ -156,8 +156,8 @@ def test_scaling_figures_render_from_summary_and_fits(tmp_path):
     from sgdnoise.io.artifact import write_artifact
     from sgdnoise.plots import render
 
-    summary = perceptron_summary(np.random.default_rng(6), chis=(1.0, 3.0), dims=(16.0,))
-    write_artifact(summary, tmp_path / "summary.nc", "summary")
+    summary = perceptron_summary(np.random.default_rng(6), chis=(1.0, 3.0), dims=(16.0, 64.0))
+    write_artifact(summary, tmp_path / "summary.nc", "summary")  # two d: the row in d too
     fits = study_fits(summary, ["power_laws", "critical_temperature"])
     write_artifact(fits, tmp_path / "fits.nc", "fit")
     for figure in SCALING_FIGURES + CROSSOVER_FIGURES:
@@ -249,6 +249,33 @@ def test_study_power_laws_carry_the_running_exponents():
         pick["running_exponent_high"] >= 2.0
     ).all()
     assert bool(pick["prediction_inside"])
+
+
+def test_running_exponents_in_d_recover_the_d_laws_and_see_a_wrong_one():
+    """Synthetic perceptron obeying signal ~ d^1/2, t* ~ d, noise ~ d^0 exactly: every
+    running exponent in d covers its law (8 seeds). Resolves a d-exponent off by 0.1
+    (the signal at the largest d made to grow as d^0.6 over the last pair): the last
+    pair's intervals then exclude 1/2 at most P, while the exact law's include it."""
+    dims = (16.0, 32.0, 64.0)
+    summary = perceptron_summary(np.random.default_rng(8), chis=(1.0,), dims=dims, replicas=8)
+    fits = power_laws(summary, resamples=50)
+    for name in ("signal", "noise", "t_star"):
+        pick = fits.sel(observable=name, chi=1.0)
+        predicted = float(pick["exponent_predicted"].sel(regressor="N"))
+        finite = np.isfinite(pick["running_exponent_N"].values)
+        assert finite.mean() >= 0.5  # pairs whose d share no window temperature: NaN
+        low = pick["running_exponent_N_low"].values[finite]
+        high = pick["running_exponent_N_high"].values[finite]
+        assert ((low <= predicted) & (predicted <= high)).mean() >= 0.8, name
+    np.testing.assert_allclose(fits["N_mid"], np.sqrt(np.array(dims[:-1]) * dims[1:]))
+
+    bent = summary.copy()
+    bent["signal"] = summary["signal"] * xr.where(summary["N"] == dims[-1], 2.0**0.1, 1.0)
+    last_pair = power_laws(bent, resamples=50).sel(observable="signal", chi=1.0, N_pair=1)
+    finite = np.isfinite(last_pair["running_exponent_N"].values)
+    excluded = (last_pair["running_exponent_N_low"].values[finite] > 0.5).mean()
+    assert excluded >= 0.8
+    assert abs(float(last_pair["running_exponent_N"].mean()) - 0.6) < 0.03
 
 
 def test_a_study_of_one_size_is_refused_before_running():

@@ -51,7 +51,11 @@ import numpy as np
 import xarray as xr
 from scipy import stats
 
-from sgdnoise.analysis.running_exponents import CORRECTIONS, running_exponents
+from sgdnoise.analysis.running_exponents import (
+    CORRECTIONS,
+    running_exponents,
+    running_exponents_in_dimension,
+)
 from sgdnoise.analysis.scaling_data import (
     REPLICA,
     TEMPERATURE,
@@ -287,6 +291,10 @@ def power_laws(
         if values.sizes.get("P", 0) >= 2:
             running = running_exponents(values, result["window"], predicted("P"), confidence)
             result = result.merge(running)
+        if values.sizes.get("N", 0) >= 2:
+            result = result.merge(
+                running_exponents_in_dimension(values, result["window"], confidence)
+            )
         return result
 
     result = fit_groups(observed, fit)
@@ -323,6 +331,8 @@ def power_laws(
             "over the temperatures in the power-law window at both sizes, Student-t interval "
             "over seeds; extrapolated as e = e_inf + c P_mid^-omega (least squares) for omega "
             + ", ".join(f"{w:g}" for w in CORRECTIONS)
+            + "; in N (the input dimension d): the same chords between successive N at "
+            "fixed P, not extrapolated"
         ),
         power_law_slope_tolerance=tolerance,
         power_law_deviation_level=level,
@@ -358,6 +368,13 @@ UNITS = {
     "exponent_extrapolated_low": ("1", "lower end of the interval of e_inf"),
     "exponent_extrapolated_high": ("1", "upper end of the interval of e_inf"),
     "prediction_inside": ("1", "whether the predicted exponent in P lies in an e_inf interval"),
+    "N_pair": ("1", "index of a pair of successive input dimensions N_low < N_high"),
+    "N_low": ("1", "smaller input dimension d of the pair"),
+    "N_high": ("1", "larger input dimension d of the pair"),
+    "N_mid": ("1", "geometric mean sqrt(N_low N_high), where a running exponent in d is placed"),
+    "running_exponent_N": ("1", "slope in log d of log y between successive d at fixed P"),
+    "running_exponent_N_low": ("1", "lower end of the running exponent in d's interval"),
+    "running_exponent_N_high": ("1", "upper end of the running exponent in d's interval"),
     "gamma": ("1", "exponent of the signal u_1 in P (prediction 1 / (1 + chi))"),
     "gamma_low": ("1", "lower end of the interval of gamma"),
     "gamma_high": ("1", "upper end of the interval of gamma"),

@@ -1,4 +1,4 @@
-"""Running exponents in P: the power laws seen size by size (docs/physics.md B5).
+"""Running exponents in P and in d: the power laws seen size by size (docs/physics.md B5).
 
 A global fit over every P averages the local slopes; when the corrections to scaling
 are still large at the sizes reached, the slope drifts with P and a global exponent
@@ -21,6 +21,11 @@ of a count of samples) and omega = 1; e_inf is linear in the seed means too, wit
 Student-t interval over seeds. ``prediction_inside`` says whether the prediction lies
 within the union of the two intervals: the verdict is phrased from the trend and the
 extrapolation, never from the smallest sizes alone.
+
+In d (the input dimension, axis N) the same chords between successive d at fixed P and
+T give running exponents in d, one set per P, not extrapolated (see
+``running_exponents_in_dimension``): the prediction's d-factors hold if they approach it
+as P grows.
 """
 
 from __future__ import annotations
@@ -46,32 +51,12 @@ def running_exponents(
     ``size_pair`` (coordinates P_low, P_high, P_mid), ``correction`` (omega), and N if
     swept.
     """
-    others = [d for d in values.dims if d not in ("P", TEMPERATURE, REPLICA)]
-    values = values.transpose("P", *others, TEMPERATURE, REPLICA)
-    window = window.transpose("P", *others, TEMPERATURE).values
-    sizes = values["P"].values.astype(float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        logs = np.log(np.where(values.values > 0, values.values, np.nan))  # (P, ..., T, R)
-    usable = window & np.isfinite(logs).all(axis=-1)
-    per_seed = []  # per pair: (..., R) the chord slope averaged over the shared window
-    for i in range(len(sizes) - 1):
-        shared = usable[i] & usable[i + 1]  # (..., T)
-        chords = (logs[i + 1] - logs[i]) / np.log(sizes[i + 1] / sizes[i])
-        count = shared.sum(axis=-1)[..., None]
-        summed = np.where(shared[..., None], chords, 0.0).sum(axis=-2)
-        per_seed.append(np.where(count > 0, summed / np.maximum(count, 1), np.nan))
-    per_seed = np.stack(per_seed)  # (pairs, ..., R)
-    replicas = per_seed.shape[-1]
-    quantile = stats.t.ppf(0.5 + confidence / 2, df=max(replicas - 1, 1))
-    middle = np.sqrt(sizes[:-1] * sizes[1:])
-
-    def estimate_and_interval(seeds: np.ndarray) -> tuple[np.ndarray, ...]:
-        estimate = seeds.mean(axis=-1)
-        half = quantile * standard_error(seeds, axis=-1)
-        return estimate, estimate - half, estimate + half
-
-    running = estimate_and_interval(per_seed)
-    extrapolated = [estimate_and_interval(_at_infinity(per_seed, middle, w)) for w in CORRECTIONS]
+    per_seed, sizes, middle, others = _chords(values, window, "P")
+    quantile = _quantile(per_seed, confidence)
+    running = _estimate_and_interval(per_seed, quantile)
+    extrapolated = [
+        _estimate_and_interval(_at_infinity(per_seed, middle, w), quantile) for w in CORRECTIONS
+    ]
     extrapolated = [np.stack(part, axis=0) for part in zip(*extrapolated, strict=True)]
     inside = (extrapolated[1] <= predicted) & (predicted <= extrapolated[2])
     pair_dims = ("size_pair", *others)
@@ -95,6 +80,72 @@ def running_exponents(
             **{d: values[d].values for d in others},
         },
     )
+
+
+def running_exponents_in_dimension(
+    values: xr.DataArray, window: xr.DataArray, confidence: float = 0.95
+) -> xr.Dataset:
+    """Running exponents in the input dimension d (the axis N) at fixed P, no extrapolation.
+
+    The same chords as in P, between successive d at the same P and T (window temperatures
+    at both d), with their Student-t intervals over seeds. They are not extrapolated: the
+    scaling argument is a statement about P -> infinity at fixed d, and d -> infinity at
+    fixed P leaves P / d -> 0, where it makes no claim. What they show is whether the
+    d-dependence approaches the prediction as P grows (read along P at the largest pair
+    of d). Dims of the result: ``N_pair`` (coordinates N_low, N_high, N_mid) and P.
+    """
+    per_seed, sizes, middle, others = _chords(values, window, "N")
+    running = _estimate_and_interval(per_seed, _quantile(per_seed, confidence))
+    pair_dims = ("N_pair", *others)
+    return xr.Dataset(
+        {
+            "running_exponent_N": (pair_dims, running[0]),
+            "running_exponent_N_low": (pair_dims, running[1]),
+            "running_exponent_N_high": (pair_dims, running[2]),
+        },
+        coords={
+            "N_pair": np.arange(len(middle)),
+            "N_low": ("N_pair", sizes[:-1]),
+            "N_high": ("N_pair", sizes[1:]),
+            "N_mid": ("N_pair", middle),
+            **{d: values[d].values for d in others},
+        },
+    )
+
+
+def _chords(
+    values: xr.DataArray, window: xr.DataArray, axis: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Per seed, the chord slopes of log y between successive values of ``axis`` (P or N),
+    averaged over the temperatures in the window at both: (pairs, ..., R), with the axis'
+    values, the pairs' geometric midpoints and the other dims (in the order of ...)."""
+    others = [d for d in values.dims if d not in (axis, TEMPERATURE, REPLICA)]
+    values = values.transpose(axis, *others, TEMPERATURE, REPLICA)
+    window = window.transpose(axis, *others, TEMPERATURE).values
+    sizes = values[axis].values.astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.log(np.where(values.values > 0, values.values, np.nan))  # (axis, ..., T, R)
+    usable = window & np.isfinite(logs).all(axis=-1)
+    per_seed = []  # per pair: (..., R) the chord slope averaged over the shared window
+    for i in range(len(sizes) - 1):
+        shared = usable[i] & usable[i + 1]  # (..., T)
+        chords = (logs[i + 1] - logs[i]) / np.log(sizes[i + 1] / sizes[i])
+        count = shared.sum(axis=-1)[..., None]
+        summed = np.where(shared[..., None], chords, 0.0).sum(axis=-2)
+        per_seed.append(np.where(count > 0, summed / np.maximum(count, 1), np.nan))
+    return np.stack(per_seed), sizes, np.sqrt(sizes[:-1] * sizes[1:]), others
+
+
+def _quantile(per_seed: np.ndarray, confidence: float) -> float:
+    """The two-sided Student-t quantile for the seed count (last axis of per_seed)."""
+    return float(stats.t.ppf(0.5 + confidence / 2, df=max(per_seed.shape[-1] - 1, 1)))
+
+
+def _estimate_and_interval(seeds: np.ndarray, quantile: float) -> tuple[np.ndarray, ...]:
+    """Mean over seeds (last axis) and its Student-t interval."""
+    estimate = seeds.mean(axis=-1)
+    half = quantile * standard_error(seeds, axis=-1)
+    return estimate, estimate - half, estimate + half
 
 
 def _at_infinity(per_seed: np.ndarray, middle: np.ndarray, omega: float) -> np.ndarray:

@@ -288,7 +288,9 @@ def exponents_vs_chi(summary: xr.Dataset, out: str, fits: xr.Dataset | None = No
 
 def running_exponents(summary: xr.Dataset, out: str, fits: xr.Dataset | None = None) -> None:
     """Running exponents in P against P, their extrapolation to P -> infinity, the
-    global fit and the prediction: the finite-size view of the exponents in P."""
+    global fit and the prediction: the finite-size view of the exponents in P. When d is
+    swept, a second row: the running exponents in d against d, one line per P, beside the
+    prediction's d-exponent (whether the d-factors approach it as P grows)."""
     fits = _fits(
         fits, "running_exponents", "power_laws", "running_exponent", "exponent_extrapolated"
     )
@@ -303,56 +305,107 @@ def running_exponents(summary: xr.Dataset, out: str, fits: xr.Dataset | None = N
             "running_exponents needs a finite running exponent: two successive P with "
             "temperatures inside the power-law window at both"
         )
-    others = [d for d in fits["running_exponent"].dims if d not in ("observable", "size_pair")]
-    figure, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)
-    middle = fits["P_mid"].values
-    infinity = middle.max() * 4  # where P -> infinity is drawn
+    in_d = "running_exponent_N" in fits and np.isfinite(fits["running_exponent_N"].values).any()
+    rows = 2 if in_d else 1
+    figure, axes = plt.subplots(
+        rows, len(names), figsize=(4.2 * len(names), 3.6 * rows), squeeze=False
+    )
     for axis, name in zip(axes[0], names, strict=True):
-        pick = fits.sel(observable=name)
-        for index, rest in enumerate(_selections(pick, others)):
-            part = pick.sel(rest)
-            colour = f"C{index}"
-            running = part["running_exponent"].values
-            axis.errorbar(
-                middle,
-                running,
-                yerr=[running - part["running_exponent_low"].values,
-                      part["running_exponent_high"].values - running],
-                fmt="o-", color=colour, capsize=3, label=_group_text(rest) or "running",
-            )  # fmt: skip
-            for offset, (omega, marker) in enumerate(zip(CORRECTIONS, "s^", strict=True)):
-                at = part.sel(correction=omega)
-                value = float(at["exponent_extrapolated"])
-                axis.errorbar(
-                    [infinity * (1 + 0.15 * offset)],
-                    [value],
-                    yerr=[[value - float(at["exponent_extrapolated_low"])],
-                          [float(at["exponent_extrapolated_high"]) - value]],
-                    fmt=marker, color=colour, capsize=3, mfc="white",
-                    label=f"P -> inf, corrections P^-{omega:g}" if index == 0 else None,
-                )  # fmt: skip
-            predicted = float(part["exponent_predicted"].sel(regressor="P"))
-            if np.isfinite(predicted):
-                axis.axhline(predicted, color=colour, ls="--", lw=1)
-            overall = float(part["exponent"].sel(regressor="P"))
-            axis.axhline(overall, color=colour, ls=":", lw=1)
-        axis.set_xscale("log")
-        axis.xaxis.set_minor_locator(NullLocator())
-        axis.set_xticks([*middle, infinity], [f"{p:.0f}" for p in middle] + ["inf"])
-        axis.tick_params(axis="x", labelrotation=45, labelsize=7)
-        axis.set_xlabel("training-set size P (midpoint of a pair of sizes)")
-        axis.set_ylabel("running exponent in P")
+        _draw_running_in_p(axis, fits.sel(observable=name))
         axis.set_title(
             f"{NAMES.get(name, name)}\n(dashed: prediction, dotted: global fit)", fontsize=9
         )
-        axis.legend(fontsize=6)
+    if in_d:
+        for axis, name in zip(axes[1], names, strict=True):
+            _draw_running_in_d(axis, fits.sel(observable=name))
+            axis.set_title(f"{NAMES.get(name, name)}, in d\n(dashed: prediction)", fontsize=9)
     figure.suptitle(
-        "Running exponents in P between successive sizes, window temperatures "
-        "(95% intervals over seeds)\n" + fixed_parameters(summary, _fixed(summary)),
+        "Running exponents between successive sizes P"
+        + (" (top) and input dimensions d (bottom)" if in_d else "")
+        + ", window temperatures (95% intervals over seeds)\n"
+        + fixed_parameters(summary, _fixed(summary)),
         fontsize=10,
     )
     figure.tight_layout()
     save(figure, out)
+
+
+def _draw_running_in_p(axis: plt.Axes, pick: xr.Dataset) -> None:
+    """One observable's running exponents in P per group, extrapolations at 'inf'."""
+    others = [d for d in pick["running_exponent"].dims if d != "size_pair"]
+    middle = pick["P_mid"].values
+    infinity = middle.max() * 4  # where P -> infinity is drawn
+    for index, rest in enumerate(_selections(pick, others)):
+        part = pick.sel(rest)
+        colour = f"C{index}"
+        running = part["running_exponent"].values
+        axis.errorbar(
+            middle,
+            running,
+            yerr=[running - part["running_exponent_low"].values,
+                  part["running_exponent_high"].values - running],
+            fmt="o-", color=colour, capsize=3, label=_group_text(rest) or "running",
+        )  # fmt: skip
+        for offset, (omega, marker) in enumerate(zip(CORRECTIONS, "s^", strict=True)):
+            at = part.sel(correction=omega)
+            value = float(at["exponent_extrapolated"])
+            axis.errorbar(
+                [infinity * (1 + 0.15 * offset)],
+                [value],
+                yerr=[[value - float(at["exponent_extrapolated_low"])],
+                      [float(at["exponent_extrapolated_high"]) - value]],
+                fmt=marker, color=colour, capsize=3, mfc="white",
+                label=f"P -> inf, corrections P^-{omega:g}" if index == 0 else None,
+            )  # fmt: skip
+        predicted = float(part["exponent_predicted"].sel(regressor="P"))
+        if np.isfinite(predicted):
+            axis.axhline(predicted, color=colour, ls="--", lw=1)
+        axis.axhline(float(part["exponent"].sel(regressor="P")), color=colour, ls=":", lw=1)
+    axis.set_xscale("log")
+    axis.xaxis.set_minor_locator(NullLocator())
+    axis.set_xticks([*middle, infinity], [f"{p:.0f}" for p in middle] + ["inf"])
+    axis.tick_params(axis="x", labelrotation=45, labelsize=7)
+    axis.set_xlabel("training-set size P (midpoint of a pair of sizes)")
+    axis.set_ylabel("running exponent in P")
+    axis.legend(fontsize=6)
+
+
+def _draw_running_in_d(axis: plt.Axes, pick: xr.Dataset) -> None:
+    """One observable's running exponents in d, one line per P (and group)."""
+    others = [d for d in pick["running_exponent_N"].dims if d != "N_pair"]
+    middle = pick["N_mid"].values
+    sizes = list(pick["P"].values)
+    groups = [d for d in others if d != "P"]
+    shapes = "os^vD<>"  # one marker per group (e.g. chi), cycled
+    markers = {
+        tuple(g.values()): shapes[i % len(shapes)] for i, g in enumerate(_selections(pick, groups))
+    }
+    for rest in _selections(pick, others):
+        part = pick.sel(rest)
+        running = part["running_exponent_N"].values
+        if not np.isfinite(running).any():
+            continue
+        shade = plt.cm.viridis(sizes.index(rest["P"]) / max(len(sizes) - 1, 1))
+        group = {k: rest[k] for k in groups}
+        marker = markers.get(tuple(group.values()), "o")
+        axis.errorbar(
+            middle * (1 + 0.02 * sizes.index(rest["P"])),  # side by side, not on top
+            running,
+            yerr=[running - part["running_exponent_N_low"].values,
+                  part["running_exponent_N_high"].values - running],
+            fmt=marker + "-", color=shade, capsize=2, ms=3,
+            label=_group_text({"P": rest["P"], **group}),
+        )  # fmt: skip
+    for rest in _selections(pick, groups):
+        predicted = float(pick.sel(rest)["exponent_predicted"].sel(regressor="N"))
+        if np.isfinite(predicted):
+            axis.axhline(predicted, color="k", ls="--", lw=1)
+    axis.set_xscale("log")
+    axis.xaxis.set_minor_locator(NullLocator())
+    axis.set_xticks(middle, [f"{n:.0f}" for n in middle])
+    axis.set_xlabel("input dimension d (midpoint of a pair of dimensions)")
+    axis.set_ylabel("running exponent in d")
+    axis.legend(fontsize=6)
 
 
 def _selections(data: xr.Dataset, dims: list[str]) -> list[dict]:
