@@ -100,7 +100,12 @@ def _shown_n(values: xr.DataArray) -> dict:
 
 
 def _group_text(group: dict) -> str:
-    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in group.items())
+    """'chi=1, d=16' for a selection (the input dimension N is called d, as in the titles)."""
+    names = {"N": "d"}
+    return ", ".join(
+        f"{names.get(k, k)}={v:g}" if isinstance(v, float) else f"{names.get(k, k)}={v}"
+        for k, v in group.items()
+    )
 
 
 def _title(summary: xr.Dataset, what: str, shown: dict) -> str:
@@ -290,7 +295,9 @@ def running_exponents(summary: xr.Dataset, out: str, fits: xr.Dataset | None = N
     """Running exponents in P against P, their extrapolation to P -> infinity, the
     global fit and the prediction: the finite-size view of the exponents in P. When d is
     swept, a second row: the running exponents in d against d, one line per P, beside the
-    prediction's d-exponent (whether the d-factors approach it as P grows)."""
+    prediction's d-exponent (whether the d-factors approach it as P grows). One such pair
+    of rows per group of the other swept axes (e.g. per chi), so each panel holds one
+    prediction."""
     fits = _fits(
         fits, "running_exponents", "power_laws", "running_exponent", "exponent_extrapolated"
     )
@@ -306,22 +313,39 @@ def running_exponents(summary: xr.Dataset, out: str, fits: xr.Dataset | None = N
             "temperatures inside the power-law window at both"
         )
     in_d = "running_exponent_N" in fits and np.isfinite(fits["running_exponent_N"].values).any()
-    rows = 2 if in_d else 1
+    facet_dims = [
+        d for d in fits["running_exponent"].dims if d not in ("observable", "size_pair", "N")
+    ]
+    facets = _selections(fits, facet_dims)
+    kinds = ["P", "d"] if in_d else ["P"]
     figure, axes = plt.subplots(
-        rows, len(names), figsize=(4.2 * len(names), 3.6 * rows), squeeze=False
+        len(facets) * len(kinds),
+        len(names),
+        figsize=(4.2 * len(names), 3.6 * len(facets) * len(kinds)),
+        squeeze=False,
     )
-    for axis, name in zip(axes[0], names, strict=True):
-        _draw_running_in_p(axis, fits.sel(observable=name))
-        axis.set_title(
-            f"{NAMES.get(name, name)}\n(dashed: prediction, dotted: global fit)", fontsize=9
-        )
-    if in_d:
-        for axis, name in zip(axes[1], names, strict=True):
-            _draw_running_in_d(axis, fits.sel(observable=name))
-            axis.set_title(f"{NAMES.get(name, name)}, in d\n(dashed: prediction)", fontsize=9)
+    rows = iter(axes)
+    for facet in facets:
+        label = f" ({_group_text(facet)})" if facet else ""
+        for kind in kinds:
+            for column, (axis, name) in enumerate(zip(next(rows), names, strict=True)):
+                pick = fits.sel(observable=name, **facet)
+                if kind == "P":
+                    _draw_running_in_p(axis, pick)
+                    axis.set_title(
+                        f"{NAMES.get(name, name)}{label}\n(dashed: prediction, dotted: global fit)",
+                        fontsize=9,
+                    )
+                else:
+                    _draw_running_in_d(axis, pick)
+                    axis.set_title(
+                        f"{NAMES.get(name, name)}, in d{label}\n(dashed: prediction)", fontsize=9
+                    )
+                if column == 0:
+                    axis.legend(fontsize=6)
     figure.suptitle(
         "Running exponents between successive sizes P"
-        + (" (top) and input dimensions d (bottom)" if in_d else "")
+        + (" and input dimensions d" if in_d else "")
         + ", window temperatures (95% intervals over seeds)\n"
         + fixed_parameters(summary, _fixed(summary)),
         fontsize=10,
@@ -367,45 +391,33 @@ def _draw_running_in_p(axis: plt.Axes, pick: xr.Dataset) -> None:
     axis.tick_params(axis="x", labelrotation=45, labelsize=7)
     axis.set_xlabel("training-set size P (midpoint of a pair of sizes)")
     axis.set_ylabel("running exponent in P")
-    axis.legend(fontsize=6)
 
 
 def _draw_running_in_d(axis: plt.Axes, pick: xr.Dataset) -> None:
-    """One observable's running exponents in d, one line per P (and group)."""
-    others = [d for d in pick["running_exponent_N"].dims if d != "N_pair"]
+    """One observable's running exponents in d within one group, one line per P."""
     middle = pick["N_mid"].values
     sizes = list(pick["P"].values)
-    groups = [d for d in others if d != "P"]
-    shapes = "os^vD<>"  # one marker per group (e.g. chi), cycled
-    markers = {
-        tuple(g.values()): shapes[i % len(shapes)] for i, g in enumerate(_selections(pick, groups))
-    }
-    for rest in _selections(pick, others):
-        part = pick.sel(rest)
+    for index, size in enumerate(sizes):
+        part = pick.sel(P=size)
         running = part["running_exponent_N"].values
         if not np.isfinite(running).any():
             continue
-        shade = plt.cm.viridis(sizes.index(rest["P"]) / max(len(sizes) - 1, 1))
-        group = {k: rest[k] for k in groups}
-        marker = markers.get(tuple(group.values()), "o")
         axis.errorbar(
-            middle * (1 + 0.02 * sizes.index(rest["P"])),  # side by side, not on top
+            middle * (1 + 0.02 * index),  # side by side, not on top
             running,
             yerr=[running - part["running_exponent_N_low"].values,
                   part["running_exponent_N_high"].values - running],
-            fmt=marker + "-", color=shade, capsize=2, ms=3,
-            label=_group_text({"P": rest["P"], **group}),
+            fmt="o-", color=plt.cm.viridis(index / max(len(sizes) - 1, 1)), capsize=2, ms=3,
+            label=f"P={size}",
         )  # fmt: skip
-    for rest in _selections(pick, groups):
-        predicted = float(pick.sel(rest)["exponent_predicted"].sel(regressor="N"))
-        if np.isfinite(predicted):
-            axis.axhline(predicted, color="k", ls="--", lw=1)
+    predicted = float(pick["exponent_predicted"].sel(regressor="N"))
+    if np.isfinite(predicted):
+        axis.axhline(predicted, color="k", ls="--", lw=1)
     axis.set_xscale("log")
     axis.xaxis.set_minor_locator(NullLocator())
     axis.set_xticks(middle, [f"{n:.0f}" for n in middle])
     axis.set_xlabel("input dimension d (midpoint of a pair of dimensions)")
     axis.set_ylabel("running exponent in d")
-    axis.legend(fontsize=6)
 
 
 def _selections(data: xr.Dataset, dims: list[str]) -> list[dict]:
