@@ -16,6 +16,7 @@ import yaml
 
 from sgdnoise.config import PointConfig, resolve_point
 from sgdnoise.io.artifact import ArtifactError, read_artifact, write_artifact
+from sgdnoise.stages.checkpoint import Checkpointer
 from sgdnoise.stages.train import train_point
 from sgdnoise.stages.train_network import train_network_point
 from sgdnoise.stages.train_user_model import train_user_model_point
@@ -146,6 +147,21 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, sgdnoise_com
     resumed = read_artifact(out)
     for name in ("final_weights", "train_loss", "violated_fraction"):
         np.testing.assert_array_equal(resumed[name].values, uninterrupted[name].values)
+
+
+def test_a_resumed_run_counts_the_wall_time_of_the_killed_process(tmp_path, small_point):
+    """wall_seconds of a run resumed from a checkpoint is the run's, not the last
+    process's: the checkpoint carries the time spent so far (here a first process that
+    ran 100 s), the resumed process adds its own."""
+    config = small_point(run={"replicas": 2, "checkpoint_seconds": 1.0})
+    path = tmp_path / "run.nc.ckpt"
+    first = Checkpointer(path, config, started=time.perf_counter() - 100.0)
+    first.last_save -= 10.0  # a save is due
+    first.offer(lambda: {"step": 3})
+    second = Checkpointer(path, config)
+    assert second.resume() == {"step": 3}  # the time is the checkpointer's, not the runner's
+    assert 100.0 <= second.wall_seconds() < 110.0
+    assert Checkpointer(tmp_path / "absent.ckpt", config).wall_seconds() < 10.0
 
 
 def _point_command(tmp_path, config: dict | PointConfig, sgdnoise_command, *options: str):

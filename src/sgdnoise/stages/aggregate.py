@@ -30,7 +30,9 @@ def reduce_run(run: xr.Dataset) -> xr.Dataset:
     reduced["status"] = xr.DataArray(run.attrs.get("status", "completed"))
     reduced["status"].attrs.update(units="1", long_name="status of the point's run")
     reduced["wall_seconds"] = xr.DataArray(float(run.attrs.get("wall_seconds", np.nan)))
-    reduced["wall_seconds"].attrs.update(units="s", long_name="wall time of the run")
+    reduced["wall_seconds"].attrs.update(
+        units="s", long_name="wall time of the run (summed over its processes if resumed)"
+    )
     reduced.attrs = {}
     return reduced
 

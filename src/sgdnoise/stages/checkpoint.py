@@ -38,6 +38,7 @@ from sgdnoise.config.point import PointConfig
 HEADER_FORMAT = "sgdnoise checkpoint"
 TYPE_KEY = "__checkpoint_type__"  # marks an encoded numpy array in a dict
 PLAIN_TYPES = (bool, int, float, str)
+ELAPSED_KEY = "wall_seconds_so_far"  # content key: the run's wall time at the save
 
 
 class UnsafeCheckpointError(ValueError):
@@ -136,22 +137,37 @@ class Checkpointer:
     and builds the content (``make_content()``) only then.
     """
 
-    def __init__(self, path: str | Path | None, config: PointConfig) -> None:
+    def __init__(
+        self, path: str | Path | None, config: PointConfig, started: float | None = None
+    ) -> None:
         self.path = None if path is None else Path(path)
         self.config = config
         self.interval = config.run.checkpoint_seconds
         self.last_save = clock.perf_counter()
+        # this process's part of the run began at ``started`` (perf_counter; default now)
+        self.started = self.last_save if started is None else started
+        self.earlier_seconds = 0.0  # wall time of the processes before a resumed checkpoint
 
     def resume(self) -> dict | None:
         """The saved content of this run, or None: start from scratch."""
-        return load_checkpoint(self.path, self.config)
+        content = load_checkpoint(self.path, self.config)
+        if content is not None:
+            self.earlier_seconds = float(content.pop(ELAPSED_KEY, 0.0))
+        return content
+
+    def wall_seconds(self) -> float:
+        """Wall time of the run so far, over every process that worked on it: this one's
+        since ``started`` plus what the checkpoint it resumed from had accumulated."""
+        return self.earlier_seconds + clock.perf_counter() - self.started
 
     def offer(self, make_content: Callable[[], dict]) -> None:
         """Save ``make_content()`` if a checkpoint is due."""
         if self.path is None or not self.interval:
             return
         if clock.perf_counter() - self.last_save > self.interval:
-            save_checkpoint(self.path, self.config, make_content())
+            content = make_content()
+            content[ELAPSED_KEY] = self.wall_seconds()
+            save_checkpoint(self.path, self.config, content)
             self.last_save = clock.perf_counter()
 
     def remove(self) -> None:

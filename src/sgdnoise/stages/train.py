@@ -246,7 +246,7 @@ def train_point(
     device, dtype, datasets = run_setup(config, datasets)
     problem, test_problem, teacher = build_problems(config, datasets, device, dtype)
 
-    checkpointer = Checkpointer(checkpoint, config)
+    checkpointer = Checkpointer(checkpoint, config, started)
     resumed = checkpointer.resume()
     start = initial_weights(config, problem.N, device, dtype)
     gd_init_loss = math.nan
@@ -294,7 +294,7 @@ def train_point(
         "final_stabilities": (("replica", "sample"), final_stabilities.cpu().numpy()),
         **ledger_variables(ledger, optimizer.lr),
     }
-    wall_seconds = clock.perf_counter() - started
+    wall_seconds = checkpointer.wall_seconds()
     attributes = run_attributes(config, ledger, datasets, device, wall_seconds)
     attributes["gd_init_loss"] = gd_init_loss
     return run_artifact(config, recorder, variables, attributes)

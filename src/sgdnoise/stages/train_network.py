@@ -252,7 +252,7 @@ def train_network_point(
         check_every=run.check_every,
         lazy=True,
     )
-    checkpointer = Checkpointer(checkpoint, config)
+    checkpointer = Checkpointer(checkpoint, config, started)
     runner = Runner(NetworkStepper(dynamics, recorder), recorder, rules, checkpointer)
     ledger = runner.run(state, checkpointer.resume(), progress)
 
@@ -266,7 +266,7 @@ def train_network_point(
             recorder.training_stabilities(final).cpu().numpy(),
         ),
     }
-    wall_seconds = clock.perf_counter() - started
+    wall_seconds = checkpointer.wall_seconds()
     attributes = run_attributes(config, ledger, datasets, device, wall_seconds)
     attributes["temperature"] = optimizer.temperature
     attributes["parameter_count"] = sum(math.prod(p.shape) for p in network.parameters())

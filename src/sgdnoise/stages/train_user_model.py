@@ -202,7 +202,7 @@ def train_user_model_point(
         tolerance=run.tolerance,
         check_every=run.check_every if checked else None,
     )
-    checkpointer = Checkpointer(checkpoint, config)
+    checkpointer = Checkpointer(checkpoint, config, started)
     runner = Runner(UserModelStepper(dynamics, recorder), recorder, rules, checkpointer)
     ledger = runner.run(state, checkpointer.resume(), progress)
     variables = {
@@ -210,7 +210,7 @@ def train_user_model_point(
         "initial_weights": (("replica", "parameter"), flat(initial).cpu().numpy()),
         **ledger_variables(ledger, optimizer.lr),
     }
-    wall_seconds = clock.perf_counter() - started
+    wall_seconds = checkpointer.wall_seconds()
     attributes = run_attributes(config, ledger, datasets, device, wall_seconds)
     attributes["parameter_count"] = flat(initial).shape[1]
     return run_artifact(config, recorder, variables, attributes, USER_MODEL_VARIABLES)
