@@ -350,7 +350,8 @@ def running_exponents(summary: xr.Dataset, out: str, fits: xr.Dataset | None = N
         + fixed_parameters(summary, _fixed(summary)),
         fontsize=10,
     )
-    figure.tight_layout()
+    height = figure.get_size_inches()[1]
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.55 / height))  # the two-line title's room
     save(figure, out)
 
 
