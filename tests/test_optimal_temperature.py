@@ -153,6 +153,33 @@ def test_a_minimum_at_the_grid_edge_gives_nan_and_a_status():
     np.testing.assert_allclose(fits["optimal_temperature_exponent"], k, atol=0.05)
 
 
+def test_the_fit_of_k_stops_at_the_lazy_feature_crossover_of_the_kernel_change():
+    """Above the crossover (the tangent kernel's change at the lowest temperature falls
+    below 1, here between alpha = 2^-3 and 2^-2 at depth 2 and between 2^-5 and 2^-4 at
+    depth 4) the test error has an interior minimum that is not T_opt ~ alpha^k (a lazy
+    alpha's flat curve; here a fixed T = 2^-10). The fit of k leaves those alphas out
+    and recovers k; fitted over every interior alpha, as without a kernel change, it
+    misses k (what this check resolves)."""
+    crossover = np.array([-2.5, -4.5])  # log2 alpha of the crossing, per depth
+    lazy = LOG2_ALPHA[None, :] > crossover[:, None]
+    truth = np.where(lazy, -10.0, true_log2_topt())
+    summary = synthetic_summary(truth)
+    change = 2.0 ** (crossover[:, None] - LOG2_ALPHA[None, :])  # 1 at the crossing
+    summary["kernel_change"] = (
+        ("depth", "alpha", "temperature", "replica"),
+        np.broadcast_to(change[:, :, None, None], summary["replica_status"].shape).copy(),
+    )
+    k = np.array([predicted_exponent(d) for d in DEPTHS])
+    fits = optimal_temperature(summary, resamples=100)
+    np.testing.assert_array_equal(fits["optimal_temperature_in_fit"].values, ~lazy)
+    low, high = (fits[f"optimal_temperature_exponent_{end}"].values for end in ("low", "high"))
+    assert ((low <= k) & (k <= high)).all()
+    unbounded = optimal_temperature(summary.drop_vars("kernel_change"), resamples=100)
+    assert unbounded["optimal_temperature_in_fit"].all()
+    low, high = (unbounded[f"optimal_temperature_exponent_{end}"].values for end in ("low", "high"))
+    assert not ((low <= k) & (k <= high)).any()
+
+
 def test_points_with_a_replica_not_completed_are_left_out():
     """As in the scaling analyses, a temperature enters only if every replica completed:
     with the minimum cell of one curve unfinished, its neighbours' parabola is used, and

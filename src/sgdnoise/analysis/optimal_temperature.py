@@ -29,11 +29,14 @@ minimum: well below 1, the minimum sits near a grid edge and the interval is opt
 
 Exponent k, per group: least squares of log T_opt on log alpha over the feature regime,
 in every resample. The feature regime is chosen explicitly: the alphas at most
-``max_alpha`` (default: no bound) whose T_opt is interior in that resample; at least
-``MIN_FIT_ALPHAS`` of them, else k is NaN. Alphas in the lazy regime, where noise does not
-help, have their minimum at the lowest temperature and leave the fit by the second
-condition; ``max_alpha`` excludes a lazy alpha whose flat curve shows a spurious interior
-minimum. Student-t interval from the same resamples, beside the prediction (D-1)/(D+1).
+``max_alpha`` whose T_opt is interior in that resample; at least ``MIN_FIT_ALPHAS`` of
+them, else k is NaN. By default ``max_alpha`` is the lazy/feature crossover of the data:
+the alpha where the tangent kernel's change at the lowest temperature crosses 1 (the
+phase diagram's boundary; per group, so per depth), since a lazy alpha's flat test-error
+curve can show a spurious interior minimum (measured: at alpha = 2^8, 2^10 on the
+paper's FC-5L); without a kernel change in the summary there is no bound. Alphas whose
+minimum is at the lowest temperature leave the fit by the second condition. Student-t
+interval from the same resamples, beside the prediction (D-1)/(D+1).
 Units: T and T_opt in the config's temperature units (T = lr / (h B)); alpha and k are
 dimensionless.
 """
@@ -43,7 +46,12 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from sgdnoise.analysis.phase_diagram import ALPHA, swept_dimension
+from sgdnoise.analysis.phase_diagram import (
+    ALPHA,
+    LAZY_KERNEL_CHANGE,
+    lazy_feature_boundary,
+    swept_dimension,
+)
 from sgdnoise.analysis.phase_diagram import TEMPERATURE as TEMPERATURE_PATH
 from sgdnoise.analysis.scaling_data import (
     REPLICA,
@@ -101,17 +109,20 @@ def parabola_minimum(
 
 
 def fit_exponent(
-    log_alpha: np.ndarray, log_topt: np.ndarray, max_alpha: float | None = None
+    log_alpha: np.ndarray, log_topt: np.ndarray, max_alpha: float | np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Slope k and intercept of log T_opt = k log alpha + log A per row, and the fit mask.
 
     ``log_topt``: (rows, alphas), NaN where T_opt is not interior. A row is fitted over
-    its finite entries with alpha <= ``max_alpha`` (the mask); NaN, and an empty mask,
-    where fewer than MIN_FIT_ALPHAS.
+    its finite entries with alpha <= ``max_alpha`` (the mask): one bound for every row, or
+    one per row (NaN: no bound); NaN, and an empty mask, where fewer than MIN_FIT_ALPHAS.
     """
-    in_regime = np.ones_like(log_alpha, dtype=bool)
+    bound = np.full(log_topt.shape[0], np.inf)
     if max_alpha is not None:
-        in_regime = log_alpha <= np.log(max_alpha)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            bound = np.broadcast_to(np.log(np.asarray(max_alpha, dtype=float)), bound.shape)
+        bound = np.where(np.isnan(bound), np.inf, bound)
+    in_regime = log_alpha[None, :] <= bound[:, None]
     used = np.isfinite(log_topt) & in_regime
     slope = np.full(log_topt.shape[0], np.nan)
     intercept = np.full(log_topt.shape[0], np.nan)
@@ -120,6 +131,22 @@ def fit_exponent(
         keep = used[row]
         slope[row], intercept[row] = np.polyfit(log_alpha[keep], log_topt[row, keep], 1)
     return slope, intercept, used & fitted[:, None]
+
+
+def feature_regime_bound(summary: xr.Dataset, groups: list[str], alpha_dim: str) -> np.ndarray:
+    """Per group (flattened, C order), the alpha of the lazy/feature crossover at the
+    lowest temperature: where the mean kernel change of the non-diverged seeds crosses
+    LAZY_KERNEL_CHANGE (phase_diagram.lazy_feature_boundary). NaN (no bound) without a
+    kernel change in the summary or without a crossing."""
+    sizes = [summary.sizes[g] for g in groups]
+    if "kernel_change" not in summary:
+        return np.full(int(np.prod(sizes)), np.nan)
+    temperature_dim = swept_dimension(summary, TEMPERATURE_PATH)
+    kept = summary["replica_status"].astype(str) != "diverged"
+    kernel = summary["kernel_change"].where(kept).mean(REPLICA)
+    coldest = kernel.isel({temperature_dim: int(np.argmin(kernel[temperature_dim].values))})
+    boundary = lazy_feature_boundary(xr.Dataset({"kernel_change": coldest}), alpha_dim)
+    return 2.0 ** boundary.transpose(*groups).values.reshape(-1)
 
 
 def predicted_exponent(depth: float) -> float:
@@ -181,7 +208,12 @@ def optimal_temperature(
 
     log_alpha = np.log(error[alpha_dim].values.astype(float))
     per_group = log_topt.reshape(draws, -1, alphas)
-    slopes, intercepts, used = fit_exponent(log_alpha, per_group.reshape(-1, alphas), max_alpha)
+    if max_alpha is None:  # the feature regime from the data: below the kernel's crossover
+        bound = feature_regime_bound(summary, groups, alpha_dim)
+    else:
+        bound = np.full(per_group.shape[1], max_alpha)
+    rows_bound = np.tile(bound, draws)  # rows of per_group.reshape: draw-major
+    slopes, intercepts, used = fit_exponent(log_alpha, per_group.reshape(-1, alphas), rows_bound)
     slopes, intercepts = slopes.reshape(draws, -1), intercepts.reshape(draws, -1)
     k_low, k_high = student_interval(slopes[0], slopes[1:], replicas, confidence)
 
@@ -221,7 +253,12 @@ def optimal_temperature(
         ),
         optimal_temperature_feature_regime=(
             "alphas with an interior T_opt (in each resample)"
-            + ("" if max_alpha is None else f" and alpha <= {max_alpha:g}")
+            + (
+                " and below the lazy/feature crossover at the lowest temperature (kernel "
+                f"change {LAZY_KERNEL_CHANGE:g}; no bound without a kernel change or crossing)"
+                if max_alpha is None
+                else f" and alpha <= {max_alpha:g}"
+            )
             + f"; k fitted with at least {MIN_FIT_ALPHAS} of them"
         ),
         optimal_temperature_method=(
