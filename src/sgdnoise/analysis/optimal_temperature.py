@@ -50,6 +50,7 @@ from sgdnoise.analysis.phase_diagram import (
     ALPHA,
     LAZY_KERNEL_CHANGE,
     lazy_feature_boundary,
+    mean_kernel_change,
     swept_dimension,
 )
 from sgdnoise.analysis.phase_diagram import TEMPERATURE as TEMPERATURE_PATH
@@ -117,12 +118,9 @@ def fit_exponent(
     its finite entries with alpha <= ``max_alpha`` (the mask): one bound for every row, or
     one per row (NaN: no bound); NaN, and an empty mask, where fewer than MIN_FIT_ALPHAS.
     """
-    bound = np.full(log_topt.shape[0], np.inf)
-    if max_alpha is not None:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            bound = np.broadcast_to(np.log(np.asarray(max_alpha, dtype=float)), bound.shape)
-        bound = np.where(np.isnan(bound), np.inf, bound)
-    in_regime = log_alpha[None, :] <= bound[:, None]
+    rows = log_topt.shape[0]
+    bound = np.broadcast_to(np.inf if max_alpha is None else np.asarray(max_alpha, float), rows)
+    in_regime = ~(log_alpha[None, :] > np.log(bound)[:, None])  # a NaN bound never excludes
     used = np.isfinite(log_topt) & in_regime
     slope = np.full(log_topt.shape[0], np.nan)
     intercept = np.full(log_topt.shape[0], np.nan)
@@ -142,8 +140,7 @@ def feature_regime_bound(summary: xr.Dataset, groups: list[str], alpha_dim: str)
     if "kernel_change" not in summary:
         return np.full(int(np.prod(sizes)), np.nan)
     temperature_dim = swept_dimension(summary, TEMPERATURE_PATH)
-    kept = summary["replica_status"].astype(str) != "diverged"
-    kernel = summary["kernel_change"].where(kept).mean(REPLICA)
+    kernel = mean_kernel_change(summary)
     coldest = kernel.isel({temperature_dim: int(np.argmin(kernel[temperature_dim].values))})
     boundary = lazy_feature_boundary(xr.Dataset({"kernel_change": coldest}), alpha_dim)
     return 2.0 ** boundary.transpose(*groups).values.reshape(-1)

@@ -71,13 +71,20 @@ def cell_statistics(summary: xr.Dataset) -> xr.Dataset:
                 kwargs={"axis": -1},
             ),
             "weight_change": last_finite(summary["weight_change"]).where(kept).mean("replica"),
-            "kernel_change": summary["kernel_change"].where(kept).mean("replica"),
+            "kernel_change": mean_kernel_change(summary),
             "t_star": summary["t_star"].where(status == "completed").mean("replica"),
             "diverged_fraction": diverged.mean("replica"),
             "unfinished_fraction": (status == "budget_exhausted").mean("replica"),
         }
     )
     return statistics.drop_vars(["time", "step"], errors="ignore")
+
+
+def mean_kernel_change(summary: xr.Dataset) -> xr.DataArray:
+    """Per cell, the tangent kernel's relative change averaged over the seeds that did not
+    diverge."""
+    kept = summary["replica_status"].astype(str) != "diverged"
+    return summary["kernel_change"].where(kept).mean("replica")
 
 
 def _log_crossing(x: np.ndarray, y: np.ndarray, level: float) -> float:
