@@ -35,13 +35,16 @@ def true_log2_topt(log2_c: float = -3.0) -> np.ndarray:
 
 
 def synthetic_summary(
-    log2_topt: np.ndarray, status: np.ndarray | None = None, seed: int = 1
+    log2_topt: np.ndarray,
+    status: np.ndarray | None = None,
+    seed: int = 1,
+    log2_t: np.ndarray = LOG2_T,
 ) -> xr.Dataset:
     """A summary shaped like stages.aggregate's over (depth, alpha, temperature, replica,
     record): test error = 0.1 + CURVATURE (log2 T - log2 T_opt)^2 + seed noise."""
     rng = np.random.default_rng(seed)
-    shape = (len(DEPTHS), len(LOG2_ALPHA), len(LOG2_T), REPLICAS)
-    distance = LOG2_T[None, None, :, None] - log2_topt[..., None, None]
+    shape = (len(DEPTHS), len(LOG2_ALPHA), len(log2_t), REPLICAS)
+    distance = log2_t[None, None, :, None] - log2_topt[..., None, None]
     error = 0.1 + CURVATURE * distance**2 + SEED_OFFSET * rng.standard_normal(REPLICAS)
     error = error + SEED_NOISE * rng.standard_normal(shape)
     dims = ["depth", "alpha", "temperature", "replica"]
@@ -54,7 +57,7 @@ def synthetic_summary(
         coords={
             "depth": DEPTHS,
             "alpha": 2.0**LOG2_ALPHA,
-            "temperature": 2.0**LOG2_T,
+            "temperature": 2.0**log2_t,
             "replica": np.arange(REPLICAS),
         },
     )
@@ -194,6 +197,90 @@ def test_points_with_a_replica_not_completed_are_left_out():
     assert np.isnan(fits["optimal_temperature_grid_minimum"].values[0, 0])
     assert fits["optimal_temperature_status"].values[1, 0] == "interior"
     assert not np.isclose(np.log2(fits["optimal_temperature_grid_minimum"][1, 0]), LOG2_T[minimum])
+
+
+def test_the_stability_edge_interpolates_the_completed_fraction_in_log_t():
+    """Exact on a fraction linear in log T; NaN where no temperature reaches one half or
+    the highest does; a low temperature that ran out of budget (fraction 0) is ignored; a
+    jump from every seed to none leaves the bracket's width unresolved."""
+    log_t = np.array([0.0, 1.0, 2.0, 3.0, 4.0])
+    completed = np.array(
+        [
+            [0.0, 1.0, 0.75, 0.25, 0.0],  # crosses 1/2 halfway between 2 and 3
+            [1.0, 1.0, 1.0, 1.0, 0.5],  # stable up to the highest temperature
+            [0.25, 0.0, 0.0, 0.0, 0.0],  # never half
+            [1.0, 0.5, 0.0, 0.0, 0.0],  # exactly half at 1: the edge is there
+        ]
+    )
+    log_edge, unresolved = module.stability_edge(completed, log_t)
+    np.testing.assert_allclose(log_edge, [2.5, np.nan, np.nan, 1.0])
+    np.testing.assert_allclose(unresolved, [0.0, np.nan, np.nan, 0.0])
+    jump = module.stability_edge(np.array([[1.0, 1.0, 0.0]]), log_t[:3])
+    np.testing.assert_allclose(jump, [[1.5], [1.0]])  # anywhere in [1, 2]
+
+
+def seed_edges_summary(log2_edge: np.ndarray, spread_octaves: float = 2.0) -> xr.Dataset:
+    """Seeds that reach zero loss below their own edge and diverge above it: seed r's edge
+    is log2 T_edge + s_r, s_r spread evenly over ``spread_octaves`` and shared by every
+    alpha (a seed stable at one alpha is stable at all, as the joint bootstrap assumes); T
+    every half octave."""
+    log2_t = np.arange(-12.0, -0.75, 0.5)
+    spread = ((np.arange(REPLICAS) + 0.5) / REPLICAS - 0.5) * spread_octaves
+    seed_edge = log2_edge[:, :, None, None] + spread[None, None, None, :]
+    stable = log2_t[None, None, :, None] < seed_edge
+    status = np.where(stable, "completed", "diverged").astype(object)
+    return synthetic_summary(true_log2_topt(log2_c=-8.0), status, log2_t=log2_t)
+
+
+def test_the_stability_edge_and_its_exponent_are_recovered(monkeypatch):
+    """T_edge = 2^-5 alpha^k_e, k_e = 1/3 and 3/5 per depth: every T_edge within 0.15 octave
+    (measured 0.10; the seeds' spread is 2 octaves, the grid half an octave), k_e inside its
+    interval, the interval narrower than 6.5% of k_e (measured half-widths 0.020 and 0.027:
+    8 seeds' bootstrap), so that a 7% error in the exponent is resolved;
+    interpolating towards the next lower temperature instead of the next higher one (an
+    index slip: the edge half an octave low) fails the 0.15-octave check."""
+    k = np.array([predicted_exponent(d) for d in DEPTHS])
+    truth = -5.0 + k[:, None] * LOG2_ALPHA[None, :]
+    fits = optimal_temperature(seed_edges_summary(truth), resamples=100)
+
+    def problems(fits: xr.Dataset, k: np.ndarray) -> list[str]:
+        found = []
+        error = np.abs(np.log2(fits["stability_edge"].values) - truth)
+        if not error.max() <= 0.15:
+            found.append(f"T_edge off by up to {error.max():.2f} octaves")
+        low, high = (fits[f"stability_edge_exponent_{end}"].values for end in ("low", "high"))
+        if not ((low <= k) & (k <= high)).all():
+            found.append(f"k_edge intervals [{low}, {high}] miss {k}")
+        return found
+
+    assert problems(fits, k) == []
+    assert fits["stability_edge_in_fit"].all()
+    half_width = fits["stability_edge_exponent_high"] - fits["stability_edge_exponent"]
+    assert (half_width < 0.065 * k).all()
+    assert problems(fits, 1.07 * k) and problems(fits, 0.93 * k)
+
+    original = module.stability_edge
+    monkeypatch.setattr(
+        module,
+        "stability_edge",
+        lambda completed, log_t: original(completed[:, 1:], log_t[:-1]),
+    )
+    assert problems(optimal_temperature(seed_edges_summary(truth), resamples=20), k)
+
+
+def test_an_edge_the_grid_does_not_resolve_keeps_its_bracket_in_the_intervals():
+    """Every seed with the same edge: the fraction jumps from 1 to 0 within one half-octave
+    bracket, which the seeds' bootstrap cannot see (zero spread). The intervals of T_edge
+    still cover the truth (they span the bracket) and so does the interval of the
+    exponent (the brackets' spread added)."""
+    k = np.array([predicted_exponent(d) for d in DEPTHS])
+    truth = -5.0 + k[:, None] * LOG2_ALPHA[None, :]
+    fits = optimal_temperature(seed_edges_summary(truth, spread_octaves=0.0), resamples=50)
+    low, high = (np.log2(fits[f"stability_edge_{end}"].values) for end in ("low", "high"))
+    assert ((low <= truth) & (truth <= high)).all()
+    np.testing.assert_allclose(high - low, 0.5)
+    k_low, k_high = (fits[f"stability_edge_exponent_{end}"].values for end in ("low", "high"))
+    assert ((k_low <= k) & (k <= k_high)).all()
 
 
 def test_study_fits_store_it_with_units_and_the_figure_renders(tmp_path):

@@ -21,22 +21,36 @@ T_opt, one curve (the test error against T at one alpha and group):
                    the grid minimum T_m is kept as the bound. Fewer than three usable
                    temperatures: ``too_few_temperatures``; three equal means: ``flat``.
 
+Stability edge T_edge, one curve: the temperature above which SGD stops reaching zero
+loss (seeds diverge or stall until the budget ends). With T_a the highest temperature
+where at least EDGE_FRACTION of the seeds completed and T_b the next one up, T_edge is
+where the completed fraction, linear in log T between them, falls through EDGE_FRACTION;
+NaN when no temperature reaches it or the highest one does (the edge is above the grid).
+T_opt sits at or below it by construction (a usable temperature has every seed
+completed), so its exponent, fitted like k, tells whether T_opt ~ alpha^k is the noise's
+optimum or the edge's own scaling (measured on the paper's network: at D = 2 the test
+error falls up to the edge).
+
 Uncertainty: bootstrap over seeds (replica r of every point is seed r; the replica
 indices are resampled jointly for the whole study), the rule above re-applied in every
 resample, and the Student-t interval on log T_opt (statistics.student_interval).
+Where every seed completes at T_a and none at T_b the seeds' bootstrap cannot see where
+inside [T_a, T_b] the edge lies: the edge's interval then spans at least the bracket, and
+the interval of its exponent adds, in quadrature, the slope's spread from such edges
+uniform within their brackets.
 ``optimal_temperature_interior_fraction`` is the fraction of resamples with an interior
 minimum: well below 1, the minimum sits near a grid edge and the interval is optimistic.
 
-Exponent k, per group: least squares of log T_opt on log alpha over the feature regime,
-in every resample. The feature regime is chosen explicitly: the alphas at most
-``max_alpha`` whose T_opt is interior in that resample; at least ``MIN_FIT_ALPHAS`` of
-them, else k is NaN. By default ``max_alpha`` is the lazy/feature crossover of the data:
-the alpha where the tangent kernel's change at the lowest temperature crosses 1 (the
-phase diagram's boundary; per group, so per depth), since a lazy alpha's flat test-error
-curve can show a spurious interior minimum (measured: at alpha = 2^8, 2^10 on the
-paper's FC-5L); without a kernel change in the summary there is no bound. Alphas whose
-minimum is at the lowest temperature leave the fit by the second condition. Student-t
-interval from the same resamples, beside the prediction (D-1)/(D+1).
+Exponent k, per group: least squares of log T_opt on log alpha over the feature regime, in
+every resample. The feature regime is chosen explicitly: the alphas at most ``max_alpha``
+whose T_opt is interior in that resample; at least ``MIN_FIT_ALPHAS`` of them, else k is
+NaN. The edge's exponent likewise, from the alphas with a T_edge. By default ``max_alpha``
+is the lazy/feature crossover of the data: the alpha where the tangent kernel's change at
+the lowest temperature crosses 1 (the phase diagram's boundary; per group, so per depth),
+since a lazy alpha's flat test-error curve can show a spurious interior minimum (measured:
+at alpha = 2^8, 2^10 on the paper's FC-5L); without a kernel change in the summary there
+is no bound. Alphas whose minimum is at the lowest temperature leave the fit by the second
+condition. Student-t interval from the same resamples, beside the prediction (D-1)/(D+1).
 Units: T and T_opt in the config's temperature units (T = lr / (h B)); alpha and k are
 dimensionless.
 """
@@ -67,6 +81,7 @@ DEPTH = "model.depth"
 RESAMPLES = 400
 CONFIDENCE = 0.95
 MIN_FIT_ALPHAS = 3  # more points than the two parameters of the line
+EDGE_FRACTION = 0.5  # the stability edge: where this fraction of the seeds stops completing
 STATUSES = (
     "interior",
     "minimum_at_lowest_temperature",
@@ -131,6 +146,32 @@ def fit_exponent(
     return slope, intercept, used & fitted[:, None]
 
 
+def stability_edge(
+    completed: np.ndarray, log_temperature: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """log T_edge per row (the module docstring's rule) and the width in log T left
+    unresolved by the grid: that of the bracket [T_a, T_b] where the fraction jumps from 1
+    to 0 across it (every seed completes at T_a, none at T_b: the edge, drawn at the
+    bracket's middle, is anywhere inside), 0 where the fraction is graded.
+
+    ``completed`` is the fraction of seeds that reached zero loss, rows = resamples,
+    columns = increasing ``log_temperature``. NaN where no temperature reaches
+    EDGE_FRACTION or the highest does.
+    """
+    rows, n = completed.shape
+    reached = completed >= EDGE_FRACTION
+    last = n - 1 - np.argmax(reached[:, ::-1], axis=1)  # highest temperature reaching it
+    inside = np.flatnonzero(reached.any(axis=1) & (last < n - 1))
+    below, above = last[inside], last[inside] + 1
+    fraction_below, fraction_above = completed[inside, below], completed[inside, above]
+    step = (fraction_below - EDGE_FRACTION) / (fraction_below - fraction_above)
+    width = log_temperature[above] - log_temperature[below]
+    log_edge, unresolved = np.full((2, rows), np.nan)
+    log_edge[inside] = log_temperature[below] + step * width
+    unresolved[inside] = np.where((fraction_below == 1.0) & (fraction_above == 0.0), width, 0.0)
+    return log_edge, unresolved
+
+
 def feature_regime_bound(summary: xr.Dataset, groups: list[str], alpha_dim: str) -> np.ndarray:
     """Per group (flattened, C order), the alpha of the lazy/feature crossover at the
     lowest temperature: where the mean kernel change of the non-diverged seeds crosses
@@ -144,6 +185,52 @@ def feature_regime_bound(summary: xr.Dataset, groups: list[str], alpha_dim: str)
     coldest = kernel.isel({temperature_dim: int(np.argmin(kernel[temperature_dim].values))})
     boundary = lazy_feature_boundary(xr.Dataset({"kernel_change": coldest}), alpha_dim)
     return 2.0 ** boundary.transpose(*groups).values.reshape(-1)
+
+
+def _fit_in_resamples(
+    log_alpha: np.ndarray,
+    log_values: np.ndarray,
+    bound: np.ndarray,
+    replicas: int,
+    confidence: float,
+    resolution: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Exponent fit of ``log_values`` (draws, curves), curves = groups x alphas (alpha
+    last), in every draw (the first is the plain estimate): slope, intercept and the fit
+    mask of the estimate, the slope's Student-t interval. ``bound``: the feature-regime
+    alpha bound per group. ``resolution``: per curve, a standard deviation of the plain
+    log value that the seeds' bootstrap does not see (the grid's); its effect on the
+    least-squares slope is added to the interval's half-width in quadrature (normal
+    quantile)."""
+    alphas = len(log_alpha)
+    draws = log_values.shape[0]
+    rows = log_values.reshape(-1, alphas)  # draw-major, then group
+    slopes, intercepts, used = fit_exponent(log_alpha, rows, np.tile(bound, draws))
+    slopes, intercepts = slopes.reshape(draws, -1), intercepts.reshape(draws, -1)
+    low, high = student_interval(slopes[0], slopes[1:], replicas, confidence)
+    in_fit = used.reshape(draws, -1)[0].reshape(-1, alphas)
+    if resolution is not None:
+        from scipy import stats  # here: 1.3 s at import, which most jobs never need
+
+        centred = np.where(in_fit, log_alpha - _masked_mean(log_alpha, in_fit), 0.0)
+        weights = centred / np.maximum((centred**2).sum(axis=1, keepdims=True), 1e-300)
+        variance = (weights**2 * np.nan_to_num(resolution.reshape(-1, alphas)) ** 2).sum(axis=1)
+        half = np.hypot(
+            0.5 * (high - low), stats.norm.ppf(0.5 + confidence / 2) * np.sqrt(variance)
+        )
+        low, high = slopes[0] - half, slopes[0] + half
+    return {
+        "slope": slopes[0],
+        "intercept": intercepts[0],
+        "in_fit": in_fit.reshape(-1),
+        "low": low,
+        "high": high,
+    }
+
+
+def _masked_mean(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Mean of ``values`` (alphas,) over each row of ``mask`` (rows, alphas), as a column."""
+    return ((values * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1))[:, None]
 
 
 def predicted_exponent(depth: float) -> float:
@@ -170,7 +257,8 @@ def optimal_temperature(
     confidence: float = CONFIDENCE,
     seed: int = 0,
 ) -> xr.Dataset:
-    """T_opt per alpha and group with intervals, and k per group beside (D-1)/(D+1).
+    """T_opt and the stability edge per alpha and group with intervals, and their exponents
+    per group (k beside (D-1)/(D+1)).
 
     Dims: the summary's grid dims other than temperature (alpha last) for T_opt; the
     groups (the other grid dims) for k. See the module docstring for the rules.
@@ -203,16 +291,25 @@ def optimal_temperature(
     low, high = student_interval(log_topt[0], log_topt[1:], replicas, confidence)
     interior = np.isfinite(log_topt[1:]).mean(axis=0)
 
+    # the completed fraction (finite test error at the stop) in the same resamples of seeds
+    completed = bootstrap_means(np.isfinite(data).astype(float), resamples, seed)
+    log_edge, unresolved = stability_edge(
+        completed.reshape(-1, completed.shape[-1]), log_temperature
+    )
+    log_edge, unresolved = log_edge.reshape(draws, curves), unresolved[:curves]
+    edge_low, edge_high = student_interval(log_edge[0], log_edge[1:], replicas, confidence)
+    edge_low = np.fmin(edge_low, log_edge[0] - unresolved / 2)  # at least the grid's bracket
+    edge_high = np.fmax(edge_high, log_edge[0] + unresolved / 2)
+
     log_alpha = np.log(error[alpha_dim].values.astype(float))
-    per_group = log_topt.reshape(draws, -1, alphas)
     if max_alpha is None:  # the feature regime from the data: below the kernel's crossover
         bound = feature_regime_bound(summary, groups, alpha_dim)
     else:
-        bound = np.full(per_group.shape[1], max_alpha)
-    rows_bound = np.tile(bound, draws)  # rows of per_group.reshape: draw-major
-    slopes, intercepts, used = fit_exponent(log_alpha, per_group.reshape(-1, alphas), rows_bound)
-    slopes, intercepts = slopes.reshape(draws, -1), intercepts.reshape(draws, -1)
-    k_low, k_high = student_interval(slopes[0], slopes[1:], replicas, confidence)
+        bound = np.full(curves // alphas, max_alpha)
+    k = _fit_in_resamples(log_alpha, log_topt, bound, replicas, confidence)
+    edge = _fit_in_resamples(
+        log_alpha, log_edge, bound, replicas, confidence, unresolved / np.sqrt(12.0)
+    )
 
     group_shape = [error.sizes[d] for d in groups]
     point_dims, point_shape = [*groups, alpha_dim], [*group_shape, alphas]
@@ -231,11 +328,19 @@ def optimal_temperature(
             "optimal_temperature_status": per_point(np.array(STATUSES, dtype=object)[status]),
             "optimal_temperature_interior_fraction": per_point(interior),
             "optimal_temperature_grid_minimum": per_point(grid_minimum),
-            "optimal_temperature_in_fit": per_point(used.reshape(draws, -1)[0]),
-            "optimal_temperature_exponent": per_fit(slopes[0]),
-            "optimal_temperature_exponent_low": per_fit(k_low),
-            "optimal_temperature_exponent_high": per_fit(k_high),
-            "optimal_temperature_log_amplitude": per_fit(intercepts[0]),
+            "optimal_temperature_in_fit": per_point(k["in_fit"]),
+            "optimal_temperature_exponent": per_fit(k["slope"]),
+            "optimal_temperature_exponent_low": per_fit(k["low"]),
+            "optimal_temperature_exponent_high": per_fit(k["high"]),
+            "optimal_temperature_log_amplitude": per_fit(k["intercept"]),
+            "stability_edge": per_point(np.exp(log_edge[0])),
+            "stability_edge_low": per_point(np.exp(edge_low)),
+            "stability_edge_high": per_point(np.exp(edge_high)),
+            "stability_edge_in_fit": per_point(edge["in_fit"]),
+            "stability_edge_exponent": per_fit(edge["slope"]),
+            "stability_edge_exponent_low": per_fit(edge["low"]),
+            "stability_edge_exponent_high": per_fit(edge["high"]),
+            "stability_edge_log_amplitude": per_fit(edge["intercept"]),
         },
         coords={d: error[d].values for d in point_dims},
     )
@@ -257,6 +362,11 @@ def optimal_temperature(
                 else f" and alpha <= {max_alpha:g}"
             )
             + f"; k fitted with at least {MIN_FIT_ALPHAS} of them"
+        ),
+        stability_edge_criterion=(
+            f"temperature where the fraction of seeds reaching zero loss falls through "
+            f"{EDGE_FRACTION:g}, linear in log T between the highest temperature at or above "
+            f"it and the next one; NaN if none reaches it or the highest grid temperature does"
         ),
         optimal_temperature_method=(
             f"Student-t bootstrap over seeds ({resamples} joint resamples of the replica "
@@ -294,6 +404,21 @@ UNITS = {
     "optimal_temperature_log_amplitude": (
         "1",
         "log A of the fitted line T_opt = A alpha^k (log T_opt at alpha = 1)",
+    ),
+    "stability_edge": (
+        "temperature",
+        f"stability edge T_edge: where the fraction of seeds reaching zero loss falls "
+        f"through {EDGE_FRACTION:g}",
+    ),
+    "stability_edge_low": ("temperature", "lower end of the interval of T_edge"),
+    "stability_edge_high": ("temperature", "upper end of the interval of T_edge"),
+    "stability_edge_in_fit": ("1", "whether the alpha enters the fit of the edge's exponent"),
+    "stability_edge_exponent": ("1", "exponent of T_edge ~ alpha^k_edge (feature regime)"),
+    "stability_edge_exponent_low": ("1", "lower end of the interval of k_edge"),
+    "stability_edge_exponent_high": ("1", "upper end of the interval of k_edge"),
+    "stability_edge_log_amplitude": (
+        "1",
+        "log of the fitted T_edge = A alpha^k_edge at alpha = 1",
     ),
     "optimal_temperature_predicted_exponent": (
         "1",

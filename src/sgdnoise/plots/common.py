@@ -139,9 +139,8 @@ def errorbar(axis, x, centre, low, high, **style) -> None:
     keep = np.isfinite(centre)
     if keep.any():
         yerr = np.vstack([centre - low, high - centre])[:, keep]
-        axis.errorbar(
-            np.asarray(x)[keep], centre[keep], yerr=np.abs(yerr), capsize=3, marker="o", **style
-        )
+        style = {"marker": "o", "capsize": 3, **style}
+        axis.errorbar(np.asarray(x)[keep], centre[keep], yerr=np.abs(yerr), **style)
 
 
 def legend_once(axis, **style) -> None:

@@ -240,58 +240,63 @@ def test_error_vs_temperature(summary: xr.Dataset, out: str) -> None:
     save(figure, out)
 
 
+def _fitted_power_law(axis, alpha: np.ndarray, part: xr.Dataset, prefix: str, **style) -> str:
+    """The fitted line A alpha^k of ``prefix`` (``optimal_temperature`` or ``stability_edge``)
+    over its fitted alphas; returns the legend text of k and its interval ('' if no fit)."""
+    exponent = {end: part[f"{prefix}_exponent{end}"].item() for end in ("", "_low", "_high")}
+    if not np.isfinite(exponent[""]):
+        return ""
+    fitted = alpha[part[f"{prefix}_in_fit"].values.astype(bool)]
+    amplitude = np.exp(part[f"{prefix}_log_amplitude"].item())
+    text = f"{exponent['']:.2f} [{exponent['_low']:.2f}, {exponent['_high']:.2f}]"
+    axis.plot(fitted, amplitude * fitted ** exponent[""], **style)
+    return text
+
+
 def optimal_temperature_figure(
     summary: xr.Dataset, out: str, fits: xr.Dataset | None = None
 ) -> None:
-    """T_opt against alpha (log-log, 95% intervals), one series per value of the other grid
-    axes (e.g. the depth D), from the study fits (analysis.optimal_temperature).
+    """T_opt and the stability edge T_edge against alpha (log-log, 95% intervals), one panel
+    per value of the other grid axes (e.g. the depth D), from the study fits
+    (analysis.optimal_temperature).
 
-    Filled markers: the alphas of the fit of k; hollow: an interior T_opt left out of it;
+    Filled circles: the alphas of the fit of k; hollow: an interior T_opt left out of it;
     triangles: a minimum at the grid edge, drawn at that edge temperature, a bound pointing
-    where T_opt lies. Solid line: the fitted T_opt = A alpha^k over the fitted alphas, with k
-    and its interval in the legend; dotted: the predicted slope (D-1)/(D+1) through the
-    centre of the same points.
+    where T_opt lies. Squares: T_edge, where half the seeds stop reaching zero loss (T_opt
+    is at or below it). Solid line: the fitted T_opt = A alpha^k; dashed: the fitted
+    T_edge ~ alpha^k_edge; dotted: the predicted slope (D-1)/(D+1) through the centre of
+    the fitted T_opt (or, without a fit of k, of the fitted T_edge).
     """
     names = [
-        "optimal_temperature",
-        "optimal_temperature_low",
-        "optimal_temperature_high",
-        "optimal_temperature_status",
+        *(f"optimal_temperature{end}" for end in ("", "_low", "_high", "_status")),
         "optimal_temperature_grid_minimum",
-        "optimal_temperature_in_fit",
-        "optimal_temperature_exponent",
-        "optimal_temperature_exponent_low",
-        "optimal_temperature_exponent_high",
-        "optimal_temperature_log_amplitude",
         "optimal_temperature_predicted_exponent",
+        *(f"stability_edge{end}" for end in ("", "_low", "_high")),
+        *(
+            f"{prefix}_{name}"
+            for prefix in ("optimal_temperature", "stability_edge")
+            for name in ("in_fit", "exponent", "exponent_low", "exponent_high", "log_amplitude")
+        ),
     ]
     fits = require(fits, names, "optimal_temperature", "the study fit optimal_temperature")[names]
     alpha_dim = swept_dimension(summary, ALPHA)
-    figure, axis = plt.subplots(figsize=(7.0, 4.8))
-    for series in _panels(fits, (alpha_dim,)):
-        part = fits.sel(series).sortby(alpha_dim)
+    panels = _panels(fits, (alpha_dim,))
+    figure, axes = plt.subplots(
+        1, len(panels), figsize=(5.6 * len(panels) + 1.5, 5.2), squeeze=False, sharey=True
+    )
+    for axis, panel in zip(axes[0], panels, strict=True):
+        part = fits.sel(panel).sortby(alpha_dim)
         alpha = part[alpha_dim].values.astype(float)
         centre = part["optimal_temperature"].values
+        interval = part["optimal_temperature_low"].values, part["optimal_temperature_high"].values
         in_fit = part["optimal_temperature_in_fit"].values.astype(bool)
-        name = ", ".join(f"{k}={v:g}" for k, v in series.items())
-        colour = axis.plot([], [])[0].get_color()
-        errorbar(
-            axis,
-            alpha,
-            np.where(in_fit, centre, np.nan),
-            part["optimal_temperature_low"].values,
-            part["optimal_temperature_high"].values,
-            color=colour,
-            ls="none",
-            label=f"{name or 'T_opt'}: T_opt",
-        )
+        errorbar(axis, alpha, np.where(in_fit, centre, np.nan), *interval, color="C0", ls="none")
         errorbar(
             axis,
             alpha,
             np.where(in_fit, np.nan, centre),
-            part["optimal_temperature_low"].values,
-            part["optimal_temperature_high"].values,
-            color=colour,
+            *interval,
+            color="C0",
             ls="none",
             mfc="white",
         )
@@ -299,40 +304,60 @@ def optimal_temperature_figure(
         bound = part["optimal_temperature_grid_minimum"].values
         for edge, marker in (("highest", "^"), ("lowest", "v")):
             at_edge = status == f"minimum_at_{edge}_temperature"
-            axis.plot(alpha[at_edge], bound[at_edge], marker, color=colour, mfc="white", ms=8)
-        k = part["optimal_temperature_exponent"].item()
-        if np.isfinite(k):
-            fitted = alpha[in_fit]
-            line = np.exp(part["optimal_temperature_log_amplitude"].item()) * fitted**k
-            low, high = (
-                part[f"optimal_temperature_exponent_{end}"].item() for end in ("low", "high")
+            axis.plot(alpha[at_edge], bound[at_edge], marker, color="C0", mfc="white", ms=8)
+        errorbar(
+            axis,
+            alpha,
+            part["stability_edge"].values,
+            part["stability_edge_low"].values,
+            part["stability_edge_high"].values,
+            color="C3",
+            ls="none",
+            marker="s",
+            mfc="white",
+            label="T_edge: half the seeds stop reaching zero loss",
+        )
+        k_text = _fitted_power_law(axis, alpha, part, "optimal_temperature", color="C0", ls="-")
+        edge_text = _fitted_power_law(axis, alpha, part, "stability_edge", color="C3", ls="--")
+        axis.plot([], [], "o", color="C0", label="T_opt (interior minimum; fitted)")
+        if k_text:
+            axis.plot([], [], "-", color="C0", label=f"T_opt ~ alpha^k: k = {k_text}")
+        if edge_text:
+            axis.plot([], [], "--", color="C3", label=f"T_edge ~ alpha^k: k = {edge_text}")
+        predicted = part["optimal_temperature_predicted_exponent"].item()
+        through = "optimal_temperature" if k_text else "stability_edge"
+        fitted = part[f"{through}_in_fit"].values.astype(bool)
+        if np.isfinite(predicted) and fitted.any():
+            log_alpha = np.log(alpha[fitted])
+            log_centre = np.log(part[through].values[fitted]).mean()
+            line = np.exp(log_centre + predicted * (log_alpha - log_alpha.mean()))
+            axis.plot(
+                alpha[fitted],
+                line,
+                ":",
+                lw=2,
+                color="k",
+                label=f"predicted k = (D-1)/(D+1) = {predicted:.2f}",
             )
-            fit_text = f"{name} fit: k = {k:.2f} [{low:.2f}, {high:.2f}]"
-            axis.plot(fitted, line, "-", color=colour, label=fit_text.lstrip())
-            predicted = part["optimal_temperature_predicted_exponent"].item()
-            if np.isfinite(predicted):
-                log_centre = np.log(fitted).mean(), np.log(line).mean()
-                axis.plot(
-                    fitted,
-                    np.exp(log_centre[1] + predicted * (np.log(fitted) - log_centre[0])),
-                    ":",
-                    lw=2,
-                    color=colour,
-                    label=f"{name} predicted (D-1)/(D+1) = {predicted:.2f}".lstrip(),
-                )
-    axis.plot([], [], "o", color="k", mfc="white", label="interior T_opt outside the fit of k")
-    axis.plot([], [], "^", color="k", mfc="white", label="minimum at the highest T: T_opt above")
-    axis.plot([], [], "v", color="k", mfc="white", label="minimum at the lowest T: T_opt below")
-    axis.set_xscale("log", base=2)
-    axis.set_yscale("log", base=2)
-    axis.set_xlabel("alpha (output scale of F = alpha (f - f0), dimensionless)")
-    axis.set_ylabel("optimal temperature T_opt (T = lr / (h B), dimensionless)")
-    axis.grid(True, alpha=0.3)
-    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+        axis.plot([], [], "o", color="C0", mfc="white", label="interior T_opt outside the fit")
+        axis.plot(
+            [], [], "^", color="C0", mfc="white", label="minimum at the highest T: T_opt above"
+        )
+        axis.plot(
+            [], [], "v", color="C0", mfc="white", label="minimum at the lowest T: T_opt below"
+        )
+        axis.set_xscale("log", base=2)
+        axis.set_yscale("log", base=2)
+        axis.set_xlabel("alpha (output scale of F = alpha (f - f0), dimensionless)")
+        axis.set_title(", ".join(f"{k} = {v:g}" for k, v in panel.items()), fontsize=9)
+        axis.grid(True, alpha=0.3)
+        axis.legend(fontsize=7, loc="upper left")
+    axes[0, 0].set_ylabel("temperature T = lr / (h B) (dimensionless)")
     swept = set(grid_axes(summary).values())
     figure.suptitle(
-        "Optimal temperature against alpha, T_opt ~ alpha^k (95% intervals over seeds)\n"
+        "Optimal temperature and stability edge against alpha (95% intervals over seeds)\n"
         f"fixed: {network_setting(summary, swept)}",
         fontsize=10,
     )
+    figure.tight_layout()
     save(figure, out)
