@@ -188,9 +188,16 @@ def test_error_vs_temperature(summary: xr.Dataset, out: str) -> None:
 
     Without a P axis, one panel with one curve per alpha. Curves join the cells where no
     replica diverged; hollow markers: some replica did not reach zero training loss;
-    red crosses: some replica diverged (the mean of the others, if any).
+    red crosses: some replica diverged (the mean of the others, if any). The error axis
+    spans the cells where every replica reached zero loss; the others (seeds stalled at
+    chance level above the stability edge) are drawn at its top.
     """
     statistics = cell_statistics(summary)
+    trained = statistics["test_error"].where(
+        (statistics["diverged_fraction"] == 0) & (statistics["unfinished_fraction"] == 0)
+    )
+    bottom, top = float(trained.min()), float(trained.max())
+    top += 0.25 * (top - bottom) if top > bottom else 0.01
     temperature_dim = swept_dimension(summary, TEMPERATURE)
     alpha_dim, samples_dim = swept_dimension(summary, ALPHA), swept_dimension(summary, SAMPLES)
     if temperature_dim is None:
@@ -208,7 +215,7 @@ def test_error_vs_temperature(summary: xr.Dataset, out: str) -> None:
             extra = [d for d in line.dims if d != temperature_dim]
             line = line.isel(dict.fromkeys(extra, 0)).sortby(temperature_dim)
             log2_t = np.log2(line[temperature_dim].values.astype(float))
-            error = line["test_error"].values
+            error = np.minimum(line["test_error"].values, top)
             diverged = line["diverged_fraction"].values > 0
             unfinished = (line["unfinished_fraction"].values > 0) & ~diverged
             drawn = axis.errorbar(
@@ -224,6 +231,8 @@ def test_error_vs_temperature(summary: xr.Dataset, out: str) -> None:
             axis.plot(log2_t[unfinished], error[unfinished], "o", ms=8, mfc="w", color=colour)
             axis.plot(log2_t[diverged], error[diverged], "x", ms=8, mew=2, color="red")
         axis.set_xlabel(LOG2_TEMPERATURE)
+        if np.isfinite(top):
+            axis.set_ylim(bottom - 0.05 * (top - bottom), top * 1.01)
         if panel_dim:
             axis.set_title(f"alpha = {panel:g}")
         axis.grid(True, alpha=0.3)
@@ -233,7 +242,7 @@ def test_error_vs_temperature(summary: xr.Dataset, out: str) -> None:
     swept = set(grid_axes(summary).values())
     figure.suptitle(
         "Test error against temperature (hollow: some replicas unfinished; red x: some "
-        f"diverged)\nfixed: {network_setting(summary, swept)}",
+        f"diverged; at the top: off scale)\nfixed: {network_setting(summary, swept)}",
         fontsize=10,
     )
     figure.tight_layout()
