@@ -82,6 +82,30 @@ def test_yaml_scientific_notation_read_as_a_number():
         resolve_point({"data": {"P": 10}, "run": {"tolerance": "tiny"}})
 
 
+def test_an_integer_and_its_float_make_one_config_and_one_hash():
+    """``alpha: 1`` and ``alpha: 1.0`` share a point id; they must share the config hash
+    too, or a run cached under one is refused as stale under the other. Integer fields
+    (data.P) stay integers."""
+    from sgdnoise.config import config_sha256
+
+    def point(alpha, tolerance):
+        return resolve_point(
+            {
+                "model": {"kind": "fcn", "depth": 2, "width": 8, "alpha": alpha},
+                "data": {"kind": "mnist_parity", "P": 64, "P_test": 64},
+                "optimizer": {"kind": "minibatch_sgd", "batch_size": 16, "temperature": 0.01},
+                "loss": {"kind": "hinge"},
+                "run": {"tolerance": tolerance},
+            }
+        )
+
+    as_int, as_float = point(1, 0), point(1.0, 0.0)
+    assert config_sha256(as_int) == config_sha256(as_float)
+    assert isinstance(as_int.model.alpha, float) and isinstance(as_int.data.P, int)
+    assert config_sha256(resolve_point(as_int)) == config_sha256(as_int)  # idempotent
+    assert config_sha256(point(2, 0)) != config_sha256(as_int)
+
+
 def test_point_ids_are_canonical_numbers():
     assert point_id({"optimizer.b": 0.1}) == point_id({"optimizer.b": 0.10})
     assert point_id({"optimizer.b": 1}) == point_id({"optimizer.b": 1.0}) == "optimizer.b=1"

@@ -53,20 +53,20 @@ def _fill_defaults(node: dict, schema: dict) -> None:
 
 
 def _coerce_numbers(node: dict, schema: dict) -> None:
-    """Read numeric text as numbers where the schema wants a number (in place).
+    """Read numbers as floats where the schema wants a number (in place).
 
     YAML 1.1 (PyYAML, Snakemake) reads ``1e-10`` (no dot) as a string; users mean the
-    number. Text that does not parse stays text and fails validation with a message.
+    number. An integer (``alpha: 1``) becomes the float it stands for, so that ``1`` and
+    ``1.0`` make one config and one sha256, as they make one point id. Text that does not
+    parse stays text and fails validation with a message.
     """
     for key, sub in schema.get("properties", {}).items():
         value = node.get(key)
         types = sub.get("type", [])
         types = [types] if isinstance(types, str) else types
-        if isinstance(value, str) and "number" in types:
-            try:
-                node[key] = float(value)
-            except ValueError:
-                pass
+        if "number" in types and "integer" not in types:
+            if key in node:
+                node[key] = _as_number(value)
         elif isinstance(value, list) and sub.get("items", {}).get("type") == "number":
             node[key] = [_as_number(item) for item in value]
         elif isinstance(value, dict) and sub.get("type") == "object":
@@ -74,7 +74,11 @@ def _coerce_numbers(node: dict, schema: dict) -> None:
 
 
 def _as_number(value: Any) -> Any:
-    """``value`` read as a float if it is numeric text, else unchanged."""
+    """``value`` as a float if it is an integer or numeric text, else unchanged."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return float(value)
     if isinstance(value, str):
         try:
             return float(value)
@@ -413,6 +417,7 @@ def resolve_point(raw: dict | PointConfig | None) -> PointConfig:
     _resolve_stop(point["run"], point["loss"], point["optimizer"], point["data"])
     _resolve_engine(point["run"], point["model"], point["optimizer"])
     _resolve_run(point["run"], point["model"], point["optimizer"])
+    _coerce_numbers(point, point_schema())  # values the resolution derived, as floats too
     refuse_non_finite(point)
     validate_against_schema(point)
     resolved = PointConfig.from_mapping(point)
