@@ -84,11 +84,7 @@ def _fits(fits: xr.Dataset | None, figure: str, analysis: str, *variables: str) 
 
 def _groups(values: xr.DataArray) -> list[dict]:
     """Selections of every group (fixed values of the dims other than T, P, N, replica)."""
-    dims = group_dims(values)
-    if not dims:
-        return [{}]
-    stacked = values.stack(group=dims)
-    return [dict(zip(dims, np.atleast_1d(key), strict=True)) for key in stacked["group"].values]
+    return _selections(values, group_dims(values))
 
 
 def _shown_n(values: xr.DataArray) -> dict:
@@ -421,7 +417,8 @@ def _draw_running_in_d(axis: plt.Axes, pick: xr.Dataset) -> None:
     axis.set_ylabel("running exponent in d")
 
 
-def _selections(data: xr.Dataset, dims: list[str]) -> list[dict]:
+def _selections(data: xr.Dataset | xr.DataArray, dims: list[str]) -> list[dict]:
+    """Every combination of values of ``dims`` in ``data``, as selection dicts."""
     if not dims:
         return [{}]
     stacked = data.stack(rest=dims)
