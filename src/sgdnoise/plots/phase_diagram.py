@@ -291,7 +291,7 @@ def optimal_temperature_figure(
     alpha_dim = swept_dimension(summary, ALPHA)
     panels = _panels(fits, (alpha_dim,))
     figure, axes = plt.subplots(
-        1, len(panels), figsize=(5.6 * len(panels) + 1.5, 5.2), squeeze=False, sharey=True
+        1, len(panels), figsize=(5.6 * len(panels) + 1.5, 7.0), squeeze=False, sharey=True
     )
     for axis, panel in zip(axes[0], panels, strict=True):
         part = fits.sel(panel).sortby(alpha_dim)
@@ -360,7 +360,7 @@ def optimal_temperature_figure(
         axis.set_xlabel("alpha (output scale of F = alpha (f - f0), dimensionless)")
         axis.set_title(", ".join(f"{k} = {v:g}" for k, v in panel.items()), fontsize=9)
         axis.grid(True, alpha=0.3)
-        axis.legend(fontsize=7, loc="upper left")
+        axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     axes[0, 0].set_ylabel("temperature T = lr / (h B) (dimensionless)")
     swept = set(grid_axes(summary).values())
     figure.suptitle(
