@@ -365,8 +365,9 @@ def optimal_temperature(
         ),
         stability_edge_criterion=(
             f"temperature where the fraction of seeds reaching zero loss falls through "
-            f"{EDGE_FRACTION:g}, linear in log T between the highest temperature at or above "
-            f"it and the next one; NaN if none reaches it or the highest grid temperature does"
+            f"{EDGE_FRACTION:g}, linear in log T between the highest temperature where it is "
+            f"at least that and the next one; NaN if none reaches it or the highest grid "
+            f"temperature does"
         ),
         optimal_temperature_method=(
             f"Student-t bootstrap over seeds ({resamples} joint resamples of the replica "
