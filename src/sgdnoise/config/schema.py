@@ -417,7 +417,6 @@ def resolve_point(raw: dict | PointConfig | None) -> PointConfig:
     _resolve_stop(point["run"], point["loss"], point["optimizer"], point["data"])
     _resolve_engine(point["run"], point["model"], point["optimizer"])
     _resolve_run(point["run"], point["model"], point["optimizer"])
-    _coerce_numbers(point, point_schema())  # values the resolution derived, as floats too
     refuse_non_finite(point)
     validate_against_schema(point)
     resolved = PointConfig.from_mapping(point)

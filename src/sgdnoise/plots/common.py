@@ -98,11 +98,16 @@ def require(data: xr.Dataset | None, names: Iterable[str], figure: str, source: 
     return data
 
 
+def selections(data: xr.Dataset | xr.DataArray, dims: list[str]) -> list[dict]:
+    """Every combination of the values of ``dims`` in ``data`` (C order), as selection
+    dicts; ``[{}]`` without dims."""
+    values = [data[d].values.tolist() for d in dims]
+    return [dict(zip(dims, combo, strict=True)) for combo in itertools.product(*values)]
+
+
 def points(summary: xr.Dataset, exclude: tuple[str, ...] = ()) -> list[dict]:
     """Every combination of grid coordinates (minus ``exclude``), as selection dicts."""
-    axes = [a for a in grid_axes(summary) if a not in exclude]
-    values = [summary[a].values.tolist() for a in axes]
-    return [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*values)]
+    return selections(summary, [a for a in grid_axes(summary) if a not in exclude])
 
 
 NOISE_AXES = ("b", "batch_size")

@@ -23,7 +23,7 @@ from sgdnoise.analysis.phase_diagram import (
     swept_dimension,
 )
 from sgdnoise.io.artifact import grid_axes, study_config
-from sgdnoise.plots.common import errorbar, require, save
+from sgdnoise.plots.common import errorbar, require, save, selections
 
 LOG2_ALPHA = "log2 alpha (alpha: output scale of F = alpha (f - f0))"
 LOG2_TEMPERATURE = "log2 T (T = lr / (h B), dimensionless)"
@@ -59,9 +59,7 @@ def _edges(centres: np.ndarray) -> np.ndarray:
 
 def _panels(statistics: xr.Dataset, keep: tuple[str, ...]) -> list[dict]:
     """Every combination of the dims other than ``keep``, as selection dicts."""
-    others = [d for d in statistics.dims if d not in keep]
-    values = [statistics[d].values.tolist() for d in others]
-    return [dict(zip(others, combo, strict=True)) for combo in itertools.product(*values)]
+    return selections(statistics, [d for d in statistics.dims if d not in keep])
 
 
 def _draw_cells(axis, cell: xr.Dataset, alpha_dim: str, temperature_dim: str, image_range):
@@ -198,6 +196,7 @@ def test_error_vs_temperature(summary: xr.Dataset, out: str) -> None:
     )
     bottom, top = float(trained.min()), float(trained.max())
     top += 0.25 * (top - bottom) if top > bottom else 0.01
+    top = top if np.isfinite(top) else np.inf  # no cell fully trained: nothing is clipped
     temperature_dim = swept_dimension(summary, TEMPERATURE)
     alpha_dim, samples_dim = swept_dimension(summary, ALPHA), swept_dimension(summary, SAMPLES)
     if temperature_dim is None:

@@ -34,7 +34,7 @@ from sgdnoise.analysis.scaling_data import (
 )
 from sgdnoise.analysis.statistics import error_bar, mean_and_error
 from sgdnoise.io.artifact import study_config
-from sgdnoise.plots.common import fixed_parameters, require, save
+from sgdnoise.plots.common import fixed_parameters, require, save, selections
 
 NAMES = {
     "signal": "signal $u_1$ at stop",
@@ -84,7 +84,7 @@ def _fits(fits: xr.Dataset | None, figure: str, analysis: str, *variables: str) 
 
 def _groups(values: xr.DataArray) -> list[dict]:
     """Selections of every group (fixed values of the dims other than T, P, N, replica)."""
-    return _selections(values, group_dims(values))
+    return selections(values, group_dims(values))
 
 
 def _shown_n(values: xr.DataArray) -> dict:
@@ -249,7 +249,7 @@ def exponents_vs_chi(summary: xr.Dataset, out: str, fits: xr.Dataset | None = No
         for column, name in enumerate(names):
             axis = axes[row, column]
             pick = fits.sel(observable=name, regressor=regressor)
-            for index, rest in enumerate(_selections(pick, others)):
+            for index, rest in enumerate(selections(pick, others)):
                 part = pick.sel(rest)
                 measured = np.atleast_1d(part["exponent"].values)
                 low = np.atleast_1d(part["exponent_low"].values)
@@ -312,7 +312,7 @@ def running_exponents(summary: xr.Dataset, out: str, fits: xr.Dataset | None = N
     facet_dims = [
         d for d in fits["running_exponent"].dims if d not in ("observable", "size_pair", "N")
     ]
-    facets = _selections(fits, facet_dims)
+    facets = selections(fits, facet_dims)
     kinds = ["P", "d"] if in_d else ["P"]
     figure, axes = plt.subplots(
         len(facets) * len(kinds),
@@ -356,7 +356,7 @@ def _draw_running_in_p(axis: plt.Axes, pick: xr.Dataset) -> None:
     others = [d for d in pick["running_exponent"].dims if d != "size_pair"]
     middle = pick["P_mid"].values
     infinity = middle.max() * 4  # where P -> infinity is drawn
-    for index, rest in enumerate(_selections(pick, others)):
+    for index, rest in enumerate(selections(pick, others)):
         part = pick.sel(rest)
         colour = f"C{index}"
         running = part["running_exponent"].values
@@ -417,14 +417,6 @@ def _draw_running_in_d(axis: plt.Axes, pick: xr.Dataset) -> None:
     axis.set_ylabel("running exponent in d")
 
 
-def _selections(data: xr.Dataset | xr.DataArray, dims: list[str]) -> list[dict]:
-    """Every combination of values of ``dims`` in ``data``, as selection dicts."""
-    if not dims:
-        return [{}]
-    stacked = data.stack(rest=dims)
-    return [dict(zip(dims, np.atleast_1d(key), strict=True)) for key in stacked["rest"].values]
-
-
 def critical_temperature_vs_p(
     summary: xr.Dataset, out: str, fits: xr.Dataset | None = None
 ) -> None:
@@ -446,7 +438,7 @@ def critical_temperature_vs_p(
     others = [d for d in fits["critical_temperature"].dims if d not in ("observable", "P")]
     for axis, name in zip(axes[0], names, strict=True):
         pick = fits.sel(observable=name)
-        for rest in _selections(pick, others):
+        for rest in selections(pick, others):
             part = pick.sel(rest)
             sizes = part["P"].values.astype(float)
             tc = part["critical_temperature"].values
@@ -552,9 +544,7 @@ def critical_temperature_vs_margin(
     names = [
         n for n in fits["observable"].values if np.isfinite(critical.sel(observable=n)).any()
     ] or list(fits["observable"].values)
-    groups = _selections(
-        fits, [d for d in fits["margin_crossover_slope"].dims if d != "observable"]
-    )
+    groups = selections(fits, [d for d in fits["margin_crossover_slope"].dims if d != "observable"])
     columns = max(len(names), len(groups))
     figure, axes = plt.subplots(2, columns, figsize=(4.2 * columns, 7.4), squeeze=False)
     for axis, name in zip(axes[0], names, strict=False):
