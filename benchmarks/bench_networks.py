@@ -17,7 +17,9 @@ Steps are timed from initialisation (after 5 warm-up steps), where nearly every 
 sample violates the margin and the backward is full, and again from step --late-start
 of the same replicas (most of a run to zero loss: few violating samples). The achieved
 GFLOP/s of the early batched step (forward + full backward) is set against matmuls of
-the same shapes, and a large square one, in this process (torch and numpy).
+the same shapes, and a large square one, in this process (torch and numpy), and against
+the step's floor on torch's kernels: its own operations (products, then activations)
+each timed alone on tensors hot in cache, summed.
 
 The MNAS CNN (width --cnn-width, same data and batch size) is measured likewise with the
 generic engine (it has no hand-written step). The cell is one grid point of the
@@ -37,9 +39,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import os
 import time
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import torch
@@ -194,6 +198,47 @@ def matmul_gflops(repeats: int) -> dict[str, float]:
     return rates
 
 
+def step_floor_seconds(config: PointConfig, repeats: int) -> dict[str, float]:
+    """Seconds of the hand-written step's own operations, each timed alone, per 16-replica step.
+
+    The batched products FCNStep issues from initialisation (every batch row violating
+    the margin), with its layouts: the forward ``bmm(a, W.mT)`` of every layer and the
+    readout, the backward ``bmm(dz, W)`` of the hidden layers but the first, and the
+    fused updates ``W.baddbmm_(dz.mT, a)``; then its activations (gelu, and gelu's
+    pullback on the way back). Each is repeated on the same tensors (hot in cache) and
+    its best time kept, so the sums are a floor under the step with torch's kernels:
+    what it would cost with no gaps, gathers, bookkeeping or cache misses between them.
+    """
+    width, depth, batch = config.model.width, config.model.depth, config.optimizer.batch_size
+    activation = make_network(config.model, (1, 28, 28)).act
+    fan_ins = [784] + [width] * (depth - 1)
+    z = torch.randn(REPLICAS, batch, width)
+    cases: dict[str, tuple[str, Callable[[], object]]] = {}
+    for layer, fan_in in enumerate(fan_ins):
+        a, weight = torch.randn(REPLICAS, batch, fan_in), torch.randn(REPLICAS, width, fan_in)
+        cases[f"forward {layer}"] = ("products", partial(torch.bmm, a, weight.mT))
+        if layer > 0:
+            cases[f"backward {layer}"] = ("products", partial(torch.bmm, z, weight))
+        update = partial(weight.baddbmm_, z.mT, a, alpha=-1e-9)
+        cases[f"update {layer}"] = ("products", update)
+        cases[f"gelu {layer}"] = ("activations", partial(activation.base, z))
+        cases[f"pullback {layer}"] = ("activations", partial(activation.base_pullback, z, z))
+    readout, force = torch.randn(REPLICAS, 1, width), torch.randn(REPLICAS, batch, 1)
+    cases["readout forward"] = ("products", partial(torch.bmm, readout, z.mT))
+    cases["readout backward"] = ("products", partial(torch.bmm, force, readout))
+    cases["readout update"] = ("products", partial(readout.baddbmm_, force.mT, z, alpha=-1e-9))
+    totals = {"products": 0.0, "activations": 0.0}
+    for kind, operation in cases.values():
+        best = math.inf
+        for _ in range(3):
+            start = clock()
+            for _ in range(repeats):
+                operation()
+            best = min(best, (clock() - start) / repeats)
+        totals[kind] += best
+    return totals
+
+
 def summary(values: list[float]) -> tuple[float, float]:
     return float(np.min(values)), float(np.median(values))
 
@@ -266,6 +311,16 @@ def measure_fcn(args: argparse.Namespace) -> None:
     )
     for name, rates in matmuls.items():
         print(f"  {name}: {np.max(rates):.1f}, {np.median(rates):.1f}")
+    floor = step_floor_seconds(config, 50)
+    floor_total = sum(floor.values())
+    print(
+        f"\nFloor of the hand-written step on torch's kernels (its operations each timed alone, "
+        f"hot in cache, best of 3 x 50): products {1e3 * floor['products'] / REPLICAS:.3f} + "
+        f"activations {1e3 * floor['activations'] / REPLICAS:.3f} = "
+        f"{1e3 * floor_total / REPLICAS:.3f} ms per replica-step "
+        f"({flops * REPLICAS / floor['products'] / 1e9:.1f} GFLOP/s in the products); the "
+        f"step itself (min) is {batched_low * REPLICAS / floor_total:.2f}x the floor."
+    )
 
 
 def measure_cnn(args: argparse.Namespace) -> None:

@@ -16,6 +16,7 @@ from sgdnoise.models import (
     initial_parameters,
     make_network,
     network_function,
+    networks,
     replica_outputs,
 )
 from sgdnoise.models.networks import ScaledConv
@@ -104,8 +105,13 @@ def test_fcn_output_at_init_is_of_order_one_over_sqrt_width() -> None:
     assert abs(means[16] / means[128] - 1.0) < 4 * ratio_error
 
 
+@pytest.mark.parametrize("group", [None, 1, 2], ids=["all", "one", "two"])
 @pytest.mark.parametrize("kind", ["fcn", "cnn", "perceptron"])
-def test_vmap_over_replicas_equals_a_loop(kind: str) -> None:
+def test_vmap_over_replicas_equals_a_loop(
+    kind: str, group: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All replicas in one vmapped call, or in groups (the last one short), equal a loop."""
+    monkeypatch.setattr(networks, "replicas_per_call", lambda network, device: group)
     network = make_network(config(kind, width=2), (3, 12, 12)).double()
     stacked = initial_parameters(network, generators(3))
     x = torch.randn(4, 3, 12, 12, dtype=torch.float64)
@@ -119,6 +125,14 @@ def test_vmap_over_replicas_equals_a_loop(kind: str) -> None:
         torch.testing.assert_close(
             separate[r], f(parameters, x_per_replica[r]), rtol=1e-12, atol=1e-12
         )
+
+
+def test_convolutional_networks_take_one_replica_per_call_on_the_cpu() -> None:
+    cnn = make_network(config("cnn", width=2), (3, 12, 12))
+    fcn = make_network(config("fcn", width=2), (3, 12, 12))
+    assert networks.replicas_per_call(cnn, torch.device("cpu")) == 1
+    assert networks.replicas_per_call(cnn, torch.device("cuda")) is None
+    assert networks.replicas_per_call(fcn, torch.device("cpu")) is None
 
 
 def test_replica_initialisation_does_not_depend_on_the_ensemble() -> None:

@@ -24,9 +24,10 @@ Replica r therefore follows the same trajectory alone or among others, in any or
 (up to floating-point rounding). ``update`` writes the new parameters into the state's
 own tensors (see there). Two implementations of the update, the same map:
 
-- generic, any network: one forward of all replicas, ``torch.func.vmap(randomness=
+- generic, any network: a forward of the replicas through ``torch.func.vmap(randomness=
   "error")`` over ``torch.func.functional_call`` on the stacked parameters (replica
-  axis first), then reverse-mode autograd;
+  axis first; all replicas in one call, or a convolutional network's one at a time on
+  the CPU: ``models.networks.replicas_per_call``), then reverse-mode autograd;
 - ``FCNStep``, the MeanFieldFCN: forward and backward written out in batched matmuls,
   the update fused into them, the backward restricted to the samples (and replicas)
   that feel a force. Chosen automatically (``make_network_dynamics(hand_written=True)``);
@@ -41,12 +42,11 @@ from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
-from torch.func import vmap
 
 from sgdnoise.config.point import OptimizerConfig
 from sgdnoise.dynamics.selection import MinibatchSelection, Selection
 from sgdnoise.models.losses import MarginLoss
-from sgdnoise.models.networks import MeanFieldFCN, network_function, replica_outputs
+from sgdnoise.models.networks import MeanFieldFCN, replica_outputs
 
 Parameters = dict[str, Tensor]
 
@@ -334,20 +334,21 @@ def make_network_dynamics(
     block_steps = selection_process.stream.block_steps
     loss = problem.loss
 
-    outputs_of_replicas = vmap(network_function(network), randomness="error")
-
     def generic_step(
         parameters: Parameters, x: Tensor, y: Tensor, initial_outputs: Tensor
     ) -> Tensor:
         """w <- w - lr grad_w L_B in place for every replica; the batch stabilities h (R, B).
 
-        The replicas' outputs come from one vmapped forward; reverse-mode autograd of the
-        SUM of the replicas' batch losses then gives each replica its own gradient (the
-        replicas share no parameter), with less overhead than vmap(grad(...)).
+        The replicas' outputs come from a vmapped forward (``replica_outputs``: all
+        replicas in one call, or a convolutional network's one at a time on the CPU);
+        reverse-mode autograd of the SUM of the replicas' batch losses then gives each
+        replica its own gradient (the replicas share no parameter), with less overhead
+        than vmap(grad(...)).
         """
         leaves = [value.detach().requires_grad_(True) for value in parameters.values()]
         with torch.enable_grad():
-            outputs = outputs_of_replicas(dict(zip(parameters, leaves, strict=True)), x)
+            stacked = dict(zip(parameters, leaves, strict=True))
+            outputs = replica_outputs(network, stacked, x, x_per_replica=True)
             stability = y * (outputs - initial_outputs)
             total = loss.value(stability).mean(-1).sum()
             gradients = torch.autograd.grad(total, leaves)

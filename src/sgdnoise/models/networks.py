@@ -293,21 +293,40 @@ def network_function(network: nn.Module) -> Callable[[Mapping[str, Tensor], Tens
     return f
 
 
+def replicas_per_call(network: nn.Module, device: torch.device) -> int | None:
+    """How many replicas one vmapped call of ``network`` holds: None for all of them.
+
+    On the CPU a convolutional network takes one replica per call: vmap turns the
+    replicas' convolutions (the depthwise ones included) into grouped convolutions,
+    which oneDNN runs 1.4x (training step) to 2x (evaluation) slower than the same
+    convolutions one replica at a time (benchmarks/RESULTS.md, "Networks").
+    """
+    convolutional = any(isinstance(module, ScaledConv) for module in network.modules())
+    return 1 if convolutional and device.type == "cpu" else None
+
+
 def replica_outputs(
     network: nn.Module,
     stacked_parameters: Mapping[str, Tensor],
     x: Tensor,
     x_per_replica: bool = False,
 ) -> Tensor:
-    """Outputs f(w_r, x) of R replicas at once, shape (R, batch).
+    """Outputs f(w_r, x) of R replicas, shape (R, batch), differentiable in the parameters.
 
     x is shared, shape (batch, *input_shape), or with ``x_per_replica`` one batch per
-    replica, shape (R, batch, *input_shape).
+    replica, shape (R, batch, *input_shape). The replicas go through vmap together, or
+    in groups of ``replicas_per_call`` (the same numbers: replicas share nothing).
     """
     batched = vmap(
         network_function(network), in_dims=(0, 0 if x_per_replica else None), randomness="error"
     )
-    return batched(dict(stacked_parameters), x)
+    count = next(iter(stacked_parameters.values())).shape[0]
+    group = replicas_per_call(network, x.device) or count
+    outputs = []
+    for start in range(0, count, group):
+        part = {name: value[start : start + group] for name, value in stacked_parameters.items()}
+        outputs.append(batched(part, x[start : start + group] if x_per_replica else x))
+    return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
 
 def alpha_predictor(
