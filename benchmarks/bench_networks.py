@@ -22,7 +22,8 @@ the step's floor on torch's kernels: its own operations (products, then activati
 each timed alone on tensors hot in cache, summed.
 
 The MNAS CNN (width --cnn-width, same data and batch size) is measured likewise with the
-generic engine (it has no hand-written step). The cell is one grid point of the
+generic engine (it has no hand-written step), as it runs (one replica per vmapped call on
+the CPU) and with all replicas in one vmapped call, for steps and for evaluation. The cell is one grid point of the
 paper-scale MNIST phase diagram (workflow/studies/phase_diagram_mnist.yaml) run by the
 network runner from start to zero training loss, records and checks included.
 
@@ -44,6 +45,7 @@ import os
 import time
 from collections.abc import Callable
 from functools import partial
+from unittest.mock import patch
 
 import numpy as np
 import torch
@@ -57,6 +59,7 @@ from sgdnoise.dynamics.networks import (
     NetworkState,
     make_network_dynamics,
 )
+from sgdnoise.models import networks
 from sgdnoise.models.losses import MarginLoss
 from sgdnoise.models.networks import make_network
 from sgdnoise.stages.train_network import (
@@ -324,16 +327,40 @@ def measure_fcn(args: argparse.Namespace) -> None:
 
 
 def measure_cnn(args: argparse.Namespace) -> None:
+    """The generic engine on the MNAS CNN: as it runs (one replica per vmapped call on the
+    CPU, models.networks.replicas_per_call) and with all 16 replicas in one vmapped call,
+    for the training step and for the evaluation of the replicas' training outputs."""
     model = {"kind": "cnn", "width": args.cnn_width, "activation": "gelu"}
     config = paper_point(1.0, 2.0**-8, model=model)
     problem, dynamics, initial = engines(config)
     generic = dynamics[False]
+    network = make_network(config.model, tuple(problem.train.x.shape[2:]))
     ids = list(range(REPLICAS))
-    seconds: dict[str, list[float]] = {"batched generic": [], "loop generic": [], "eager": []}
+    stacked, replica_ids = {k: v[ids] for k, v in initial.items()}, torch.tensor(ids)
+    all_in_one_call = patch.object(networks, "replicas_per_call", lambda network, device: None)
+    seconds: dict[str, list[float]] = {
+        "batched generic": [],
+        "batched generic, all replicas in one vmapped call": [],
+        "loop generic": [],
+        "eager": [],
+    }
+    evaluation: dict[str, list[float]] = {"one replica per call": [], "all in one call": []}
+
+    def evaluation_seconds() -> float:
+        start = clock()
+        problem.train.outputs(network, stacked, replica_ids, EVALUATION_BATCH // REPLICAS)
+        return clock() - start
+
     for _ in range(args.rounds):
         seconds["batched generic"].append(
             seconds_per_step(generic, initial, ids, args.cnn_steps) / REPLICAS
         )
+        evaluation["one replica per call"].append(evaluation_seconds())
+        with all_in_one_call:
+            seconds["batched generic, all replicas in one vmapped call"].append(
+                seconds_per_step(generic, initial, ids, args.cnn_steps) / REPLICAS
+            )
+            evaluation["all in one call"].append(evaluation_seconds())
         seconds["loop generic"].append(loop_seconds_per_step(generic, initial, 4 * args.cnn_steps))
         seconds["eager"].append(eager_seconds_per_step(config, problem, args.cnn_steps))
     print_table(
@@ -341,6 +368,11 @@ def measure_cnn(args: argparse.Namespace) -> None:
         f"{args.rounds} rounds of {args.cnn_steps} steps (generic engine only):",
         seconds,
         "batched generic",
+    )
+    print(
+        f"Outputs of the {REPLICAS} replicas on their {problem.train.count} training samples, "
+        "s (min, median): "
+        + ", ".join(f"{name} {np.min(v):.2f}, {np.median(v):.2f}" for name, v in evaluation.items())
     )
 
 
