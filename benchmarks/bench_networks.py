@@ -23,9 +23,10 @@ each timed alone on tensors hot in cache, summed.
 
 The MNAS CNN (width --cnn-width, same data and batch size) is measured likewise with the
 generic engine (it has no hand-written step), as it runs (one replica per vmapped call on
-the CPU) and with all replicas in one vmapped call, for steps and for evaluation. The cell is one grid point of the
-paper-scale MNIST phase diagram (workflow/studies/phase_diagram_mnist.yaml) run by the
-network runner from start to zero training loss, records and checks included.
+the CPU) and with all replicas in one vmapped call, for steps and for evaluation. The
+cell is one grid point of the paper-scale MNIST phase diagram
+(workflow/studies/phase_diagram_mnist.yaml) run by the network runner from start to zero
+training loss, records and checks included.
 
     python benchmarks/bench_networks.py [--threads 1] [--steps 100] [--rounds 5] [--cpu-time]
         [--late-start 1000] [--no-cnn] [--no-cell]
