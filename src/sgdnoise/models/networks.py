@@ -298,8 +298,9 @@ def replicas_per_call(network: nn.Module, device: torch.device) -> int | None:
 
     On the CPU a convolutional network takes one replica per call: vmap turns the
     replicas' convolutions (the depthwise ones included) into grouped convolutions,
-    which oneDNN runs 1.4x (training step) to 2x (evaluation) slower than the same
-    convolutions one replica at a time (benchmarks/RESULTS.md, "Networks").
+    which oneDNN runs 1.3x (training step) to 3.6x (evaluation) slower than the same
+    convolutions one replica at a time (MNAS h = 32, 16 replicas; benchmarks/RESULTS.md,
+    "Networks").
     """
     convolutional = any(isinstance(module, ScaledConv) for module in network.modules())
     return 1 if convolutional and device.type == "cpu" else None
