@@ -192,14 +192,23 @@ def matmul_gflops(repeats: int) -> dict[str, float]:
         "torch 512^3": (lambda: square @ square, 2.0 * 512**3),
         "numpy 512^3": (lambda: square_np @ square_np, 2.0 * 512**3),
     }
-    rates = {}
-    for name, (product, flops) in cases.items():
-        product()
+    return {
+        name: flops / seconds_per_call(product, repeats) / 1e9
+        for name, (product, flops) in cases.items()
+    }
+
+
+def seconds_per_call(operation: Callable[[], object], repeats: int, rounds: int = 1) -> float:
+    """Seconds of one call of ``operation``: after a warm-up call, the best over ``rounds``
+    of the mean over ``repeats`` calls."""
+    operation()
+    best = math.inf
+    for _ in range(rounds):
         start = clock()
         for _ in range(repeats):
-            product()
-        rates[name] = flops * repeats / (clock() - start) / 1e9
-    return rates
+            operation()
+        best = min(best, (clock() - start) / repeats)
+    return best
 
 
 def step_floor_seconds(config: PointConfig, repeats: int) -> dict[str, float]:
@@ -233,13 +242,7 @@ def step_floor_seconds(config: PointConfig, repeats: int) -> dict[str, float]:
     cases["readout update"] = ("products", partial(readout.baddbmm_, force.mT, z, alpha=-1e-9))
     totals = {"products": 0.0, "activations": 0.0}
     for kind, operation in cases.values():
-        best = math.inf
-        for _ in range(3):
-            start = clock()
-            for _ in range(repeats):
-                operation()
-            best = min(best, (clock() - start) / repeats)
-        totals[kind] += best
+        totals[kind] += seconds_per_call(operation, repeats, rounds=3)
     return totals
 
 
