@@ -334,3 +334,58 @@ int fcn_step(const struct fcn_config *c, long count, float *const *weights, floa
     free(upcoming);
     return 0;
 }
+
+/* The outputs f(w, x) of `count` replicas on `total` samples of their training or test
+ * set: outputs[n * total + m] = f(w_n, x of sample first + m), the samples laid out as
+ * for fcn_step (row replica_ids[n] * per_replica + mu of `samples`). Forward only, 16
+ * samples at a time with the replica's weights in cache (a short last block repeats its
+ * last sample). Returns 0, or -1 if memory ran out. */
+int fcn_outputs(const struct fcn_config *c, long count, float *const *weights,
+                const float *readout, const float *samples, long per_replica,
+                const long *replica_ids, long first, long total, float *outputs) {
+    const long L = c->depth, B = LANES, d = c->input_size, h = c->width;
+    const float readout_alpha = c->activation_scale / (float)h;
+    size_t floats = (size_t)B * (d + 4 * h);
+    float *space = aligned_alloc(64, ((floats * sizeof(float) + 63) / 64) * 64);
+    const float **inputs = malloc(sizeof(float *) * 2 * LANES);
+    if (!space || !inputs) {
+        free(space);
+        free(inputs);
+        return -1;
+    }
+    const float **upcoming = inputs + LANES;
+    float *features = space, *current = features + d * B, *next = current + h * B;
+    float *slopes = next + h * B, *result = slopes + h * B;
+    for (long n = 0; n < count; n++) {
+        const float *set = samples + (replica_ids[n] * per_replica + first) * d;
+        const float *w = readout + n * h;
+        for (long start = 0; start < total; start += LANES) {
+            for (long i = 0; i < LANES; i++) {
+                long m = start + i < total ? start + i : total - 1;
+                long ahead = start + LANES + i < total ? start + LANES + i : total - 1;
+                inputs[i] = set + m * d;
+                upcoming[i] = set + ahead * d;
+            }
+            rows_to_features(inputs, features, d, B);
+            const float *layer_input = features;
+            for (long l = 0; l < L; l++) {
+                long fan_in = l == 0 ? d : h;
+                float alpha = l == 0 ? c->input_scale : c->hidden_scale * c->activation_scale;
+                forward_layer(weights[l] + n * h * fan_in, layer_input, current, slopes, h,
+                              fan_in, B, alpha, (int)c->relu, l == 0 ? upcoming : NULL);
+                layer_input = current;
+                float *swap = current;
+                current = next;
+                next = swap;
+            }
+            lanes sum = {0};
+            for (long j = 0; j < h; j++) sum += w[j] * load(layer_input + j * B);
+            store(result, sum * readout_alpha);
+            for (long i = 0; i < LANES && start + i < total; i++)
+                outputs[n * total + start + i] = result[i];
+        }
+    }
+    free(space);
+    free(inputs);
+    return 0;
+}

@@ -117,21 +117,61 @@ class StepConfig(ctypes.Structure):
     ]
 
 
+def _check(
+    name: str,
+    floats: list[tuple[Tensor, tuple[int, ...]]],
+    indices: list[tuple[Tensor, tuple[int, ...]]],
+) -> None:
+    """Refuse what the C code would misread: each tensor with its expected shape, float32
+    (``floats``) or int64 (``indices``), on the CPU, contiguous."""
+    for tensors, wanted in ((floats, torch.float32), (indices, torch.int64)):
+        for tensor, shape in tensors:
+            if tensor.dtype != wanted or tensor.device.type != "cpu":
+                raise ValueError(f"{name}: a tensor is {tensor.dtype} on {tensor.device}")
+            if tuple(tensor.shape) != shape:
+                raise ValueError(f"{name}: a tensor is {tuple(tensor.shape)}, not {shape}")
+            if not tensor.is_contiguous():
+                raise ValueError(f"{name}: a {tuple(tensor.shape)} tensor is not contiguous")
+
+
+def _training_sets(
+    name: str, samples: Tensor, rows_per_set: int, per_replica: bool, replica_ids: Tensor
+) -> None:
+    """Refuse replica ids or a set size that would read past ``samples``."""
+    sets = samples.shape[0] // rows_per_set  # one training set per replica, or one shared
+    fits = sets * rows_per_set == samples.shape[0] and (per_replica or sets == 1)
+    if not fits or (per_replica and len(replica_ids) and int(replica_ids.max()) >= sets):
+        raise ValueError(f"{name}: the replica ids and set size do not match the samples")
+
+
 class FCNKernels:
-    """``fcn_step`` of the C source, for float32 CPU tensors."""
+    """``fcn_step`` and ``fcn_outputs`` of the C source, for float32 CPU tensors.
+
+    Index tensors (replica ids, batch indices) are int64; shapes, layout and the multiples
+    of 16 are checked before any call, so the C code never reads out of bounds except
+    through the values of the batch indices (< P), which MinibatchSelection draws.
+    """
 
     def __init__(self, library: ctypes.CDLL) -> None:
         pointer, integer = ctypes.c_void_p, ctypes.c_long
+        config = ctypes.POINTER(StepConfig)
         self._step = library.fcn_step
-        self._step.argtypes = [
-            ctypes.POINTER(StepConfig),
-            integer,
-            *[pointer] * 4,
-            integer,
-            integer,
-            *[pointer] * 6,
-        ]
-        self._step.restype = ctypes.c_int
+        self._step.argtypes = [config, integer, *[pointer] * 4, integer, integer]
+        self._step.argtypes += [pointer] * 6
+        self._outputs = library.fcn_outputs
+        self._outputs.argtypes = [config, integer, *[pointer] * 3, integer, pointer]
+        self._outputs.argtypes += [integer, integer, pointer]
+        for function in (self._step, self._outputs):
+            function.restype = ctypes.c_int
+
+    @staticmethod
+    def _weights(config: StepConfig, count: int) -> list[tuple[int, ...]]:
+        """The shapes of the hidden weights and the readout of ``count`` replicas."""
+        width, size = config.width, config.input_size
+        if any(value % LANES for value in (width, size)):
+            raise ValueError(f"fcn kernels: h and d must be multiples of {LANES}")
+        shapes = [(count, width, size)] + [(count, width, width)] * (config.depth - 1)
+        return [*shapes, (count, width)]
 
     def step(
         self,
@@ -154,41 +194,23 @@ class FCNKernels:
         ids and their batch; initial_outputs (R, P): f0 on each replica's training set.
         Returns, per replica (R,): the batch's mean loss, whether a sample felt a force
         (bool: the step moved the parameters) and whether every stability was finite.
-
-        Everything the C code trusts is checked here (dtypes, device, layout, shapes, the
-        multiples of 16, the rows in range) except the values of ``indices`` (< P), which
-        the caller draws (MinibatchSelection).
         """
         count, batch = indices.shape
-        depth, width, size = config.depth, config.width, config.input_size
-        training = initial_outputs.shape[-1]
-        expected = [(count, width, size)] + [(count, width, width)] * (depth - 1)
-        expected += [(count, width), (samples.shape[0], size), (samples.shape[0],)]
-        expected += [(count,), (count, batch), (count, training)]
-        tensors = [*weights, readout, samples, labels, replica_ids, indices, initial_outputs]
-        if len(weights) != depth or batch != config.batch:
-            raise ValueError("fcn_step: the config does not match the tensors")
-        for tensor, shape in zip(tensors, expected, strict=True):
-            wanted = torch.int64 if tensor is replica_ids or tensor is indices else torch.float32
-            if tensor.dtype != wanted or tensor.device.type != "cpu":
-                raise ValueError(f"fcn_step: a tensor is {tensor.dtype} on {tensor.device}")
-            if tuple(tensor.shape) != shape:
-                raise ValueError(f"fcn_step: a tensor is {tuple(tensor.shape)}, not {shape}")
-            if not tensor.is_contiguous():
-                raise ValueError(f"fcn_step: a {tuple(tensor.shape)} tensor is not contiguous")
-        if any(value % LANES for value in (batch, width, size)):
-            raise ValueError(f"fcn_step: B, h and d must be multiples of {LANES}")
-        sets = samples.shape[0] // training  # training sets held: one per replica, or one
-        fits = sets * training == samples.shape[0] and (per_replica or sets == 1)
-        if not fits or (per_replica and count and int(replica_ids.max()) >= sets):
-            raise ValueError("fcn_step: the replica ids and P do not match the samples")
+        training, rows = initial_outputs.shape[-1], samples.shape[0]
+        if len(weights) != config.depth or batch != config.batch or batch % LANES:
+            raise ValueError(f"fcn_step: L and B (a multiple of {LANES}) must match the config")
+        floats = [*weights, readout, samples, labels, initial_outputs]
+        shapes = self._weights(config, count)
+        shapes += [(rows, config.input_size), (rows,), (count, training)]
+        indices_shapes = [(replica_ids, (count,)), (indices, (count, batch))]
+        _check("fcn_step", list(zip(floats, shapes, strict=True)), indices_shapes)
+        _training_sets("fcn_step", samples, training, per_replica, replica_ids)
         batch_loss = samples.new_empty(count)
         moved, finite = torch.empty(count, dtype=torch.bool), torch.empty(count, dtype=torch.bool)
-        pointers = (ctypes.c_void_p * depth)(*[weight.data_ptr() for weight in weights])
         status = self._step(
             ctypes.byref(config),
             count,
-            ctypes.cast(pointers, ctypes.c_void_p),
+            _pointer_array(weights),
             readout.data_ptr(),
             samples.data_ptr(),
             labels.data_ptr(),
@@ -200,3 +222,50 @@ class FCNKernels:
         if status != 0:
             raise MemoryError("fcn_step: out of memory for its workspace")
         return batch_loss, moved, finite
+
+    def outputs(
+        self,
+        config: StepConfig,
+        weights: list[Tensor],
+        readout: Tensor,
+        samples: Tensor,
+        set_size: int,
+        per_replica: bool,
+        replica_ids: Tensor,
+        first: int,
+        total: int,
+    ) -> Tensor:
+        """f(w_r, x) of samples first .. first + total - 1 of each replica's set, (R, total).
+
+        samples (n, d): the inputs as rows, one set of ``set_size`` rows per global replica
+        id (``per_replica``) or one shared set; weights, readout as for ``step``.
+        """
+        count = len(replica_ids)
+        if len(weights) != config.depth or not 0 <= first <= first + total <= set_size:
+            raise ValueError("fcn_outputs: L, or the samples asked for, do not fit")
+        shapes = [*self._weights(config, count), (samples.shape[0], config.input_size)]
+        floats = list(zip([*weights, readout, samples], shapes, strict=True))
+        _check("fcn_outputs", floats, [(replica_ids, (count,))])
+        _training_sets("fcn_outputs", samples, set_size, per_replica, replica_ids)
+        outputs = samples.new_empty(count, total)
+        status = self._outputs(
+            ctypes.byref(config),
+            count,
+            _pointer_array(weights),
+            readout.data_ptr(),
+            samples.data_ptr(),
+            set_size if per_replica else 0,
+            replica_ids.data_ptr(),
+            first,
+            total,
+            outputs.data_ptr(),
+        )
+        if status != 0:
+            raise MemoryError("fcn_outputs: out of memory for its workspace")
+        return outputs
+
+
+def _pointer_array(tensors: list[Tensor]) -> ctypes.c_void_p:
+    """A C array of the tensors' data pointers (``float *const *``)."""
+    pointers = (ctypes.c_void_p * len(tensors))(*[tensor.data_ptr() for tensor in tensors])
+    return ctypes.cast(pointers, ctypes.c_void_p)

@@ -105,8 +105,26 @@ class Samples:
 
         ``parameters`` are stacked (R, *shape) in the order of ``replica_ids``. Samples
         are taken ``chunk_size`` at a time, without gradients: the same chunking and
-        replicas always give the same numbers, bit for bit.
+        replicas always give the same numbers, bit for bit. A MeanFieldFCN that fits
+        the compiled kernels (``native_fcn_fits``) is evaluated by them instead, replica
+        by replica, 16 samples at a time.
         """
+        kernels = (
+            fcn_kernels() if native_fcn_fits(network, LANES, self.x.device, self.x.dtype) else None
+        )
+        if kernels is not None:
+            names = [f"hidden.{layer}" for layer in range(len(network.hidden))]
+            return kernels.outputs(
+                native_config(network),
+                [parameters[name].detach() for name in names],
+                parameters["readout"].detach(),
+                self.flat_inputs(),
+                self.count,
+                self.per_replica,
+                replica_ids.contiguous(),
+                0,
+                self.count,
+            )
         chunks = []
         with torch.no_grad():
             for start in range(0, self.count, chunk_size):
@@ -326,20 +344,7 @@ class NativeFCNStep:
     ) -> None:
         self.kernels = kernels
         self.hidden_names = [f"hidden.{layer}" for layer in range(len(network.hidden))]
-        input_size, width = network.hidden[0].shape[1], network.width
-        self.config = StepConfig(
-            depth=len(network.hidden),
-            batch=0,
-            input_size=input_size,
-            width=width,
-            relu=int(network.act.base is torch.nn.functional.relu),
-            square_hinge=int(loss.kind == "square_hinge"),
-            kappa=loss.kappa,
-            lr=lr,
-            activation_scale=network.act.scale,
-            input_scale=1.0 / math.sqrt(input_size),
-            hidden_scale=1.0 / math.sqrt(width),
-        )
+        self.config = native_config(network, loss, lr)
 
     def __call__(
         self,
@@ -367,6 +372,26 @@ class NativeFCNStep:
             initial_outputs,
         )
         return StepInfo(batch_loss, moved, finite)
+
+
+def native_config(
+    network: MeanFieldFCN, loss: MarginLoss | None = None, lr: float = 0.0
+) -> StepConfig:
+    """The C kernels' description of ``network`` (and of the step's loss and lr)."""
+    input_size, width = network.hidden[0].shape[1], network.width
+    return StepConfig(
+        depth=len(network.hidden),
+        batch=0,
+        input_size=input_size,
+        width=width,
+        relu=int(network.act.base is torch.nn.functional.relu),
+        square_hinge=int(loss is not None and loss.kind == "square_hinge"),
+        kappa=0.0 if loss is None else loss.kappa,
+        lr=lr,
+        activation_scale=network.act.scale,
+        input_scale=1.0 / math.sqrt(input_size),
+        hidden_scale=1.0 / math.sqrt(width),
+    )
 
 
 ENGINES = ("auto", "native", "hand_written", "generic")
