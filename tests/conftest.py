@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,6 +15,25 @@ from sgdnoise.config import resolve_point
 
 REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(int(os.environ.get("SGDNOISE_TEST_THREADS", "2")))
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for a test, restored after: for tiny tensors, where per-operation
+    overhead dominates and a second thread only adds synchronisation (several times
+    slower on a shared 2-core machine). Use with pytest.mark.usefixtures("one_thread")."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def teacher_images(count: int, seed: int, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian 1 x side x side images (float32) labelled +-1 by the sign of a fixed
+    linear teacher (the same teacher for every seed)."""
+    teacher = np.random.default_rng(99).standard_normal(side * side)
+    x = np.random.default_rng(seed).standard_normal((count, 1, side, side)).astype(np.float32)
+    return x, np.where(x.reshape(count, -1) @ teacher >= 0, 1.0, -1.0)
 
 
 def merge(base: dict, changes: dict) -> dict:

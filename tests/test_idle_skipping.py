@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from sgdnoise.config import PointConfig, resolve_point
 from sgdnoise.stages import idle_skipping
 from sgdnoise.stages.train import train_point
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _point(loss: dict, temperature: float, per_replica: bool, max_steps: int) -> PointConfig:
@@ -44,15 +45,6 @@ def _point(loss: dict, temperature: float, per_replica: bool, max_steps: int) ->
             },
         }
     )
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: torch's thread pool only adds synchronisation on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _step_by_step(point: dict, monkeypatch) -> object:

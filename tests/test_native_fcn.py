@@ -13,7 +13,6 @@ everywhere.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from torch.func import functional_call
@@ -34,33 +33,21 @@ from sgdnoise.stages.train_network import (
     samples_of,
     train_network_point,
 )
-from tests.conftest import merge
+from tests.conftest import merge, teacher_images
 
 P, P_TEST, SIDE, REPLICAS = 64, 96, 8, 4
 KERNELS = native.fcn_kernels()
 needs_kernels = pytest.mark.skipif(
     KERNELS is None, reason=f"native FCN kernels unavailable: {native.build_failure()}"
 )
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Gaussian 1 x 8 x 8 images labelled by the sign of a fixed linear teacher."""
-    teacher = np.random.default_rng(99).standard_normal(SIDE * SIDE)
-    x = np.random.default_rng(seed).standard_normal((count, 1, SIDE, SIDE)).astype(np.float32)
-    return x, np.where(x.reshape(count, -1) @ teacher >= 0, 1.0, -1.0)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def datasets() -> list[Dataset]:
-    x_test, y_test = images(P_TEST, 1000)
-    return [Dataset(*images(P, replica), x_test, y_test) for replica in range(REPLICAS)]
+    """One training draw of 1 x 8 x 8 teacher-labelled images per replica, one test set."""
+    x_test, y_test = teacher_images(P_TEST, 1000, SIDE)
+    train = [teacher_images(P, replica, SIDE) for replica in range(REPLICAS)]
+    return [Dataset(*draw, x_test, y_test) for draw in train]
 
 
 def point(**changes):

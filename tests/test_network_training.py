@@ -28,26 +28,16 @@ from sgdnoise.stages.train_network import (
     samples_of,
     train_network_point,
 )
-from tests.conftest import merge
+from tests.conftest import merge, teacher_images
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 P, P_TEST, SIDE = 64, 200, 6
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These networks are tiny: per-operation overhead dominates, and a second thread
-    only adds synchronisation (several times slower on a shared 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Gaussian 1 x 6 x 6 images labelled by the sign of a fixed linear teacher."""
-    teacher = np.random.default_rng(99).standard_normal(SIDE * SIDE)
-    x = np.random.default_rng(seed).standard_normal((count, 1, SIDE, SIDE)).astype(np.float32)
-    return x, np.where(x.reshape(count, -1) @ teacher >= 0, 1.0, -1.0)
+    return teacher_images(count, seed, SIDE)
 
 
 def datasets(replicas: int) -> list[Dataset]:
