@@ -1,15 +1,17 @@
 /*
- * One minibatch-SGD step of MeanFieldFCN replicas on the CPU, replica by replica.
+ * One minibatch-SGD step of MeanFieldFCN replicas on the CPU, replica by replica
+ * (fcn_step), and their outputs on many samples (fcn_outputs, the forward alone: the
+ * records and f0).
  *
  * Compiled and loaded by sgdnoise.dynamics.native (cc -O3 -march=native) and called by
- * dynamics.networks.NativeFCNStep, which documents the map; this is FCNStep's update
- * (same order of operations, same scalar factors) with, per replica:
+ * dynamics.networks (NativeFCNStep, Samples.outputs), which document the map; fcn_step
+ * is FCNStep's update (same order of operations, same scalar factors) with, per replica:
  *
  *   gather the batch, forward through the L layers (z_l, u_l = act(z_l), act'(z_l)),
  *   f = c w . u_L / h, h_mu = y (f - f0), g_mu = y v'(h_mu) / B; if some g_mu != 0:
  *   dL/du_L = c g w / h, w <- w - lr c u_L g / h, then for l = L .. 1:
  *   dL/dz_l = dL/du_l act'(z_l), dL/du_{l-1} = c s_l W_l^T dL/dz_l (old W_l),
- *   W_l <- W_l - lr s_l a_{l-1}-scale dL/dz_l u_{l-1}^T.
+ *   W_l <- W_l - lr s_l c_{l-1} dL/dz_l u_{l-1}^T   (u_0 = x, c_0 = 1, c_l = c).
  *
  * Why by hand, and why a replica at a time: activations are stored feature-major, a
  * layer's activations of one replica forming a (width x B) matrix whose row k holds
