@@ -1,4 +1,5 @@
-"""Compiled kernels of the FCN step on the CPU: build once per machine, load, call.
+"""Compiled kernels of the FCN on the CPU (its training step and its outputs): build once
+per machine, load, call.
 
 ``fcn_kernels()`` compiles ``fcn_kernels.c`` (next to this file) with the system C
 compiler (``$CC``, else ``cc``) as ``-O3 -march=native``, caches the shared library under
@@ -12,8 +13,9 @@ stays in torch (dynamics.networks.FCNStep), when:
 - the build fails for any other reason (its message is kept in ``build_failure()``).
 
 The library is written to a temporary file and renamed into place, so jobs building it
-at once on a shared cache never load a partial file. ``FCNKernels`` wraps its entry point,
-``fcn_step`` (the C source documents the computation), for torch tensors.
+at once on a shared cache never load a partial file. ``FCNKernels`` wraps its entry points,
+``fcn_step`` and ``fcn_outputs`` (the C source documents the computation), for torch
+tensors.
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ def _build(compiler: str, target: Path) -> None:
             [*command, str(SOURCE)], capture_output=True, text=True, check=False
         )
         if result.returncode != 0:
-            raise RuntimeError(result.stderr.strip().splitlines()[-1] if result.stderr else "")
+            lines = result.stderr.strip().splitlines()
+            raise RuntimeError(lines[-1] if lines else f"exit status {result.returncode}")
         os.replace(partial, target)
     finally:
         if os.path.exists(partial):
