@@ -195,6 +195,8 @@ def test_engine_choice_and_fallback(monkeypatch, tmp_path):
                 engine_of(config, "native", torch.float32)
     native.fcn_kernels.cache_clear()
     assert list(tmp_path.iterdir()) in ([], [tmp_path / "native"])  # no partial library
+    with pytest.raises(ValueError, match="multiples of 16"):
+        engine_of(point(optimizer={"batch_size": 8}), "native", torch.float32)
 
 
 @needs_kernels

@@ -486,11 +486,14 @@ def make_network_dynamics(
     if engine == "auto":
         engine = choose_engine(network, optimizer.batch_size, device, dtype)
     if engine == "native":
-        kernels = (
-            fcn_kernels() if native_fcn_fits(network, optimizer.batch_size, device, dtype) else None
-        )
+        if not native_fcn_fits(network, optimizer.batch_size, device, dtype):
+            raise ValueError(
+                "the native FCN step cannot run here: it needs a MeanFieldFCN on the CPU in "
+                f"float32 with B, h and d multiples of {LANES}"
+            )
+        kernels = fcn_kernels()
         if kernels is None:
-            raise ValueError(f"the native FCN step cannot run here: {build_failure() or 'shapes'}")
+            raise ValueError(f"the native FCN step cannot run here: {build_failure()}")
         sgd_step = NativeFCNStep(network, loss, lr, kernels)
     elif engine == "hand_written" and isinstance(network, MeanFieldFCN):
         sgd_step = FCNStep(network, loss, lr)
