@@ -7,7 +7,8 @@ set of P = 1024 real MNIST-parity digits (data.per_replica), float32:
 - batched native: the 16 replicas advance together in one call of the compiled step
   (dynamics.networks.NativeFCNStep, dynamics/fcn_kernels.c: replica by replica, the
   batch of 16 in the lanes of 512-bit vectors, forward, backward and fused updates while
-  the replica's weights stay in cache), where the kernels build (C compiler, AVX-512);
+  the replica's weights stay in cache), where the kernels build (C compiler, AVX2 or
+  AVX-512);
 - batched hand-written: the same in torch (dynamics.networks.FCNStep: batched matmuls,
   fused update, backward on the samples that violate the margin only);
 - batched generic: the same, with the generic step (vmapped forward, one autograd
@@ -34,7 +35,9 @@ training loss, records and checks included.
     python benchmarks/bench_networks.py [--threads 1] [--steps 100] [--rounds 5] [--cpu-time]
         [--late-start 1000] [--no-cnn] [--no-cell]
 
-Set OPENBLAS_NUM_THREADS (read when numpy loads) to the thread count for numpy's matmuls.
+Set OPENBLAS_NUM_THREADS (read when numpy loads) to the thread count for numpy's matmuls,
+and SGDNOISE_NATIVE_ARCH=x86-64-v3 to time the AVX2 build of the compiled step (8 samples
+per vector) on an AVX-512 machine.
 --cpu-time times with the process's CPU clock instead of the wall clock: with one thread
 it is insensitive to other jobs sharing the cores (with two it counts both threads).
 Every figure is the minimum and the median over --rounds interleaved rounds.
@@ -57,7 +60,7 @@ import yaml
 
 from sgdnoise.config import PointConfig, resolve_point
 from sgdnoise.data import make_dataset
-from sgdnoise.dynamics.native import build_failure
+from sgdnoise.dynamics.native import build_failure, fcn_kernels
 from sgdnoise.dynamics.networks import (
     NetworkDynamics,
     NetworkProblem,
@@ -254,6 +257,15 @@ def step_floor_seconds(config: PointConfig, repeats: int) -> dict[str, float]:
     return totals
 
 
+def native_kernels() -> str:
+    """Which compiled kernels this process built (the vector width and -march), or why not."""
+    kernels = fcn_kernels()
+    if kernels is None:
+        return f"none ({build_failure()})"
+    target = os.environ.get("SGDNOISE_NATIVE_ARCH", "native")
+    return f"{kernels.lanes} samples per vector (-march={target})"
+
+
 def summary(values: list[float]) -> tuple[float, float]:
     return float(np.min(values)), float(np.median(values))
 
@@ -312,7 +324,7 @@ def measure_fcn(args: argparse.Namespace) -> None:
         f"float32, {args.threads} thread(s), {'CPU' if args.cpu_time else 'wall'} time, "
         f"{args.rounds} rounds of {args.steps} steps; load average {os.getloadavg()}; "
         f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')} (numpy); native "
-        f"kernels: {'built' if 'native' in dynamics else build_failure()}"
+        f"kernels: {native_kernels()}"
     )
     print_table("From initialisation (5 warm-up steps; full backward):", seconds, reference)
     print_table(

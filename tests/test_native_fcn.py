@@ -7,7 +7,7 @@ accuracy, measured here on torch's float32 hand-written step (FCNStep) beside it
 kernels need multiples of 16).
 
 The tests that run the kernels are skipped where they cannot be built (no C compiler,
-no AVX-512: the skip says why); the choice of engine and the fallback are tested
+neither AVX-512 nor AVX2: the skip says why); the choice of engine and the fallback are tested
 everywhere.
 """
 
@@ -41,6 +41,21 @@ needs_kernels = pytest.mark.skipif(
     KERNELS is None, reason=f"native FCN kernels unavailable: {native.build_failure()}"
 )
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(params=["native", "x86-64-v3"], ids=["widest", "avx2"])
+def kernels(request, monkeypatch):
+    """The kernels built for the CPU's widest vectors (-march=native), and for AVX2 (8
+    samples per vector) even where AVX-512 is present: both builds are tested on an
+    AVX-512 machine, the AVX2 one twice on an AVX2 machine."""
+    monkeypatch.setenv("SGDNOISE_NATIVE_ARCH", request.param)
+    native.fcn_kernels.cache_clear()
+    built = native.fcn_kernels()
+    if built is None:
+        pytest.skip(f"native FCN kernels unavailable: {native.build_failure()}")
+    assert built.lanes in ((8,) if request.param == "x86-64-v3" else (8, 16))
+    yield built
+    native.fcn_kernels.cache_clear()
 
 
 def datasets() -> list[Dataset]:
@@ -109,7 +124,9 @@ def relative_error(parameters, reference, initial) -> float:
     [("gelu", "hinge", True, 16), ("relu", "hinge", False, 16),
      ("gelu", "square_hinge", True, 32)],
 )  # fmt: skip
-def test_native_step_follows_the_float64_reference(activation, loss, per_replica, batch_size):
+def test_native_step_follows_the_float64_reference(
+    kernels, activation, loss, per_replica, batch_size
+):
     """200 steps from the same w0 and batches, through steps where every replica, some
     and none moved (the backward skipped per replica): the native float32 parameters are
     within 3x of torch's float32 step's distance to the float64 reference (relative to
@@ -142,7 +159,7 @@ def test_native_step_follows_the_float64_reference(activation, loss, per_replica
 
 
 @needs_kernels
-def test_native_replicas_alone_equal_replicas_together():
+def test_native_replicas_alone_equal_replicas_together(kernels):
     """Bit for bit: the C code takes the replicas one after the other, each from its own
     data, weights and batch (a replica's batch depends on its global id only)."""
     config = point(optimizer={"temperature": 2.0**-4})
@@ -227,7 +244,7 @@ def test_kernels_refuse_what_they_would_misread():
 
 @needs_kernels
 @pytest.mark.parametrize("per_replica", [True, False])
-def test_native_outputs_match_the_float64_forward(per_replica):
+def test_native_outputs_match_the_float64_forward(kernels, per_replica):
     """fcn_outputs (the records' and f0's forward) on samples 8 .. 47 of each replica's
     training set or of the shared test set (a short last block of 8): within 3x of
     torch's float32 distance to the float64 forward (measured: native 2.6e-7, torch
@@ -245,7 +262,7 @@ def test_native_outputs_match_the_float64_forward(per_replica):
     samples = samples_of(data, not per_replica, torch.device("cpu"), torch.float32)
     ids = torch.tensor([2, 0, 3])
     names = [f"hidden.{layer}" for layer in range(config.model.depth)]
-    native_outputs = KERNELS.outputs(
+    native_outputs = kernels.outputs(
         networks.native_config(network),
         [parameters[name][ids].contiguous() for name in names],
         parameters["readout"][ids].contiguous(),

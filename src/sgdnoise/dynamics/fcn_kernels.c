@@ -15,29 +15,44 @@
  *
  * Why by hand, and why a replica at a time: activations are stored feature-major, a
  * layer's activations of one replica forming a (width x B) matrix whose row k holds
- * feature k of the B samples, and B is a multiple of 16, so that 16 samples fill one
- * 512-bit vector. Every product is then a sum of scalar x vector FMAs with the
- * accumulators in registers, at ~105-114 GFLOP/s on a Zen 4 core where BLAS libraries
- * run these 16-row products at ~60-80; and one replica's weights (657 kB for the paper's
- * FC-5L, h = 128, d = 784) stay in the core's L2 from its forward to its update, where
+ * feature k of the B samples, and B is a multiple of 16, so that the samples fill whole
+ * vectors (the lanes: 16 floats with AVX-512, 8 with AVX2). Every product is then a sum
+ * of scalar x vector FMAs with the accumulators in registers, at ~105-114 GFLOP/s on a
+ * Zen 4 core where BLAS libraries run these 16-row products at ~60-80; and one replica's
+ * weights (657 kB for the paper's FC-5L, h = 128, d = 784) stay in the core's L2 from its
+ * forward to its update, where
  * layer-by-layer batched calls stream every replica's weights from L3 three times per
  * step (benchmarks/RESULTS.md, "Networks").
  *
  * gelu is the erf form, z Phi(z), with erf from Abramowitz & Stegun 7.1.26 (absolute
  * error < 1.5e-7, the formula of torch's own vectorised CPU erf) and exp from a
  * Cody-Waite reduction and a degree-7 Taylor polynomial (relative error < 2e-7).
- * Requirements, checked by the caller: B % 16 == 0, d % 16 == 0, h % 16 == 0.
+ * Requirements, checked by the caller: B % 16 == 0, d % 16 == 0, h % 16 == 0; AVX2 and
+ * FMA at least (fcn_lanes() says which width was built).
  */
 #include <stdlib.h>
 #include <string.h>
 
-#ifndef __AVX512F__
-#error "the FCN kernels use 512-bit vectors (AVX-512F); without it the step stays in torch"
+#if !defined(__AVX2__) || !defined(__FMA__)
+#error "the FCN kernels need AVX2 and FMA; without them the step stays in torch"
 #endif
 
+/* One vector of samples (or of a row's entries): the widest the CPU has. ROWS output rows
+ * per tile keep ROWS accumulators, the input and a broadcast in registers (of 32 zmm or
+ * 16 ymm). */
+#ifdef __AVX512F__
 typedef float lanes __attribute__((vector_size(64)));
 typedef int ilanes __attribute__((vector_size(64)));
-enum { LANES = 16, ROWS = 8, COLUMNS = 128 };
+enum { LANES = 16 };
+#else
+typedef float lanes __attribute__((vector_size(32)));
+typedef int ilanes __attribute__((vector_size(32)));
+enum { LANES = 8 };
+#endif
+enum { ROWS = 8, COLUMNS = 128 };
+
+/* Samples per vector in this build. */
+int fcn_lanes(void) { return LANES; }
 
 /* What fcn_step needs besides the tensors: shapes and scalar factors of the step. */
 struct fcn_config {
@@ -136,7 +151,7 @@ static void forward_layer(const float *W, const float *in, float *u, float *du, 
         }
 }
 
-/* out = alpha W^T in, (K x J) (J x B): 16 inputs k at a time (a piece of each row of W). */
+/* out = alpha W^T in, (K x J) (J x B): LANES inputs k at a time (a piece of each row of W). */
 static void backward_layer(const float *W, const float *in, float *out, long J, long K, long B,
                            float alpha) {
     for (long b = 0; b < B; b += LANES)
@@ -171,29 +186,26 @@ static void update_layer(float *W, const float *p, const float *const *u, long J
         }
 }
 
-/* Writes the transpose of the 16 x 16 block whose row i is the 16 floats at from[i] as
- * 16 rows to[0 .. 15]: four stages, each swapping one bit of the row and column index. */
+/* Writes the transpose of the LANES x LANES block whose row i is the LANES floats at
+ * from[i] as LANES rows to[0 .. LANES-1]: log2(LANES) stages, each swapping one bit of
+ * the row and the column index between pairs of rows. */
 static void transpose_block(const float *const *from, float *const *to) {
-    typedef int mask __attribute__((vector_size(64)));
-    static const mask low[4] = {
-        {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30},
-        {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
-        {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
-        {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23}};
-    static const mask high[4] = {
-        {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31},
-        {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31},
-        {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31},
-        {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31}};
+    typedef int mask __attribute__((vector_size(sizeof(lanes))));
     lanes row[LANES];
     for (int i = 0; i < LANES; i++) row[i] = load(from[i]);
-    for (int stage = 0, bit = 1; stage < 4; stage++, bit <<= 1)
+    for (int bit = 1; bit < LANES; bit <<= 1) {
+        mask low, high;
+        for (int j = 0; j < LANES; j++) {
+            low[j] = j & bit ? LANES + (j ^ bit) : j;
+            high[j] = j & bit ? LANES + j : j ^ bit;
+        }
         for (int i = 0; i < LANES; i++)
             if (!(i & bit)) {
                 lanes a = row[i], b = row[i | bit];
-                row[i] = __builtin_shuffle(a, b, low[stage]);
-                row[i | bit] = __builtin_shuffle(a, b, high[stage]);
+                row[i] = __builtin_shuffle(a, b, low);
+                row[i | bit] = __builtin_shuffle(a, b, high);
             }
+    }
     for (int i = 0; i < LANES; i++) store(to[i], row[i]);
 }
 
@@ -339,7 +351,7 @@ int fcn_step(const struct fcn_config *c, long count, float *const *weights, floa
 
 /* The outputs f(w, x) of `count` replicas on `total` samples of their training or test
  * set: outputs[n * total + m] = f(w_n, x of sample first + m), the samples laid out as
- * for fcn_step (row replica_ids[n] * per_replica + mu of `samples`). Forward only, 16
+ * for fcn_step (row replica_ids[n] * per_replica + mu of `samples`). Forward only, LANES
  * samples at a time with the replica's weights in cache (a short last block repeats its
  * last sample). Returns 0, or -1 if memory ran out. */
 int fcn_outputs(const struct fcn_config *c, long count, float *const *weights,

@@ -2,14 +2,18 @@
 per machine, load, call.
 
 ``fcn_kernels()`` compiles ``fcn_kernels.c`` (next to this file) with the system C
-compiler (``$CC``, else ``cc``) as ``-O3 -march=native``, caches the shared library under
-``$SGDNOISE_CACHE`` (default ``~/.cache/sgdnoise``) in a file named by a hash of the
-source, the compiler and the CPU's model and flags (nodes of a cluster with different
-CPUs each build their own), and loads it with ctypes. It returns None, and the FCN step
-stays in torch (dynamics.networks.FCNStep), when:
+compiler (``$CC``, else ``cc``) as ``-O3 -march=native`` (``$SGDNOISE_NATIVE_ARCH``
+replaces ``native``: e.g. ``x86-64-v3`` builds the AVX2 kernels on an AVX-512 machine, to
+test them), caches the shared library under ``$SGDNOISE_CACHE`` (default
+``~/.cache/sgdnoise``) in a file named by a hash of the source, the compiler, the target
+and the CPU's model and flags (nodes of a cluster with different CPUs each build their
+own), and loads it with ctypes. The kernels use the CPU's widest vectors: 16 floats with
+AVX-512, 8 with AVX2 (``FCNKernels.lanes``). It returns None, and the FCN step stays in
+torch (dynamics.networks.FCNStep), when:
 
 - ``SGDNOISE_NATIVE=0`` is set;
-- there is no C compiler, or the CPU has no AVX-512 (the source refuses to compile);
+- there is no C compiler, or the CPU has neither AVX-512 nor AVX2 with FMA (the source
+  refuses to compile);
 - the build fails for any other reason (its message is kept in ``build_failure()``).
 
 The library is written to a temporary file and renamed into place, so jobs building it
@@ -35,7 +39,8 @@ from torch import Tensor
 
 SOURCE = Path(__file__).with_name("fcn_kernels.c")
 LANES = 16
-"""Samples per vector: the batch size must be a multiple of it."""
+"""The batch size, the width and the input size must be multiples of it (16 samples fill a
+512-bit vector, two 256-bit ones)."""
 
 _failure: list[str] = []
 
@@ -60,13 +65,14 @@ def _cache_dir() -> Path:
     return Path(root) / "native"
 
 
-def _build(compiler: str, target: Path) -> None:
-    """Compile SOURCE into ``target`` (atomically); raise on failure."""
+def _build(compiler: str, architecture: str, target: Path) -> None:
+    """Compile SOURCE for ``-march=architecture`` into ``target`` (atomically); raise on
+    failure."""
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, partial = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(handle)
     try:
-        command = [compiler, "-O3", "-march=native", "-shared", "-fPIC", "-o", partial]
+        command = [compiler, "-O3", f"-march={architecture}", "-shared", "-fPIC", "-o", partial]
         result = subprocess.run(
             [*command, str(SOURCE)], capture_output=True, text=True, check=False
         )
@@ -89,13 +95,14 @@ def fcn_kernels() -> FCNKernels | None:
     if compiler is None:
         _failure.append("no C compiler (cc, or $CC)")
         return None
+    architecture = os.environ.get("SGDNOISE_NATIVE_ARCH", "native")
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), compiler.encode(), _cpu_signature().encode()):
-        key.update(part)
+    for part in (SOURCE.read_bytes(), compiler, architecture, _cpu_signature()):
+        key.update(part if isinstance(part, bytes) else part.encode())
     target = _cache_dir() / f"fcn_kernels-{key.hexdigest()[:16]}.so"
     try:
         if not target.exists():
-            _build(compiler, target)
+            _build(compiler, architecture, target)
         return FCNKernels(ctypes.CDLL(str(target)))
     except (OSError, RuntimeError) as error:
         _failure.append(f"build of {SOURCE.name} failed: {error}")
@@ -156,6 +163,9 @@ class FCNKernels:
     """
 
     def __init__(self, library: ctypes.CDLL) -> None:
+        library.fcn_lanes.restype = ctypes.c_int
+        self.lanes = library.fcn_lanes()
+        """Samples per vector in this build: 16 (AVX-512) or 8 (AVX2)."""
         pointer, integer = ctypes.c_void_p, ctypes.c_long
         config = ctypes.POINTER(StepConfig)
         self._step = library.fcn_step

@@ -32,10 +32,10 @@ own tensors (see there). Three implementations of the update, the same map
 - ``FCNStep``, the MeanFieldFCN: forward and backward written out in batched matmuls,
   the update fused into them, the backward restricted to the samples (and replicas)
   that feel a force; several times faster on a CPU core than the generic step;
-- ``NativeFCNStep``, the MeanFieldFCN on a CPU with AVX-512 in float32 (B, h and d
-  multiples of 16): FCNStep's update compiled (``fcn_kernels.c``, built on first use by
-  ``dynamics.native``), replica by replica with the batch in the vector lanes; ~1.8x
-  FCNStep (benchmarks/RESULTS.md, "Networks").
+- ``NativeFCNStep``, the MeanFieldFCN on a CPU with AVX-512 or AVX2 in float32 (B, h
+  and d multiples of 16): FCNStep's update compiled (``fcn_kernels.c``, built on first use
+  by ``dynamics.native``), replica by replica with the batch in the vector lanes; ~1.8x
+  FCNStep with AVX-512, ~1.4x with AVX2 (benchmarks/RESULTS.md, "Networks").
 
 ``engine="auto"`` (the default) takes the first of native, hand-written and generic that
 runs here (``choose_engine``).
@@ -333,7 +333,8 @@ class NativeFCNStep:
     The same map as FCNStep, the same order of operations and scalar factors, in one C
     call per step (``fcn_kernels.c``): for each replica in turn the batch is gathered,
     passed forward, and, if a sample feels a force, passed backward with the fused
-    updates, all on 16-sample vectors while that replica's weights stay in the core's
+    updates, all on vectors of 16 (AVX-512) or 8 (AVX2) samples while that replica's
+    weights stay in the core's
     cache. The C code's gelu (erf to 1.5e-7) and sums differ from torch's in the last
     bits: the trajectory is FCNStep's up to float32 rounding. Chosen by
     ``make_network_dynamics`` where ``native_fcn_fits`` and the kernels build.
