@@ -47,6 +47,30 @@ def merge(base: dict, changes: dict) -> dict:
     return result
 
 
+def network_point(**changes):
+    """A resolved alpha-trick FCN point for the network tests: depth 2, width 16, gelu,
+    hinge, P = 64 teacher images per replica (data.per_replica), 200 test images, B = 8,
+    3 replicas to zero loss, float64; ``changes`` deep-merged in."""
+    base = {
+        "model": {"kind": "fcn", "depth": 2, "width": 16, "activation": "gelu", "alpha": 1.0},
+        "loss": {"kind": "hinge", "kappa": None},
+        "data": {"kind": "mnist_parity", "P": 64, "P_test": 200, "per_replica": True},
+        "optimizer": {"kind": "minibatch_sgd", "batch_size": 8, "temperature": 2.0**-8},
+        "run": {
+            "replicas": 3,
+            "max_time": 1e5,
+            "max_steps": 20000,
+            "stop": "zero_loss",
+            "tolerance": 0.0,
+            "check_every": 8,
+            "dtype": "float64",
+            "seed": 5,
+            "record": {"count": 6},
+        },
+    }
+    return resolve_point(merge(base, changes))
+
+
 @pytest.fixture
 def small_point():
     """A factory of resolved perceptron points: small_point(optimizer={...}, run={...})."""

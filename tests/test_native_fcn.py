@@ -17,7 +17,6 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from sgdnoise.config import resolve_point
 from sgdnoise.data import Dataset
 from sgdnoise.dynamics import native, networks
 from sgdnoise.dynamics.networks import (
@@ -33,7 +32,7 @@ from sgdnoise.stages.train_network import (
     samples_of,
     train_network_point,
 )
-from tests.conftest import merge, teacher_images
+from tests.conftest import merge, network_point, teacher_images
 
 P, P_TEST, SIDE, REPLICAS = 64, 96, 8, 4
 KERNELS = native.fcn_kernels()
@@ -66,24 +65,14 @@ def datasets() -> list[Dataset]:
 
 
 def point(**changes):
-    base = {
-        "model": {"kind": "fcn", "depth": 3, "width": 32, "activation": "gelu", "alpha": 1.0},
-        "loss": {"kind": "hinge", "kappa": None},
-        "data": {"kind": "mnist_parity", "P": P, "P_test": P_TEST, "per_replica": True},
-        "optimizer": {"kind": "minibatch_sgd", "batch_size": 16, "temperature": 2.0**-5},
-        "run": {
-            "replicas": REPLICAS,
-            "max_time": 1e5,
-            "max_steps": 20000,
-            "stop": "zero_loss",
-            "tolerance": 0.0,
-            "check_every": 8,
-            "dtype": "float32",
-            "seed": 5,
-            "record": {"count": 4},
-        },
+    """conftest's network point at depth 3, width 32, B = 16, float32, 4 replicas."""
+    native_base = {
+        "model": {"depth": 3, "width": 32},
+        "data": {"P": P, "P_test": P_TEST},
+        "optimizer": {"batch_size": 16, "temperature": 2.0**-5},
+        "run": {"replicas": REPLICAS, "dtype": "float32", "record": {"count": 4}},
     }
-    return resolve_point(merge(base, changes))
+    return network_point(**merge(native_base, changes))
 
 
 def engine_of(config, engine: str, dtype: torch.dtype):
@@ -261,10 +250,9 @@ def test_native_outputs_match_the_float64_forward(kernels, per_replica):
     }
     samples = samples_of(data, not per_replica, torch.device("cpu"), torch.float32)
     ids = torch.tensor([2, 0, 3])
-    names = [f"hidden.{layer}" for layer in range(config.model.depth)]
     native_outputs = kernels.outputs(
         networks.native_config(network),
-        [parameters[name][ids].contiguous() for name in names],
+        [parameters[name][ids].contiguous() for name in network.hidden_names],
         parameters["readout"][ids].contiguous(),
         samples.flat_inputs(),
         samples.count,

@@ -15,7 +15,7 @@ import torch
 import yaml
 from torch.func import functional_call, jvp
 
-from sgdnoise.config import PointConfig, resolve_point
+from sgdnoise.config import PointConfig
 from sgdnoise.data import Dataset
 from sgdnoise.dynamics.networks import NetworkProblem, make_network_dynamics
 from sgdnoise.dynamics.selection import MinibatchSelection
@@ -28,7 +28,7 @@ from sgdnoise.stages.train_network import (
     samples_of,
     train_network_point,
 )
-from tests.conftest import merge, teacher_images
+from tests.conftest import merge, network_point, teacher_images
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -47,24 +47,7 @@ def datasets(replicas: int) -> list[Dataset]:
 
 
 def point(**changes) -> PointConfig:
-    base = {
-        "model": {"kind": "fcn", "depth": 2, "width": 16, "activation": "gelu", "alpha": 1.0},
-        "loss": {"kind": "hinge", "kappa": None},
-        "data": {"kind": "mnist_parity", "P": P, "P_test": P_TEST, "per_replica": True},
-        "optimizer": {"kind": "minibatch_sgd", "batch_size": 8, "temperature": 2.0**-8},
-        "run": {
-            "replicas": 3,
-            "max_time": 1e5,
-            "max_steps": 20000,
-            "stop": "zero_loss",
-            "tolerance": 0.0,
-            "check_every": 8,
-            "dtype": "float64",
-            "seed": 5,
-            "record": {"count": 6},
-        },
-    }
-    return resolve_point(merge(base, changes))
+    return network_point(**merge({"data": {"P": P, "P_test": P_TEST}}, changes))
 
 
 def dynamics_of(config: dict, data: list[Dataset]):

@@ -248,6 +248,32 @@ static inline float sample_loss(const struct fcn_config *c, float stability, flo
     return c->square_hinge ? 0.5f * excess * excess : excess;
 }
 
+/* The forward of replica n on the B samples whose rows are inputs[0 .. B-1] (upcoming:
+ * the next rows to prefetch, or NULL): x^T into features, u_l and act'(z_l) of every
+ * layer into values and slopes (L blocks of h x B), f into outputs (B). */
+static void forward_replica(const struct fcn_config *c, float *const *weights, long n,
+                            const float *readout, const float *const *inputs,
+                            const float *const *upcoming, long B, float *features,
+                            float *values, float *slopes, float *outputs) {
+    const long L = c->depth, d = c->input_size, h = c->width;
+    rows_to_features(inputs, features, d, B);
+    const float *layer_input = features;
+    for (long l = 0; l < L; l++) {
+        long fan_in = l == 0 ? d : h;
+        float alpha = l == 0 ? c->input_scale : c->hidden_scale * c->activation_scale;
+        forward_layer(weights[l] + n * h * fan_in, layer_input, values + l * h * B,
+                      slopes + l * h * B, h, fan_in, B, alpha, (int)c->relu,
+                      l == 0 ? upcoming : NULL);
+        layer_input = values + l * h * B;
+    }
+    const float *w = readout + n * h;
+    for (long b = 0; b < B; b += LANES) {
+        lanes sum = {0};
+        for (long j = 0; j < h; j++) sum += w[j] * load(layer_input + j * B + b);
+        store(outputs + b, sum * (c->activation_scale / (float)h));
+    }
+}
+
 /* Train `count` replicas one step. weights[l]: layer l's stacked weights (count, h, K_l),
  * K_0 = d; readout (count, h). The training set is `samples` (rows of d floats) and
  * `labels` (one per row); replica n's sample mu is row replica_ids[n] * per_replica + mu
@@ -285,22 +311,9 @@ int fcn_step(const struct fcn_config *c, long count, float *const *weights, floa
         float *w = readout + n * h;
         for (long i = 0; i < B; i++) inputs[i] = samples + ROW(n, i) * d;
         for (long i = 0; n + 1 < count && i < B; i++) upcoming[i] = samples + ROW(n + 1, i) * d;
-        rows_to_features(inputs, features, d, B);
-        const float *layer_input = features;
-        for (long l = 0; l < L; l++) {
-            long fan_in = l == 0 ? d : h;
-            float alpha = l == 0 ? c->input_scale : c->hidden_scale * c->activation_scale;
-            forward_layer(weights[l] + n * h * fan_in, layer_input, values + l * h * B,
-                          slopes + l * h * B, h, fan_in, B, alpha, (int)c->relu,
-                          l == 0 && n + 1 < count ? upcoming : NULL);
-            layer_input = values + l * h * B;
-        }
+        forward_replica(c, weights, n, readout, inputs, n + 1 < count ? upcoming : NULL, B,
+                        features, values, slopes, outputs);
         const float *last = values + (L - 1) * h * B;
-        for (long b = 0; b < B; b += LANES) {
-            lanes sum = {0};
-            for (long j = 0; j < h; j++) sum += w[j] * load(last + j * B + b);
-            store(outputs + b, sum * readout_alpha);
-        }
         int moves = 0, all_finite = 1;
         float total = 0;
         for (long i = 0; i < B; i++) {
@@ -358,8 +371,7 @@ int fcn_outputs(const struct fcn_config *c, long count, float *const *weights,
                 const float *readout, const float *samples, long per_replica,
                 const long *replica_ids, long first, long total, float *outputs) {
     const long L = c->depth, B = LANES, d = c->input_size, h = c->width;
-    const float readout_alpha = c->activation_scale / (float)h;
-    size_t floats = (size_t)B * (d + 4 * h);
+    size_t floats = (size_t)B * (d + 2 * L * h + 1);
     float *space = aligned_alloc(64, ((floats * sizeof(float) + 63) / 64) * 64);
     const float **inputs = malloc(sizeof(float *) * 2 * LANES);
     if (!space || !inputs) {
@@ -368,11 +380,10 @@ int fcn_outputs(const struct fcn_config *c, long count, float *const *weights,
         return -1;
     }
     const float **upcoming = inputs + LANES;
-    float *features = space, *current = features + d * B, *next = current + h * B;
-    float *slopes = next + h * B, *result = slopes + h * B;
+    float *features = space, *values = features + d * B, *slopes = values + L * h * B;
+    float *result = slopes + L * h * B;
     for (long n = 0; n < count; n++) {
         const float *set = samples + (replica_ids[n] * per_replica + first) * d;
-        const float *w = readout + n * h;
         for (long start = 0; start < total; start += LANES) {
             for (long i = 0; i < LANES; i++) {
                 long m = start + i < total ? start + i : total - 1;
@@ -380,21 +391,8 @@ int fcn_outputs(const struct fcn_config *c, long count, float *const *weights,
                 inputs[i] = set + m * d;
                 upcoming[i] = set + ahead * d;
             }
-            rows_to_features(inputs, features, d, B);
-            const float *layer_input = features;
-            for (long l = 0; l < L; l++) {
-                long fan_in = l == 0 ? d : h;
-                float alpha = l == 0 ? c->input_scale : c->hidden_scale * c->activation_scale;
-                forward_layer(weights[l] + n * h * fan_in, layer_input, current, slopes, h,
-                              fan_in, B, alpha, (int)c->relu, l == 0 ? upcoming : NULL);
-                layer_input = current;
-                float *swap = current;
-                current = next;
-                next = swap;
-            }
-            lanes sum = {0};
-            for (long j = 0; j < h; j++) sum += w[j] * load(layer_input + j * B);
-            store(result, sum * readout_alpha);
+            forward_replica(c, weights, n, readout, inputs, upcoming, B, features, values,
+                            slopes, result);
             for (long i = 0; i < LANES && start + i < total; i++)
                 outputs[n * total + start + i] = result[i];
         }

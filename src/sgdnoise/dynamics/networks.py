@@ -113,10 +113,9 @@ class Samples:
             fcn_kernels() if native_fcn_fits(network, LANES, self.x.device, self.x.dtype) else None
         )
         if kernels is not None:
-            names = [f"hidden.{layer}" for layer in range(len(network.hidden))]
             return kernels.outputs(
                 native_config(network),
-                [parameters[name].detach() for name in names],
+                [parameters[name].detach() for name in network.hidden_names],
                 parameters["readout"].detach(),
                 self.flat_inputs(),
                 self.count,
@@ -234,7 +233,7 @@ class FCNStep:
         self.loss, self.lr = loss, lr
         self.activation = network.act
         self.readout_scale = 1.0 / network.width
-        self.hidden_names = [f"hidden.{layer}" for layer in range(len(network.hidden))]
+        self.hidden_names = network.hidden_names
         self.hidden_scales = [1.0 / math.sqrt(weight.shape[1]) for weight in network.hidden]
 
     def input_scale(self, layer: int) -> float:
@@ -344,7 +343,7 @@ class NativeFCNStep:
         self, network: MeanFieldFCN, loss: MarginLoss, lr: float, kernels: FCNKernels
     ) -> None:
         self.kernels = kernels
-        self.hidden_names = [f"hidden.{layer}" for layer in range(len(network.hidden))]
+        self.hidden_names = network.hidden_names
         self.config = native_config(network, loss, lr)
 
     def __call__(

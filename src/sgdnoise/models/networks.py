@@ -112,6 +112,11 @@ class MeanFieldFCN(nn.Module):
         self.hidden = nn.ParameterList([_weight(width, fan_in) for fan_in in fan_ins])
         self.readout = _weight(width)
 
+    @property
+    def hidden_names(self) -> list[str]:
+        """The parameter names of W_1 .. W_L (as in named_parameters and functional_call)."""
+        return [f"hidden.{layer}" for layer in range(len(self.hidden))]
+
     def forward(self, x: Tensor) -> Tensor:
         z = x.flatten(1)
         for weight in self.hidden:
